@@ -1,0 +1,7 @@
+"""The ``vinr aggregator`` role: Kafka usage → exactly-once Postgres windows."""
+
+from aggregator.fold import WindowState, billable_quantity
+from aggregator.watermark import Watermark
+from aggregator.worker import Aggregator
+
+__all__ = ["Aggregator", "Watermark", "WindowState", "billable_quantity"]

@@ -1,0 +1,1 @@
+"""The ``vinr invoicer`` and ``vinr dispatcher`` roles: invoices, payments, webhooks."""

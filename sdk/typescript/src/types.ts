@@ -1,0 +1,391 @@
+/**
+ * API object and parameter shapes, as documented in docs/api.md. Keys are camelCase on the
+ * wire and here; the SDK passes request bodies through unchanged.
+ */
+
+export type Metadata = Record<string, string>;
+
+/** Fields every API object carries. */
+export interface ApiObject {
+  id: string;
+  object: string;
+  /** Unix seconds. */
+  created: number;
+  livemode: boolean;
+}
+
+export interface List<T> {
+  object: 'list';
+  data: T[];
+  hasMore: boolean;
+  url: string;
+}
+
+export interface ListParams {
+  limit?: number;
+  startingAfter?: string;
+}
+
+/** Per-call options, the last argument of every resource method. */
+export interface RequestOptions {
+  /** Sent as `Idempotency-Key` on POST; a random UUID is used when absent. */
+  idempotencyKey?: string | undefined;
+  /** Overrides the client's `maxRetries` for this call. */
+  maxRetries?: number | undefined;
+  /** Overrides the client's `timeoutMs` for this call (per attempt). */
+  timeoutMs?: number | undefined;
+}
+
+// ---- products ------------------------------------------------------------------------
+
+export interface Product extends ApiObject {
+  object: 'product';
+  name: string;
+  description: string | null;
+  active: boolean;
+  metadata: Metadata;
+}
+
+export interface ProductCreateParams {
+  name: string;
+  description?: string;
+  metadata?: Metadata;
+}
+
+// ---- prices --------------------------------------------------------------------------
+
+export type Interval = 'day' | 'week' | 'month' | 'year';
+export type UsageType = 'licensed' | 'metered';
+export type AggregateUsage = 'sum' | 'last_during_period' | 'last_ever' | 'max';
+
+export interface Recurring {
+  interval: Interval;
+  intervalCount: number;
+  usageType: UsageType;
+  aggregateUsage: AggregateUsage | null;
+}
+
+export interface Tier {
+  upTo: number | 'inf' | null;
+  unitAmount?: number | null;
+  unitAmountDecimal?: string | null;
+  flatAmount?: number | null;
+  flatAmountDecimal?: string | null;
+}
+
+export interface TransformQuantity {
+  divideBy: number;
+  round: 'up' | 'down';
+}
+
+export interface Price extends ApiObject {
+  object: 'price';
+  product: string;
+  currency: string;
+  type: 'recurring';
+  active: boolean;
+  billingScheme: 'per_unit' | 'tiered';
+  unitAmount: number | null;
+  unitAmountDecimal: string | null;
+  recurring: Recurring;
+  tiers: Tier[] | null;
+  tiersMode: 'graduated' | 'volume' | null;
+  transformQuantity: TransformQuantity | null;
+}
+
+export interface PriceCreateParams {
+  product: string;
+  currency: string;
+  /** `usage` is accepted as a metered per-unit price and stored as `per_unit`. */
+  billingScheme: 'per_unit' | 'tiered' | 'usage';
+  unitAmount?: number;
+  unitAmountDecimal?: string;
+  recurring: {
+    interval: Interval;
+    intervalCount?: number;
+    usageType?: UsageType;
+    aggregateUsage?: AggregateUsage;
+  };
+  tiers?: Array<{
+    upTo: number | 'inf';
+    unitAmount?: number;
+    unitAmountDecimal?: string;
+    flatAmount?: number;
+    flatAmountDecimal?: string;
+  }>;
+  tiersMode?: 'graduated' | 'volume';
+  transformQuantity?: TransformQuantity;
+  metadata?: Metadata;
+}
+
+export interface PriceListParams extends ListParams {
+  product?: string;
+  active?: boolean;
+}
+
+// ---- customers -----------------------------------------------------------------------
+
+export interface Customer extends ApiObject {
+  object: 'customer';
+  name: string | null;
+  email: string | null;
+  defaultPaymentMethod: string | null;
+  metadata: Metadata;
+}
+
+export interface CustomerCreateParams {
+  /** A caller-chosen `cust_…` id, unique within the account and mode. */
+  id?: string;
+  name?: string;
+  email?: string;
+  /** A sandbox payment method id (`pm_card_visa`) or test card number. */
+  paymentMethod?: string;
+  metadata?: Metadata;
+}
+
+export type CustomerUpdateParams = Omit<CustomerCreateParams, 'id'>;
+
+export interface CustomerListParams extends ListParams {
+  email?: string;
+}
+
+// ---- subscriptions -------------------------------------------------------------------
+
+export type SubscriptionStatus =
+  | 'active'
+  | 'past_due'
+  | 'unpaid'
+  | 'canceled'
+  | 'incomplete'
+  | 'incomplete_expired'
+  | 'trialing';
+
+export interface SubscriptionItem extends ApiObject {
+  object: 'subscription_item';
+  subscription: string;
+  quantity: number | null;
+  price: Price;
+}
+
+export interface Subscription extends ApiObject {
+  object: 'subscription';
+  customer: string;
+  status: SubscriptionStatus;
+  testClock: string | null;
+  currentPeriodStart: number;
+  currentPeriodEnd: number;
+  cancelAtPeriodEnd: boolean;
+  canceledAt: number | null;
+  items: List<SubscriptionItem>;
+  metadata?: Metadata;
+}
+
+export interface SubscriptionItemParams {
+  price: string;
+  quantity?: number;
+  /** A caller-chosen `si_…` id. */
+  id?: string;
+}
+
+export interface SubscriptionCreateParams {
+  customer: string;
+  items: SubscriptionItemParams[];
+  testClock?: string;
+  cancelAtPeriodEnd?: boolean;
+  metadata?: Metadata;
+}
+
+export interface SubscriptionUpdateParams {
+  items?: SubscriptionItemParams[];
+  cancelAtPeriodEnd?: boolean;
+  metadata?: Metadata;
+}
+
+export interface SubscriptionListParams extends ListParams {
+  customer?: string;
+  status?: SubscriptionStatus | 'all';
+  testClock?: string;
+}
+
+// ---- usage records -------------------------------------------------------------------
+
+export type UsageAction = 'increment' | 'set';
+
+export interface UsageRecord extends ApiObject {
+  object: 'usage_record';
+  subscriptionItem: string;
+  quantity: number;
+  timestamp: number;
+  action: UsageAction;
+}
+
+export interface UsageRecordCreateParams {
+  subscriptionItem: string;
+  quantity: number;
+  /** Unix seconds; defaults to now on the server. */
+  timestamp?: number;
+  action?: UsageAction;
+}
+
+export interface UsageRecordBatchParams {
+  subscriptionItem: string;
+  records: Array<{ quantity: number; timestamp?: number; action?: UsageAction }>;
+}
+
+export interface UsageRecordBatch extends ApiObject {
+  object: 'usage_record_batch';
+  subscriptionItem: string;
+  count: number;
+  data: UsageRecord[];
+}
+
+export interface Period {
+  start: number;
+  end: number;
+}
+
+export interface UsageRecordSummary {
+  id: string;
+  object: 'usage_record_summary';
+  livemode: boolean;
+  subscriptionItem: string;
+  totalUsage: number;
+  period: Period;
+  invoice: string | null;
+}
+
+export interface UsageRecordSummaryParams extends ListParams {
+  subscriptionItem: string;
+}
+
+// ---- invoices ------------------------------------------------------------------------
+
+export type InvoiceStatus = 'draft' | 'open' | 'paid' | 'uncollectible' | 'void';
+
+export interface InvoiceLineItem {
+  id: string;
+  object: 'line_item';
+  type: string;
+  subscriptionItem: string | null;
+  price: Price | null;
+  quantity: number | null;
+  amount: number;
+  unitAmountDecimal: string | null;
+  currency: string;
+  description: string | null;
+  period: Period;
+}
+
+export interface Invoice extends ApiObject {
+  object: 'invoice';
+  customer: string;
+  subscription: string;
+  status: InvoiceStatus;
+  currency: string;
+  billingReason: string | null;
+  periodStart: number;
+  periodEnd: number;
+  subtotal: number;
+  total: number;
+  amountDue: number;
+  amountPaid: number;
+  attemptCount: number;
+  nextPaymentAttempt: number | null;
+  lines: List<InvoiceLineItem>;
+}
+
+export interface InvoiceListParams extends ListParams {
+  subscription?: string;
+  customer?: string;
+  status?: InvoiceStatus;
+}
+
+export interface InvoicePayParams {
+  paymentMethod?: string;
+}
+
+// ---- test helpers --------------------------------------------------------------------
+
+export interface TestClock extends ApiObject {
+  object: 'test_helpers.test_clock';
+  name: string | null;
+  frozenTime: number;
+  status: string;
+}
+
+export interface TestClockCreateParams {
+  frozenTime: number;
+  name?: string;
+}
+
+export interface TestClockAdvanceParams {
+  frozenTime: number;
+}
+
+// ---- webhooks and events -------------------------------------------------------------
+
+export interface WebhookEndpoint extends ApiObject {
+  object: 'webhook_endpoint';
+  url: string;
+  enabledEvents: string[];
+  status: string;
+  description?: string | null;
+  /** Only returned by `create`. */
+  secret?: string;
+}
+
+export interface WebhookEndpointCreateParams {
+  url: string;
+  enabledEvents: string[];
+  description?: string;
+}
+
+export interface Charge extends ApiObject {
+  object: 'charge';
+  invoice: string;
+  amount: number;
+  currency: string;
+  paymentMethod: string | null;
+  status: string;
+  paid: boolean;
+  failureCode: string | null;
+  failureMessage: string | null;
+}
+
+interface EventOf<TType extends string, TData> extends ApiObject {
+  object: 'event';
+  type: TType;
+  data: TData;
+}
+
+export type InvoiceEventType =
+  | 'invoice.created'
+  | 'invoice.finalized'
+  | 'invoice.paid'
+  | 'invoice.payment_failed'
+  | 'invoice.payment_succeeded'
+  | 'invoice.marked_uncollectible';
+
+export type SubscriptionEventType =
+  | 'customer.subscription.created'
+  | 'customer.subscription.updated'
+  | 'customer.subscription.deleted';
+
+/**
+ * An event as delivered to webhooks and returned by `events`. `data` is the object itself
+ * (for `invoice.*`, the invoice). Switching on `type` narrows `data`.
+ */
+export type VinrEvent =
+  | EventOf<InvoiceEventType, Invoice>
+  | EventOf<SubscriptionEventType, Subscription>
+  | EventOf<'customer.created' | 'customer.updated', Customer>
+  | EventOf<'charge.succeeded' | 'charge.failed', Charge>
+  | EventOf<'test_helpers.test_clock.advanced', TestClock>
+  | EventOf<'usage_record.dead_lettered', Record<string, unknown>>
+  | EventOf<'webhook_endpoint.disabled', WebhookEndpoint>;
+
+export type EventType = VinrEvent['type'];
+
+export interface EventListParams extends ListParams {
+  type?: string;
+}

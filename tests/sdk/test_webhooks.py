@@ -1,0 +1,88 @@
+"""``vinr.sdk.webhooks.verify`` over ``vinr.signature``."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from vinr.sdk import SignatureVerificationError, VinrError, construct_event, verify
+from vinr.sdk import webhooks as webhooks_module
+from vinr.signature import sign
+
+from ._mock import Script, sync_client
+
+SECRET = "whsec_test_abc123"
+EVENT = {"id": "evt_1", "object": "event", "type": "invoice.paid", "livemode": False,
+         "data": {"id": "inv_1", "subscription": "sub_1", "periodEnd": 1766592000}}
+PAYLOAD = orjson.dumps(EVENT)
+
+
+def test_a_good_signature_returns_the_event() -> None:
+    event = verify(PAYLOAD, sign(SECRET, PAYLOAD), SECRET)
+    assert event == EVENT
+    assert event.type == "invoice.paid" and event.data.subscription == "sub_1"
+
+
+def test_a_text_payload_is_accepted() -> None:
+    event = verify(PAYLOAD.decode(), sign(SECRET, PAYLOAD), SECRET)
+    assert event.id == "evt_1"
+
+
+def test_a_tampered_payload_is_refused() -> None:
+    tampered = PAYLOAD.replace(b"1766592000", b"1799999999")
+    with pytest.raises(SignatureVerificationError, match="no signature matches"):
+        verify(tampered, sign(SECRET, PAYLOAD), SECRET)
+
+
+def test_the_wrong_secret_is_refused() -> None:
+    with pytest.raises(SignatureVerificationError):
+        verify(PAYLOAD, sign("whsec_other", PAYLOAD), SECRET)
+
+
+def test_a_stale_signature_is_refused() -> None:
+    stale = sign(SECRET, PAYLOAD, int(time.time()) - 301)
+    with pytest.raises(SignatureVerificationError, match="tolerance"):
+        verify(PAYLOAD, stale, SECRET)
+    assert verify(PAYLOAD, stale, SECRET, tolerance_s=600).id == "evt_1"
+
+
+@pytest.mark.parametrize("header", [None, "", "garbage", "t=1"])
+def test_a_missing_or_malformed_header_is_refused(header: str | None) -> None:
+    with pytest.raises(SignatureVerificationError) as info:
+        verify(PAYLOAD, header, SECRET)
+    assert isinstance(info.value, VinrError)
+
+
+def test_the_secret_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VINR_WEBHOOK_SECRET", SECRET)
+    assert verify(PAYLOAD, sign(SECRET, PAYLOAD)).id == "evt_1"
+    with pytest.raises(SignatureVerificationError):
+        verify(PAYLOAD, sign("whsec_other", PAYLOAD))
+
+
+def test_no_secret_anywhere_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VINR_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(VinrError, match="VINR_WEBHOOK_SECRET") as info:
+        verify(PAYLOAD, sign(SECRET, PAYLOAD))
+    assert not isinstance(info.value, SignatureVerificationError)
+
+
+def test_a_rolled_secret_header_verifies_with_either_secret() -> None:
+    header = sign("whsec_new", PAYLOAD, None, SECRET)
+    assert verify(PAYLOAD, header, SECRET).id == "evt_1"
+    assert verify(PAYLOAD, header, "whsec_new").id == "evt_1"
+
+
+def test_a_signed_non_object_payload_is_an_error() -> None:
+    with pytest.raises(VinrError, match="JSON"):
+        verify(b"not json", sign(SECRET, b"not json"), SECRET)
+
+
+def test_client_webhooks_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VINR_WEBHOOK_SECRET", SECRET)
+    assert construct_event is verify is webhooks_module.construct_event
+    with sync_client(Script()) as client:
+        assert client.webhooks.verify(PAYLOAD, sign(SECRET, PAYLOAD)).type == "invoice.paid"
+        assert client.webhooks.construct_event(PAYLOAD, sign(SECRET, PAYLOAD)).id == "evt_1"

@@ -1,0 +1,43 @@
+"""Prefixed object ids (``prod_…``, ``mbu_…``) and ids derived from idempotency keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+__all__ = ["PREFIXES", "derived_id", "new_id", "new_secret"]
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+PREFIXES = frozenset(
+    {"acct", "prod", "price", "cust", "sub", "si", "mbu", "inv", "il", "evt", "we", "clock",
+     "pm", "ch", "whd", "dl"}
+)
+
+
+def _base62(raw: bytes, length: int) -> str:
+    number = int.from_bytes(raw, "big")
+    chars = []
+    for _ in range(length):
+        number, rem = divmod(number, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(chars)
+
+
+def new_id(prefix: str) -> str:
+    """A random id, 24 base62 characters (≈142 bits) after the prefix."""
+    return f"{prefix}_{_base62(secrets.token_bytes(18), 24)}"
+
+
+def derived_id(prefix: str, *parts: str) -> str:
+    """A deterministic id: the same parts always give the same id.
+
+    Usage record ids are derived from (account, mode, idempotency key, body digest) so a
+    retry that slips past Redis still carries the id the ledger already holds.
+    """
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=18).digest()
+    return f"{prefix}_{_base62(digest, 24)}"
+
+
+def new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"

@@ -1,0 +1,154 @@
+"""Running roles as processes: signal handling, graceful drain, and ``vinr up``.
+
+Only this module installs signal handlers. On SIGTERM/SIGINT a role stops taking work,
+finishes what it holds (the API drains in-flight requests and flushes the producer; the
+aggregator commits its batch), and exits within ``_DRAIN_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, Protocol
+
+import asyncpg
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from vinr.db import apply_migrations
+from vinr.settings import Settings
+
+__all__ = ["Worker", "run_api", "run_up", "run_workers"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN_S = 25.0
+
+
+class Worker(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def run(self) -> None: ...
+    def request_stop(self) -> None: ...
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the role runner owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn(app: Any, host: str, port: int) -> _Server:
+    config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools",
+                            lifespan="on", access_log=False, log_config=None,
+                            timeout_graceful_shutdown=int(_DRAIN_S), backlog=4096)
+    return _Server(config)
+
+
+def _on_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, callback)
+
+
+async def _health_app(scope: Any, receive: Any, send: Any) -> None:
+    """/healthz, /readyz and /metrics for worker roles (no framework needed)."""
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/metrics":
+        status, body, ctype = 200, generate_latest(), CONTENT_TYPE_LATEST
+    elif path in ("/healthz", "/readyz"):
+        status, body, ctype = 200, b'{"status":"ok"}', "application/json"
+    else:
+        status, body, ctype = 404, b'{"error":{"type":"invalid_request_error"}}', "application/json"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype.encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _migrate(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+
+
+async def run_api(settings: Settings, host: str, port: int) -> None:
+    from ingest.app import create_app
+
+    server = _uvicorn(create_app(settings), host, port)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    _on_signals(stop)
+    await server.serve()
+
+
+async def run_workers(settings: Settings, workers: Sequence[Worker],
+                      extra: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+    """Start workers (and optional extra servers), run until a signal, then drain."""
+    stopping = asyncio.Event()
+    _on_signals(stopping.set)
+    health = (_uvicorn(_health_app, "0.0.0.0", settings.metrics_port)
+              if settings.metrics_port else None)
+    started: list[Worker] = []
+    try:
+        for worker in workers:
+            await worker.start()
+            started.append(worker)
+        tasks = [asyncio.create_task(w.run()) for w in started]
+        tasks += [asyncio.create_task(fn()) for fn in extra]
+        if health is not None:
+            tasks.append(asyncio.create_task(health.serve()))
+        waiter = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                log.error("a role failed: %r; stopping", task.exception())
+        for worker in started:
+            worker.request_stop()
+        if health is not None:
+            health.should_exit = True
+        _, pending = await asyncio.wait(tasks, timeout=_DRAIN_S)
+        for task in pending:
+            task.cancel()
+        waiter.cancel()
+    finally:
+        for worker in reversed(started):
+            await worker.stop()
+
+
+async def run_up(settings: Settings, host: str, port: int) -> None:
+    """api + aggregator + invoicer + dispatcher in one process, for development."""
+    from aggregator.worker import Aggregator
+    from ingest.app import create_app
+    from invoicer.dispatcher import Dispatcher
+    from invoicer.worker import Invoicer
+
+    await _migrate(settings)
+    server = _uvicorn(create_app(settings), host, port)
+
+    class _Api:
+        async def start(self) -> None:
+            return None
+
+        async def stop(self) -> None:
+            return None
+
+        async def run(self) -> None:
+            await server.serve()
+
+        def request_stop(self) -> None:
+            server.should_exit = True
+
+    workers: list[Worker] = [_Api(), Aggregator(settings), Invoicer(settings),
+                             Dispatcher(settings)]
+    await run_workers(settings, workers)

@@ -1,0 +1,217 @@
+"""API resources, written once for both clients.
+
+Each method forwards its keyword arguments verbatim as the JSON body (POST) or the query
+string (GET/DELETE), so the API's camelCase names are used as they are:
+``client.prices.create(product=p, currency="EUR", billingScheme="usage", ...)``.
+``idempotency_key`` is the one keyword that is not forwarded: it becomes the
+``Idempotency-Key`` header.
+
+The resource classes are generic in what a call returns — a ``VinrObject`` for ``Vinr``, a
+coroutine of one for ``AsyncVinr`` — so one definition serves both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
+
+__all__ = [
+    "Charges",
+    "Customers",
+    "Events",
+    "Invoices",
+    "Prices",
+    "Products",
+    "Requester",
+    "ResourceNamespaces",
+    "Subscriptions",
+    "TestClocks",
+    "TestHelperSubscriptions",
+    "TestHelpers",
+    "UsageRecords",
+    "WebhookEndpoints",
+]
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Requester(Protocol[R_co]):
+    """What a resource needs from a client: one logical call, retries included."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> R_co: ...
+
+
+def _path(base: str, object_id: str, suffix: str = "") -> str:
+    if not isinstance(object_id, str) or not object_id:
+        raise ValueError(f"an object id must be a non-empty string, got {object_id!r}")
+    return f"{base}/{quote(object_id, safe='')}{suffix}"
+
+
+class _Resource(Generic[R]):
+    _base: str = ""
+
+    def __init__(self, requester: Requester[R]) -> None:
+        self._requester = requester
+
+    def _get(self, path: str, query: dict[str, Any] | None = None) -> R:
+        return self._requester.request("GET", path, query=query)
+
+    def _post(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> R:
+        return self._requester.request("POST", path, body=body, idempotency_key=idempotency_key)
+
+    def _delete(self, path: str, query: dict[str, Any] | None = None) -> R:
+        return self._requester.request("DELETE", path, query=query)
+
+
+class _Create(_Resource[R]):
+    def create(self, *, idempotency_key: str | None = None, **params: Any) -> R:
+        """``POST {base}`` with ``params`` as the body."""
+        return self._post(self._base, params, idempotency_key)
+
+
+class _Retrieve(_Resource[R]):
+    def retrieve(self, id: str, /) -> R:
+        """``GET {base}/{id}``."""
+        return self._get(_path(self._base, id))
+
+
+class _List(_Resource[R]):
+    def list(self, **params: Any) -> R:
+        """``GET {base}?…`` — e.g. ``limit=10, startingAfter="…"``; newest first."""
+        return self._get(self._base, params)
+
+
+class _Update(_Resource[R]):
+    def update(self, id: str, /, *, idempotency_key: str | None = None, **params: Any) -> R:
+        """``POST {base}/{id}`` with ``params`` as the body."""
+        return self._post(_path(self._base, id), params, idempotency_key)
+
+
+class Products(_Create[R], _Retrieve[R], _List[R]):
+    _base = "/v1/products"
+
+
+class Prices(_Create[R], _Retrieve[R], _List[R]):
+    _base = "/v1/prices"
+
+
+class Customers(_Create[R], _Retrieve[R], _Update[R], _List[R]):
+    _base = "/v1/customers"
+
+
+class Subscriptions(_Create[R], _Retrieve[R], _Update[R], _List[R]):
+    _base = "/v1/subscriptions"
+
+    def cancel(self, id: str, /, **params: Any) -> R:
+        """``DELETE /v1/subscriptions/{id}``: cancel now and invoice the final usage."""
+        return self._delete(_path(self._base, id), params or None)
+
+
+class UsageRecords(_Resource[R]):
+    _base = "/v1/usage_records"
+
+    def create(self, *, idempotency_key: str | None = None, **params: Any) -> R:
+        """``POST /v1/usage_records`` — ``subscriptionItem, quantity, timestamp?, action?``.
+
+        Pass an ``idempotency_key`` derived from your own event id so that a retry after a
+        crash does not count the usage twice.
+        """
+        return self._post(self._base, params, idempotency_key)
+
+    def create_batch(self, *, idempotency_key: str | None = None, **params: Any) -> R:
+        """``POST /v1/usage_records/batch`` — ``subscriptionItem, records: [...]`` (≤ 1000)."""
+        return self._post(f"{self._base}/batch", params, idempotency_key)
+
+    def summaries(self, **params: Any) -> R:
+        """``GET /v1/usage_records/summaries?subscriptionItem=si_…``, newest period first."""
+        return self._get(f"{self._base}/summaries", params)
+
+
+class Invoices(_Retrieve[R], _List[R]):
+    _base = "/v1/invoices"
+
+    def pay(self, id: str, /, *, idempotency_key: str | None = None, **params: Any) -> R:
+        """``POST /v1/invoices/{id}/pay``."""
+        return self._post(_path(self._base, id, "/pay"), params, idempotency_key)
+
+
+class Charges(_List[R]):
+    _base = "/v1/charges"
+
+
+class WebhookEndpoints(_Create[R], _Retrieve[R], _Update[R], _List[R]):
+    _base = "/v1/webhook_endpoints"
+
+    def delete(self, id: str, /) -> R:
+        """``DELETE /v1/webhook_endpoints/{id}``."""
+        return self._delete(_path(self._base, id))
+
+
+class Events(_Retrieve[R], _List[R]):
+    _base = "/v1/events"
+
+
+class TestHelperSubscriptions(_Resource[R]):
+    __test__ = False  # not a pytest class
+    _base = "/v1/test_helpers/subscriptions"
+
+    def advance_period(
+        self, id: str, /, *, idempotency_key: str | None = None, **params: Any
+    ) -> R:
+        """End the current period now, invoice it and start the next (sandbox only)."""
+        return self._post(_path(self._base, id, "/advance_period"), params, idempotency_key)
+
+
+class TestClocks(_Create[R], _Retrieve[R]):
+    __test__ = False
+    _base = "/v1/test_helpers/test_clocks"
+
+    def advance(self, id: str, /, *, idempotency_key: str | None = None, **params: Any) -> R:
+        """``POST /v1/test_helpers/test_clocks/{id}/advance`` — ``frozenTime=…``."""
+        return self._post(_path(self._base, id, "/advance"), params, idempotency_key)
+
+
+class TestHelpers(Generic[R]):
+    """Sandbox-only helpers: ``subscriptions.advance_period`` and ``test_clocks``."""
+
+    __test__ = False
+
+    def __init__(self, requester: Requester[R]) -> None:
+        self.subscriptions = TestHelperSubscriptions(requester)
+        self.test_clocks = TestClocks(requester)
+
+
+class ResourceNamespaces(Generic[R]):
+    """The resource attributes of a client, typed by what its calls return."""
+
+    products: Products[R]
+    prices: Prices[R]
+    customers: Customers[R]
+    subscriptions: Subscriptions[R]
+    usage_records: UsageRecords[R]
+    invoices: Invoices[R]
+    charges: Charges[R]
+    webhook_endpoints: WebhookEndpoints[R]
+    events: Events[R]
+    test_helpers: TestHelpers[R]
+
+    def _attach_resources(self, requester: Requester[R]) -> None:
+        self.products = Products(requester)
+        self.prices = Prices(requester)
+        self.customers = Customers(requester)
+        self.subscriptions = Subscriptions(requester)
+        self.usage_records = UsageRecords(requester)
+        self.invoices = Invoices(requester)
+        self.charges = Charges(requester)
+        self.webhook_endpoints = WebhookEndpoints(requester)
+        self.events = Events(requester)
+        self.test_helpers = TestHelpers(requester)

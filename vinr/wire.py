@@ -1,0 +1,58 @@
+"""The usage message on the Kafka topic: one accepted request (a record or a batch).
+
+Key: the subscription item's internal key (so one item's records keep their order in one
+partition). Value (orjson)::
+
+    {"v": 1, "id": "mbu_…", "a": account, "l": livemode, "i": item_pk,
+     "ps": period_start, "pe": period_end, "at": accepted_unix_s,
+     "r": [[timestamp, quantity, is_set], …]}
+
+The message carries the period the ingest validated against, so the aggregator never
+recomputes period boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = ["UsageMessage", "decode_usage", "encode_usage", "item_key"]
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class UsageMessage:
+    id: str
+    account_id: str
+    livemode: bool
+    item_pk: int
+    period_start: int
+    period_end: int
+    accepted_at: int
+    records: list[tuple[int, int, bool]]
+
+
+def item_key(item_pk: int) -> bytes:
+    return str(item_pk).encode()
+
+
+def encode_usage(msg: UsageMessage) -> bytes:
+    return orjson.dumps({
+        "v": VERSION, "id": msg.id, "a": msg.account_id, "l": msg.livemode, "i": msg.item_pk,
+        "ps": msg.period_start, "pe": msg.period_end, "at": msg.accepted_at,
+        "r": msg.records,
+    })
+
+
+def decode_usage(raw: bytes) -> UsageMessage:
+    """Raises ValueError for a message this version cannot read."""
+    d = orjson.loads(raw)
+    if not isinstance(d, dict) or d.get("v") != VERSION:
+        raise ValueError("unknown usage message version")
+    return UsageMessage(
+        id=d["id"], account_id=d["a"], livemode=bool(d["l"]), item_pk=int(d["i"]),
+        period_start=int(d["ps"]), period_end=int(d["pe"]), accepted_at=int(d["at"]),
+        records=[(int(ts), int(q), bool(s)) for ts, q, s in d["r"]],
+    )
