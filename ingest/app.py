@@ -117,7 +117,8 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
         schema["paths"][path] = {"post": {
-            "summary": f"Report usage ({'batch of up to 1000 records' if 'batch' in path else 'one record'})",
+            "summary": "Report a batch of up to 1000 usage records" if "batch" in path
+            else "Report one usage record",
             "tags": ["usage"],
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string", "maxLength": 255}}],

@@ -14,7 +14,7 @@ from ingest.idempotency import MAX_KEY_LENGTH, body_digest
 from ingest.services import Services
 from vinr.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, VinrError
 
-__all__ = ["ControlMiddleware", "PUBLIC_PATHS"]
+__all__ = ["PUBLIC_PATHS", "ControlMiddleware"]
 
 log = logging.getLogger(__name__)
 

@@ -86,7 +86,8 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequest:
         return InvalidRequest("invalid request")
     first = errors[0]
     if first["type"] == "json_invalid":
-        return InvalidRequest(f"request body is not valid JSON: {first['msg']}", code="json_invalid")
+        return InvalidRequest(f"request body is not valid JSON: {first['msg']}",
+                              code="json_invalid")
     loc = tuple(p for p in first["loc"] if p not in ("body", "query", "path", "header"))
     param = _param(loc)
     if first["type"] == "extra_forbidden":
@@ -158,8 +159,9 @@ class UsageEndpoint:
         token = secrets.token_hex(8)
         redis_key: str | None = None
         try:
+            raw_meta: bytes
             if idem_key is None:
-                raw_meta = await self._s.redis.hget(meta_key, "d") or b""
+                raw_meta = await self._s.redis.hget(meta_key, "d") or b""  # type: ignore[assignment]
             else:
                 redis_key = self._cfg.key("idem", "usage", tenant.account_id, mode, idem_key)
                 begun = await self._s.idempotency.begin(redis_key, digest, token, meta_key)

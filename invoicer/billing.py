@@ -80,11 +80,12 @@ async def _window(conn: asyncpg.Connection[Any], item_pk: int, period_start: int
 
 
 async def _items(conn: asyncpg.Connection[Any], sub_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT si.pk, si.id, si.quantity, p.id AS price_id, p.terms, p.usage_type,"
         " p.aggregate_usage, pr.name AS product_name FROM subscription_items si"
         " JOIN prices p ON p.id = si.price_id JOIN products pr ON pr.id = p.product_id"
         " WHERE si.subscription_id = $1 AND NOT si.deleted ORDER BY si.pk", sub_id)
+    return rows
 
 
 async def _metered_line(conn: asyncpg.Connection[Any], item: asyncpg.Record, start: int

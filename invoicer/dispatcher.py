@@ -10,6 +10,7 @@ delivery is given up and its endpoint marked ``failing``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -47,8 +48,9 @@ RETURNING d.id, d.attempts, d.first_attempt_at, e.id AS event_id, e.type, e.data
 def retry_delay_s(attempt: int, rng: random.Random | None = None) -> float:
     """Seconds before retry ``attempt`` (1-based): 10 s doubling to a 6 h cap, jittered to
     50–100 % so a recovering endpoint is not hit by every retry at once."""
-    base = min(10.0 * 2 ** (attempt - 1), 6 * 3600.0)
-    return base * (0.5 + 0.5 * (rng or random).random())
+    base: float = min(10.0 * 2.0 ** (attempt - 1), 6 * 3600.0)
+    jitter: float = (rng or random).random()
+    return base * (0.5 + 0.5 * jitter)
 
 
 class Dispatcher:
@@ -96,11 +98,9 @@ class Dispatcher:
                 log.error("dispatcher tick failed: %s; retrying", exc)
                 sent = 0
             if not sent:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(),
                                            self._settings.dispatcher_poll_s)
-                except TimeoutError:
-                    pass
 
     def _require(self) -> tuple[asyncpg.Pool, httpx.AsyncClient]:
         if self._pool is None or self._client is None:

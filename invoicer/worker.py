@@ -8,6 +8,7 @@ stored offsets have reached the topic's end offsets read after the period ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -92,10 +93,8 @@ class Invoicer:
                 log.error("invoicer tick failed: %s; retrying", exc)
                 worked = 0
             if not worked:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._settings.invoicer_poll_s)
-                except TimeoutError:
-                    pass
 
     def _parts(self) -> tuple[asyncpg.Pool, ItemMetaStore, Watermark]:
         if self._pool is None or self._meta is None or self._watermark is None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -93,7 +93,7 @@ async def run_api(settings: Settings, host: str, port: int) -> None:
 
 
 async def run_workers(settings: Settings, workers: Sequence[Worker],
-                      extra: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+                      extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> None:
     """Start workers (and optional extra servers), run until a signal, then drain."""
     stopping = asyncio.Event()
     _on_signals(stopping.set)

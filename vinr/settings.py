@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_final_action(cls, value: str) -> str:
         if value not in ("unpaid", "canceled"):
-            raise ValueError(f"VINR_DUNNING_FINAL_ACTION must be 'unpaid' or 'canceled', got {value!r}")
+            raise ValueError(
+                f"VINR_DUNNING_FINAL_ACTION must be 'unpaid' or 'canceled', got {value!r}")
         return value
 
     @field_validator("log_level")

@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field, HttpUrl
 
 from aggregator.fold import WindowState, billable_quantity
-from ingest.control.common import ApiModel, Json, fetch_or_404, page, services, tenant
+from ingest.control.common import (
+    ApiModel,
+    Json,
+    StartingAfter,
+    fetch_or_404,
+    page,
+    services,
+    tenant,
+)
 from invoicer.billing import InvoiceRules, collect, load_invoice
 from vinr.clock import now_s
 from vinr.errors import InvalidRequest, NotFound
@@ -40,7 +48,7 @@ async def usage_summaries(
         "SELECT * FROM usage_windows WHERE item_pk = $1 ORDER BY period_start", item["pk"])
     periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
     for w in windows:
-        state = WindowState(int(w["total"]), int(w["max"]), w["last_ts"],
+        state: WindowState | None = WindowState(int(w["total"]), int(w["max"]), w["last_ts"],
                             int(w["last_quantity"]), w["records"])
         periods[w["period_start"]] = (w["period_end"], state, w["invoice_id"])
     if item["status"] != "canceled" and item["current_period_start"] not in periods:
@@ -80,7 +88,7 @@ async def get_invoice(invoice_id: str, request: Request) -> Json:
 
 @router.get("/v1/invoices")
 async def list_invoices(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
     subscription: str | None = None, customer: str | None = None, status: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
@@ -119,7 +127,7 @@ async def pay_invoice(invoice_id: str, request: Request) -> Json:
 
 @router.get("/v1/charges")
 async def list_charges(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
     invoice: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
@@ -140,7 +148,7 @@ async def get_event(event_id: str, request: Request) -> Json:
 
 @router.get("/v1/events")
 async def list_events(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
     type: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
@@ -173,7 +181,7 @@ async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
 
 @router.get("/v1/webhook_endpoints")
 async def list_endpoints(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)
     return Json(await page(s.pool, table="webhook_endpoints", t=t, limit=limit,

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import Field
 
-from ingest.control.common import ApiModel, Json, fetch_or_404, page, services, tenant
+from ingest.control.common import (
+    ApiModel,
+    Json,
+    StartingAfter,
+    fetch_or_404,
+    page,
+    services,
+    tenant,
+)
 from invoicer.pricing import PriceDefinitionError, parse_price_terms, terms_to_json
 from vinr.clock import now_s
 from vinr.errors import InvalidRequest
@@ -70,7 +78,7 @@ async def get_product(product_id: str, request: Request) -> Json:
 
 @router.get("/v1/products")
 async def list_products(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)
     return Json(await page(s.pool, table="products", t=t, limit=limit,
@@ -133,7 +141,7 @@ async def get_price(price_id: str, request: Request) -> Json:
 
 @router.get("/v1/prices")
 async def list_prices(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)
     return Json(await page(s.pool, table="prices", t=t, limit=limit,

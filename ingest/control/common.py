@@ -4,11 +4,11 @@ lookup, JSON responses, list pagination and "fetch or 404"."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import Request
+from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
@@ -16,7 +16,10 @@ from ingest.auth import Tenant
 from ingest.services import Services
 from vinr.errors import InvalidRequest, NotFound
 
-__all__ = ["ApiModel", "Json", "fetch_or_404", "page", "services", "tenant"]
+__all__ = ["ApiModel", "Json", "StartingAfter", "fetch_or_404", "page", "services", "tenant"]
+
+
+StartingAfter = Annotated[str | None, Query(alias="startingAfter")]
 
 
 class ApiModel(BaseModel):

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import Field
 
 from ingest.auth import Tenant
-from ingest.control.common import ApiModel, Json, fetch_or_404, page, services, tenant
+from ingest.control.common import (
+    ApiModel,
+    Json,
+    StartingAfter,
+    fetch_or_404,
+    page,
+    services,
+    tenant,
+)
 from invoicer.payments import known_methods, resolve_test_method
 from vinr.clock import now_s
 from vinr.errors import Conflict, InvalidRequest
@@ -112,7 +120,7 @@ async def update_customer(customer_id: str, body: CustomerUpdate, request: Reque
 
 @router.get("/v1/customers")
 async def list_customers(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)
     return Json(await page(s.pool, table="customers", t=t, limit=limit,

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import Field
 
 from ingest.auth import Tenant
-from ingest.control.common import ApiModel, Json, fetch_or_404, page, services, tenant
+from ingest.control.common import (
+    ApiModel,
+    Json,
+    StartingAfter,
+    fetch_or_404,
+    page,
+    services,
+    tenant,
+)
 from ingest.services import Services
 from vinr.clock import subscription_now
 from vinr.errors import Conflict, InvalidRequest, NotFound
@@ -99,7 +107,7 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
             if customer_pk is None:
                 raise InvalidRequest(f"no such customer: '{body.customer}'", param="customer",
                                      code="resource_missing")
-            prices = []
+            prices: list[asyncpg.Record] = []
             for i, item in enumerate(body.items):
                 price = await conn.fetchrow(
                     "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
@@ -161,7 +169,7 @@ async def get_subscription(sub_id: str, request: Request) -> Json:
 
 @router.get("/v1/subscriptions")
 async def list_subscriptions(
-    request: Request, limit: int = 10, starting_after: str | None = Query(None, alias="startingAfter"),
+    request: Request, limit: int = 10, starting_after: StartingAfter = None,
     customer: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)

@@ -1,0 +1,57 @@
+# vinr — `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TS := sdk/typescript
+
+.PHONY: install services demo test test-py test-ts test-guide lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+
+install: $(STAMP) $(TS)/node_modules/.package-lock.json
+
+# Postgres and Redis on 127.0.0.1 (SPEC §2); started here when they do not answer.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { \
+	  echo "starting Redis"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no; \
+	  for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done; }
+	@pg_isready -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 -p 6379 ping
+
+demo: install services
+	$(BIN)/vinr migrate
+	$(BIN)/python -m vinr.demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test-py: install services
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-ts: install
+	cd $(TS) && npm test
+
+test-guide: install services
+	$(BIN)/python -m tests.guide_harness
+
+test: lint test-py test-ts test-guide
+
+bench: install services
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist $(TS)/dist-guide .mypy_cache .ruff_cache

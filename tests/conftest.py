@@ -1,0 +1,173 @@
+"""Real services for the suite: Postgres, Redis and a Kafka-protocol broker.
+
+Each run gets its own database, Redis key prefix and topic, so runs never see each other's
+data. With ``VINR_KAFKA_BOOTSTRAP`` unset, a dev broker (``vinr devbroker``) is started for
+the session. Roles run in-process: the API on a free port; the aggregator, invoicer and
+dispatcher are stepped by the tests (``drain()``/``tick()``), arq's "burst" style.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+
+from aggregator.worker import Aggregator
+from ingest.app import create_app
+from ingest.auth import create_account
+from invoicer.dispatcher import Dispatcher
+from invoicer.worker import Invoicer
+from vinr.db import apply_migrations, ensure_database
+from vinr.settings import Settings
+
+RUN = uuid.uuid4().hex[:8]
+BASE_DSN = os.environ.get("VINR_TEST_DATABASE_ROOT", "postgresql://root@127.0.0.1:5432")
+REDIS_URL = os.environ.get("VINR_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    configured = os.environ.get("VINR_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "devbroker"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    address = proc.stdout.readline().strip()
+    if not address:
+        proc.kill()
+        raise RuntimeError("the dev broker did not start")
+    yield address
+    proc.terminate()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[str]:
+    name = f"vinr_test_{RUN}"
+    dsn = f"{BASE_DSN}/{name}"
+    await ensure_database(dsn)
+    conn = await asyncpg.connect(dsn)
+    await apply_migrations(conn)
+    await conn.close()
+    yield dsn
+    admin = await asyncpg.connect(f"{BASE_DSN}/postgres")
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def make_settings(database: str, broker: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database, "redis_url": REDIS_URL, "redis_prefix": f"vinrtest:{RUN}:",
+        "kafka_bootstrap": broker, "usage_topic": f"vinr.usage.test.{RUN}",
+        "consumer_group": f"vinr-test-{RUN}", "publish_timeout_s": 3.0,
+        "watermark_timeout_s": 15.0, "invoicer_poll_s": 0.2, "dispatcher_poll_s": 0.1,
+        "aggregator_poll_ms": 50,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+async def settings(database: str, broker: str) -> AsyncIterator[Settings]:
+    s = make_settings(database, broker)
+    yield s
+    redis = Redis.from_url(REDIS_URL)
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=f"{s.redis_prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        await redis.delete(*batch)
+    await redis.aclose()
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    from vinr.db import create_pool
+
+    p = await create_pool(settings, min_size=1, max_size=8)
+    yield p
+    await p.close()
+
+
+class LiveServer:
+    def __init__(self, app: Any, port: int) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none",
+                                lifespan="on", access_log=False, log_config=None)
+        self.server = uvicorn.Server(config)
+        self.url = f"http://127.0.0.1:{port}"
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LiveServer:
+        self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+@pytest.fixture(scope="session")
+async def api(settings: Settings) -> AsyncIterator[str]:
+    async with LiveServer(create_app(settings), free_port()) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+async def aggregator(settings: Settings) -> AsyncIterator[Aggregator]:
+    async with Aggregator(settings) as agg:
+        yield agg
+
+
+@pytest.fixture(scope="session")
+async def invoicer(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Invoicer]:
+    async with Invoicer(settings, pool=pool) as inv:
+        yield inv
+
+
+@pytest.fixture(scope="session")
+async def dispatcher(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Dispatcher]:
+    async with Dispatcher(settings, pool=pool) as d:
+        yield d
+
+
+@pytest.fixture
+async def secret_key(pool: asyncpg.Pool) -> str:
+    async with pool.acquire() as conn:
+        _, test_key, _ = await create_account(conn, f"test-{uuid.uuid4().hex[:6]}")
+    return test_key
+
+
+@pytest.fixture
+async def client(api: str, secret_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api, timeout=30,
+                                 headers={"Authorization": f"Bearer {secret_key}"}) as c:
+        yield c
