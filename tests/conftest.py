@@ -9,10 +9,7 @@ dispatcher are stepped by the tests (``drain()``/``tick()``), arq's "burst" styl
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,19 +18,14 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from redis.asyncio import Redis
 
 from aggregator.worker import Aggregator
 from ingest.app import create_app
 from ingest.auth import create_account
 from invoicer.dispatcher import Dispatcher
 from invoicer.worker import Invoicer
-from vinr.db import apply_migrations, ensure_database
+from vinr.devenv import dev_broker, isolated_settings
 from vinr.settings import Settings
-
-RUN = uuid.uuid4().hex[:8]
-BASE_DSN = os.environ.get("VINR_TEST_DATABASE_ROOT", "postgresql://root@127.0.0.1:5432")
-REDIS_URL = os.environ.get("VINR_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def free_port() -> int:
@@ -42,65 +34,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Timings that keep tests quick; everything else is the production default.
+TEST_OVERRIDES: dict[str, Any] = {
+    "publish_timeout_s": 3.0, "watermark_timeout_s": 15.0, "invoicer_poll_s": 0.2,
+    "dispatcher_poll_s": 0.1, "aggregator_poll_ms": 50,
+}
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
-    configured = os.environ.get("VINR_KAFKA_BOOTSTRAP")
-    if configured:
-        yield configured
-        return
-    proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "devbroker"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    address = proc.stdout.readline().strip()
-    if not address:
-        proc.kill()
-        raise RuntimeError("the dev broker did not start")
-    yield address
-    proc.terminate()
-    proc.wait(timeout=10)
-    proc.stdout.close()
+    with dev_broker() as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
-async def database() -> AsyncIterator[str]:
-    name = f"vinr_test_{RUN}"
-    dsn = f"{BASE_DSN}/{name}"
-    await ensure_database(dsn)
-    conn = await asyncpg.connect(dsn)
-    await apply_migrations(conn)
-    await conn.close()
-    yield dsn
-    admin = await asyncpg.connect(f"{BASE_DSN}/postgres")
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
-
-def make_settings(database: str, broker: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database, "redis_url": REDIS_URL, "redis_prefix": f"vinrtest:{RUN}:",
-        "kafka_bootstrap": broker, "usage_topic": f"vinr.usage.test.{RUN}",
-        "consumer_group": f"vinr-test-{RUN}", "publish_timeout_s": 3.0,
-        "watermark_timeout_s": 15.0, "invoicer_poll_s": 0.2, "dispatcher_poll_s": 0.1,
-        "aggregator_poll_ms": 50,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@pytest.fixture(scope="session")
-async def settings(database: str, broker: str) -> AsyncIterator[Settings]:
-    s = make_settings(database, broker)
-    yield s
-    redis = Redis.from_url(REDIS_URL)
-    batch: list[bytes] = []
-    async for key in redis.scan_iter(match=f"{s.redis_prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        await redis.delete(*batch)
-    await redis.aclose()
+async def settings(broker: str) -> AsyncIterator[Settings]:
+    async with isolated_settings(broker, label="test", **TEST_OVERRIDES) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,45 @@
+"""Run the benchmarks: ``python -m bench [stage ...]`` (default: every stage).
+
+Each stage module exposes ``async def run(broker: str) -> list[Figure]`` and sets up its
+own isolated environment (``vinr.devenv.isolated_settings``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import sys
+
+from bench.common import Figure, print_table, write_results
+from vinr.devenv import dev_broker
+
+STAGES = ("ingest", "aggregator", "invoicer", "end_to_end")
+
+
+async def _run(stages: list[str], broker: str) -> list[Figure]:
+    figures: list[Figure] = []
+    for stage in stages:
+        module = importlib.import_module(f"bench.{stage}")
+        print(f"== {stage} ==", flush=True)
+        figures.extend(await module.run(broker))
+    return figures
+
+
+def main(argv: list[str]) -> int:
+    stages = argv or [s for s in STAGES if importlib.util.find_spec(f"bench.{s}") is not None]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        print(f"unknown stage(s): {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        return 2
+    with dev_broker() as broker:
+        figures = asyncio.run(_run(stages, broker))
+    print()
+    print_table(figures)
+    path = write_results(figures)
+    print(f"\nresults written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
