@@ -138,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vinr up: api on http://{host}:{port}", flush=True)
             asyncio.run(roles.run_up(settings, host, port))
         else:
-            asyncio.run(roles.run_workers(settings, [_worker(command, settings, args)]))
+            needs = {"aggregator": ("postgres", "kafka"), "dispatcher": ("postgres",)}.get(
+                command, ("postgres", "redis", "kafka"))
+            asyncio.run(roles.run_workers(settings, [_worker(command, settings, args)], needs))
     except KeyboardInterrupt:
         return 130
     except (OSError, asyncpg.PostgresError) as exc:

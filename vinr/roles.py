@@ -15,10 +15,12 @@ from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vinr.db import apply_migrations
+from vinr.health import DependencyProbe
 from vinr.settings import Settings
 
 __all__ = ["Worker", "run_api", "run_up", "run_workers"]
@@ -56,20 +58,31 @@ def _on_signals(callback: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, callback)
 
 
-async def _health_app(scope: Any, receive: Any, send: Any) -> None:
-    """/healthz, /readyz and /metrics for worker roles (no framework needed)."""
-    if scope["type"] != "http":
-        return
-    path = scope["path"]
-    if path == "/metrics":
-        status, body, ctype = 200, generate_latest(), CONTENT_TYPE_LATEST
-    elif path in ("/healthz", "/readyz"):
-        status, body, ctype = 200, b'{"status":"ok"}', "application/json"
-    else:
-        status, body, ctype = 404, b'{"error":{"type":"invalid_request_error"}}', "application/json"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype.encode())]})
-    await send({"type": "http.response.body", "body": body})
+def _health_app(probe: DependencyProbe) -> Any:
+    """/healthz (alive), /readyz (dependencies answer) and /metrics for worker roles."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        ctype = "application/json"
+        if path == "/metrics":
+            status, body, ctype = 200, generate_latest(), CONTENT_TYPE_LATEST
+        elif path == "/healthz":
+            status, body = 200, b'{"status":"ok"}'
+        elif path == "/readyz":
+            checks = await probe.check()
+            ready = all(v == "ok" for v in checks.values())
+            status = 200 if ready else 503
+            body = orjson.dumps({"status": "ready" if ready else "unavailable",
+                                 "checks": checks})
+        else:
+            status, body = 404, b'{"error":{"type":"invalid_request_error","message":"not found"}}'
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 async def _migrate(settings: Settings) -> None:
@@ -93,11 +106,13 @@ async def run_api(settings: Settings, host: str, port: int) -> None:
 
 
 async def run_workers(settings: Settings, workers: Sequence[Worker],
+                      needs: tuple[str, ...] = ("postgres", "redis", "kafka"),
                       extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> None:
     """Start workers (and optional extra servers), run until a signal, then drain."""
     stopping = asyncio.Event()
     _on_signals(stopping.set)
-    health = (_uvicorn(_health_app, "0.0.0.0", settings.metrics_port)
+    probe = DependencyProbe(settings, needs)
+    health = (_uvicorn(_health_app(probe), "0.0.0.0", settings.metrics_port)
               if settings.metrics_port else None)
     started: list[Worker] = []
     try:
@@ -124,6 +139,7 @@ async def run_workers(settings: Settings, workers: Sequence[Worker],
     finally:
         for worker in reversed(started):
             await worker.stop()
+        await probe.stop()
 
 
 async def run_up(settings: Settings, host: str, port: int) -> None:
