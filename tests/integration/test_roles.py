@@ -30,10 +30,18 @@ def role_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> httpx.Response:
+Process = asyncio.subprocess.Process
+
+
+async def _spawn(*args: str, env: dict[str, str], stderr: int | None = None) -> Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "vinr.cli", *args,
+                                                env=env, stderr=stderr)
+
+
+async def _wait_ready(url: str, proc: Process) -> httpx.Response:
     async with httpx.AsyncClient() as http:
         for _ in range(150):
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise AssertionError(f"role exited early with {proc.returncode}")
             try:
                 response = await http.get(url, timeout=1)
@@ -45,21 +53,24 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> httpx.Response
     raise AssertionError(f"{url} never became ready")
 
 
-async def _stop(proc: subprocess.Popen[bytes]) -> int:
+async def _stop(proc: Process) -> int:
     proc.send_signal(signal.SIGTERM)
-    for _ in range(300):
-        if proc.poll() is not None:
-            return proc.returncode
-        await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("role did not exit within 30 s of SIGTERM")
+    try:
+        return await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        raise AssertionError("role did not exit within 30 s of SIGTERM") from None
+
+
+async def _reap(proc: Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
 
 
 @pytest.mark.parametrize("role", ["aggregator", "invoicer", "dispatcher"])
 async def test_worker_role_ready_metrics_and_sigterm(settings: Settings, role: str) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", role],
-                            env=role_env(settings, VINR_METRICS_PORT=str(port)))
+    proc = await _spawn(role, env=role_env(settings, VINR_METRICS_PORT=str(port)))
     try:
         ready = await _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         assert ready.json()["status"] == "ready"
@@ -69,33 +80,27 @@ async def test_worker_role_ready_metrics_and_sigterm(settings: Settings, role: s
         assert "vinr_aggregator_records_total" in metrics.text
         assert await _stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await _reap(proc)
 
 
 async def test_worker_not_ready_without_its_database(settings: Settings) -> None:
     port = free_port()
     dead = f"postgresql://root@127.0.0.1:{free_port()}/nowhere"
     env = role_env(settings, VINR_METRICS_PORT=str(port))
-    proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "dispatcher"],
-                            env=env | {"VINR_DATABASE_URL": dead},
-                            stderr=subprocess.PIPE)
+    proc = await _spawn("dispatcher", env=env | {"VINR_DATABASE_URL": dead},
+                        stderr=asyncio.subprocess.PIPE)
     try:
         # The dispatcher cannot start without Postgres: it exits non-zero and says why.
-        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode != 0
         assert b"postgres" in err.lower() or b"connect" in err.lower()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await _reap(proc)
 
 
 async def test_api_role_ready_and_sigterm(settings: Settings) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "api", "--port", str(port)],
-                            env=role_env(settings))
+    proc = await _spawn("api", "--port", str(port), env=role_env(settings))
     try:
         ready = await _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "kafka": "ok"}
@@ -104,9 +109,7 @@ async def test_api_role_ready_and_sigterm(settings: Settings) -> None:
         assert "/v1/usage_records" in spec.json()["paths"]
         assert await _stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await _reap(proc)
 
 
 def test_account_create_prints_the_sandbox_key_last(settings: Settings) -> None:
