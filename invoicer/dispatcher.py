@@ -2,9 +2,19 @@
 
 Deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease (``next_attempt_at``
 pushed past the request timeout), so several dispatchers share the work without double
-sends, and a crashed dispatcher's claims come back when the lease ends. Failures retry
-with exponential backoff and jitter for up to ``webhook_max_age_s`` (3 days); then the
-delivery is given up and its endpoint marked ``failing``.
+sends, and a crashed dispatcher's claims come back when the lease ends. A tick claims no
+more than it can send at once (``webhook_concurrency``), and every request is bounded by
+``webhook_timeout_s`` in total, so a claim is always resolved within its lease.
+
+Each claim increments the delivery's ``attempts``; the outcome is written only while that
+number still holds (a fence), so a late result from an expired lease cannot overwrite a
+newer attempt's. Failures retry with exponential backoff and jitter for up to
+``webhook_max_age_s`` (3 days) from the first attempt; then the delivery is ``failed`` and
+its endpoint marked ``failing`` with a ``webhook_endpoint.disabled`` event. A failing
+endpoint keeps receiving new events and is ``enabled`` again after its next success.
+
+Time comes from an injectable ``now`` and the retry schedule from an injectable policy, so
+tests can step through days of retries without waiting.
 """
 
 from __future__ import annotations
@@ -14,13 +24,13 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 
-from vinr.clock import now_s
 from vinr.db import create_pool
 from vinr.events import emit_event
 from vinr.objects import render_event, render_webhook_endpoint
@@ -28,9 +38,15 @@ from vinr.settings import Settings
 from vinr.signature import SIGNATURE_HEADER, sign
 from vinr.telemetry import M
 
-__all__ = ["Dispatcher", "retry_delay_s"]
+__all__ = ["Clock", "Dispatcher", "RetryPolicy", "retry_delay_s"]
 
 log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+RetryPolicy = Callable[[int], float]
+
+# Seconds beyond the request timeout before a claimed delivery may be claimed again.
+_LEASE_MARGIN_S = 5.0
 
 _CLAIM = """
 UPDATE webhook_deliveries d SET next_attempt_at = $2 + $3, attempts = d.attempts + 1,
@@ -40,38 +56,63 @@ FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attemp
      events e, webhook_endpoints w
 WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
 RETURNING d.id, d.attempts, d.first_attempt_at, e.id AS event_id, e.type, e.data, e.created,
-          e.livemode, e.account_id, w.id AS endpoint_id, w.url, w.secret, w.previous_secret,
-          w.previous_secret_expires
+          e.livemode, e.account_id, w.id AS endpoint_id, w.url, w.status AS endpoint_status,
+          w.secret, w.previous_secret, w.previous_secret_expires
+"""
+
+# Outcomes are fenced on the attempt number the claim gave out.
+_FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'pending'"
+
+_GAUGES = """
+SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM webhook_endpoints WHERE status = 'failing') AS failing
 """
 
 
 def retry_delay_s(attempt: int, rng: random.Random | None = None) -> float:
     """Seconds before retry ``attempt`` (1-based): 10 s doubling to a 6 h cap, jittered to
     50–100 % so a recovering endpoint is not hit by every retry at once."""
-    base: float = min(10.0 * 2.0 ** (attempt - 1), 6 * 3600.0)
+    base: float = min(10.0 * 2.0 ** (min(attempt, 64) - 1), 6 * 3600.0)
     jitter: float = (rng or random).random()
     return base * (0.5 + 0.5 * jitter)
 
 
 class Dispatcher:
+    """Delivers webhooks; ``run()`` polls, ``tick()`` does one round (tests, bursts).
+
+    Args:
+        settings: ``webhook_timeout_s``, ``webhook_max_age_s``, ``webhook_concurrency``,
+            ``dispatcher_poll_s`` are used.
+        pool: a shared Postgres pool (else one is opened on ``start``).
+        client: a shared ``httpx.AsyncClient`` (else one is opened on ``start``).
+        now: the clock, unix seconds (``time.time``); it schedules retries, measures the
+            3-day window and dates signatures.
+        retry_delay_s: seconds before retry ``n`` (1-based); exponential with jitter.
+    """
+
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, now: Clock = time.time,
+                 retry_delay_s: RetryPolicy = retry_delay_s) -> None:
         self._settings = settings
         self._pool = pool
         self._own_pool = pool is None
         self._client = client
         self._own_client = client is None
+        self._now = now
+        self._retry_delay_s = retry_delay_s
         self._stopping = asyncio.Event()
-        self._limit = asyncio.Semaphore(settings.webhook_concurrency)
 
     async def start(self) -> None:
         if self._pool is None:
             self._pool = await create_pool(self._settings, min_size=1, max_size=8)
         if self._client is None:
+            limits = httpx.Limits(max_connections=self._settings.webhook_concurrency)
             self._client = httpx.AsyncClient(timeout=self._settings.webhook_timeout_s,
-                                             follow_redirects=False)
+                                             follow_redirects=False, limits=limits)
 
     async def stop(self) -> None:
+        """Idempotent; close what this dispatcher opened (claims in flight lapse with their
+        lease and are delivered by whichever dispatcher runs next)."""
         self._stopping.set()
         if self._client is not None and self._own_client:
             client, self._client = self._client, None
@@ -94,7 +135,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 sent = await self.tick()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.error("dispatcher tick failed: %s; retrying", exc)
                 sent = 0
             if not sent:
@@ -107,65 +148,91 @@ class Dispatcher:
             raise RuntimeError("dispatcher not started")
         return self._pool, self._client
 
-    async def tick(self, limit: int = 200) -> int:
-        """Claim and deliver what is due; the number of deliveries attempted."""
+    async def tick(self, limit: int | None = None) -> int:
+        """Claim what is due (at most ``webhook_concurrency``, or ``limit``) and deliver it
+        concurrently; the number of deliveries claimed. Also refreshes the gauges."""
         pool, _ = self._require()
-        lease = self._settings.webhook_timeout_s + 5
-        rows = await pool.fetch(_CLAIM, limit, time.time(), lease)
-        if rows:
-            await asyncio.gather(*(self._deliver(r) for r in rows))
-        pending = await pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
-        M.webhook_pending.set(pending)
+        size = min(limit or self._settings.webhook_concurrency,
+                   self._settings.webhook_concurrency)
+        lease_s = self._settings.webhook_timeout_s + _LEASE_MARGIN_S
+        rows = await pool.fetch(_CLAIM, size, self._now(), lease_s)
+        results = await asyncio.gather(*(self._deliver(r) for r in rows),
+                                       return_exceptions=True)
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.error("delivery %s: recording the outcome failed: %r; it is retried when"
+                          " its lease ends", row["id"], result)
+        counts = await pool.fetchrow(_GAUGES)
+        M.webhook_pending.set(counts["pending"])
+        M.webhook_failing.set(counts["failing"])
         return len(rows)
 
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]
+                    ) -> tuple[int | None, str | None]:
+        """POST within ``webhook_timeout_s`` in total: (status, None) or (None, error)."""
+        _, client = self._require()
+        try:
+            async with asyncio.timeout(self._settings.webhook_timeout_s):
+                response = await client.post(url, content=body, headers=headers)
+        except TimeoutError:
+            return None, f"timed out after {self._settings.webhook_timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        return response.status_code, None
+
     async def _deliver(self, row: asyncpg.Record) -> None:
-        pool, client = self._require()
+        pool, _ = self._require()
+        fence = (row["id"], row["attempts"])
+        if row["endpoint_status"] == "disabled":
+            await pool.execute("UPDATE webhook_deliveries SET status = 'canceled',"
+                               " last_error = 'endpoint disabled' " + _FENCE, *fence)
+            return
         event = {"id": row["event_id"], "type": row["type"], "data": row["data"],
                  "created": row["created"], "livemode": row["livemode"]}
         body = orjson.dumps(render_event(event))
-        now = now_s()
+        signed_at = int(self._now())
         secrets = [row["secret"]]
-        if row["previous_secret"] and (row["previous_secret_expires"] or 0) > now:
+        if row["previous_secret"] and (row["previous_secret_expires"] or 0) > signed_at:
             secrets.append(row["previous_secret"])
         headers = {"content-type": "application/json", "user-agent": "vinr-webhooks/1",
-                   SIGNATURE_HEADER: sign(secrets[0], body, now, *secrets[1:])}
-        status: int | None = None
-        error: str | None = None
+                   SIGNATURE_HEADER: sign(secrets[0], body, signed_at, *secrets[1:])}
         started = time.perf_counter()
-        async with self._limit:
-            try:
-                response = await client.post(row["url"], content=body, headers=headers)
-                status = response.status_code
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
+        status, error = await self._post(row["url"], body, headers)
         elapsed = time.perf_counter() - started
         M.webhook_seconds.observe(elapsed)
         ok = status is not None and 200 <= status < 300
         M.webhook_deliveries.labels("delivered" if ok else "failed").inc()
+        now = self._now()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error,"
                 " duration_ms, created) VALUES ($1, $2, $3, $4, $5, $6)"
                 " ON CONFLICT DO NOTHING",
-                row["id"], row["attempts"], status, error, int(elapsed * 1000), now)
+                row["id"], row["attempts"], status, error, int(elapsed * 1000), int(now))
             if ok:
                 await conn.execute(
-                    "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $2,"
-                    " last_status_code = $3, last_error = NULL WHERE id = $1",
-                    row["id"], now, status)
+                    "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $3,"
+                    " last_status_code = $4, last_error = NULL " + _FENCE,
+                    *fence, int(now), status)
+                if row["endpoint_status"] == "failing":
+                    await conn.execute("UPDATE webhook_endpoints SET status = 'enabled'"
+                                       " WHERE id = $1 AND status = 'failing'",
+                                       row["endpoint_id"])
                 return
+            delay = self._retry_delay_s(row["attempts"])
             age = now - (row["first_attempt_at"] or now)
-            if age + retry_delay_s(row["attempts"]) > self._settings.webhook_max_age_s:
-                await conn.execute(
-                    "UPDATE webhook_deliveries SET status = 'failed', last_status_code = $2,"
-                    " last_error = $3 WHERE id = $1", row["id"], status, error)
-                await self._mark_failing(conn, row["endpoint_id"])
+            if age + delay > self._settings.webhook_max_age_s:
+                given_up = await conn.fetchval(
+                    "UPDATE webhook_deliveries SET status = 'failed', last_status_code = $3,"
+                    " last_error = $4 " + _FENCE + " RETURNING id", *fence, status, error)
+                if given_up is not None:
+                    await self._mark_failing(conn, row["endpoint_id"])
                 return
             await conn.execute(
-                "UPDATE webhook_deliveries SET next_attempt_at = $2, last_status_code = $3,"
-                " last_error = $4 WHERE id = $1",
-                row["id"], time.time() + retry_delay_s(row["attempts"]), status, error)
+                "UPDATE webhook_deliveries SET next_attempt_at = $3, last_status_code = $4,"
+                " last_error = $5 " + _FENCE, *fence, now + delay, status, error)
 
     async def _mark_failing(self, conn: asyncpg.Connection[Any], endpoint_id: str) -> None:
         endpoint = await conn.fetchrow(
@@ -177,4 +244,3 @@ class Dispatcher:
                   endpoint_id, self._settings.webhook_max_age_s)
         await emit_event(conn, endpoint["account_id"], endpoint["livemode"],
                          "webhook_endpoint.disabled", render_webhook_endpoint(endpoint))
-        M.webhook_failing.inc()

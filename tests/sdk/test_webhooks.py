@@ -7,7 +7,13 @@ import time
 import orjson
 import pytest
 
-from vinr.sdk import SignatureVerificationError, VinrError, construct_event, verify
+from vinr.sdk import (
+    SignatureVerificationError,
+    VinrError,
+    construct_event,
+    generate_test_header,
+    verify,
+)
 from vinr.sdk import webhooks as webhooks_module
 from vinr.signature import sign
 
@@ -86,3 +92,33 @@ def test_client_webhooks_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     with sync_client(Script()) as client:
         assert client.webhooks.verify(PAYLOAD, sign(SECRET, PAYLOAD)).type == "invoice.paid"
         assert client.webhooks.construct_event(PAYLOAD, sign(SECRET, PAYLOAD)).id == "evt_1"
+
+
+@pytest.mark.parametrize(("payload", "header", "code"), [
+    (PAYLOAD.replace(b"inv_1", b"inv_2"), sign(SECRET, PAYLOAD, 1000), "no_matching_signature"),
+    (PAYLOAD, sign("whsec_other", PAYLOAD, 1000), "no_matching_signature"),
+    (PAYLOAD, sign(SECRET, PAYLOAD, 1000 - 301), "timestamp_outside_tolerance"),
+    (PAYLOAD, sign(SECRET, PAYLOAD, 1000 + 301), "timestamp_outside_tolerance"),
+    (PAYLOAD, None, "missing_header"),
+    (PAYLOAD, "t=1", "malformed_header"),
+])
+def test_every_refusal_says_why(payload: bytes, header: str | None, code: str) -> None:
+    with pytest.raises(SignatureVerificationError) as info:
+        verify(payload, header, SECRET, now=1000)
+    assert info.value.code == code
+    assert info.value.type == "signature_verification_error"
+
+
+def test_the_clock_can_be_given() -> None:
+    header = sign(SECRET, PAYLOAD, 1_000_000)
+    assert verify(PAYLOAD, header, SECRET, now=1_000_300).id == "evt_1"
+    with pytest.raises(SignatureVerificationError):
+        verify(PAYLOAD, header, SECRET, now=1_000_301)
+
+
+def test_generated_test_headers_match_the_servers_signer() -> None:
+    assert generate_test_header(PAYLOAD, SECRET, 1_764_000_000) == sign(
+        SECRET, PAYLOAD, 1_764_000_000)
+    rolled = generate_test_header(PAYLOAD, "whsec_new", 1_764_000_000, ["whsec_old"])
+    assert rolled == sign("whsec_new", PAYLOAD, 1_764_000_000, "whsec_old")
+    assert verify(PAYLOAD, generate_test_header(PAYLOAD, SECRET), SECRET).id == "evt_1"

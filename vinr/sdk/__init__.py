@@ -9,8 +9,10 @@
         recurring={"interval": "month", "usageType": "metered", "aggregateUsage": "sum"},
     )
 
-Keyword arguments are the API's camelCase fields, sent as they are; responses are
-``VinrObject`` dicts that also allow attribute access. ``AsyncVinr`` is the async twin.
+Keyword arguments are the API's camelCase fields, sent as they are and typed by the
+``TypedDict`` models of ``vinr.sdk.types``; responses are ``VinrObject`` dicts that also
+allow attribute access (``types`` describes their shapes too). ``AsyncVinr`` is the async
+twin. ``UsageReporter`` batches usage for producer services; ``verify`` checks webhooks.
 """
 
 from ._client import DEFAULT_API_BASE, AsyncVinr, Vinr
@@ -26,7 +28,7 @@ from ._errors import (
 )
 from ._object import VinrObject
 from .reporter import UsageBatch, UsageReporter
-from .webhooks import construct_event, verify
+from .webhooks import construct_event, generate_test_header, verify
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -44,5 +46,6 @@ __all__ = [
     "VinrError",
     "VinrObject",
     "construct_event",
+    "generate_test_header",
     "verify",
 ]

@@ -1,7 +1,8 @@
 """API resources, written once for both clients.
 
 Each method forwards its keyword arguments verbatim as the JSON body (POST) or the query
-string (GET/DELETE), so the API's camelCase names are used as they are:
+string (GET/DELETE), so the API's camelCase names are used as they are; the bodies are typed
+by the ``TypedDict``s of ``types.py``, so a type checker catches a misspelt field:
 ``client.prices.create(product=p, currency="EUR", billingScheme="usage", ...)``.
 ``idempotency_key`` is the one keyword that is not forwarded: it becomes the
 ``Idempotency-Key`` header.
@@ -12,8 +13,25 @@ coroutine of one for ``AsyncVinr`` — so one definition serves both.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any, Generic, Protocol, TypeVar, Unpack
 from urllib.parse import quote
+
+from .types import (
+    CustomerCreateParams,
+    CustomerUpdateParams,
+    EventResendParams,
+    PriceCreateParams,
+    ProductCreateParams,
+    SubscriptionCreateParams,
+    SubscriptionUpdateParams,
+    TestClockAdvanceParams,
+    TestClockCreateParams,
+    UsageRecordBatchParams,
+    UsageRecordCreateParams,
+    WebhookEndpointCreateParams,
+    WebhookEndpointUpdateParams,
+)
 
 __all__ = [
     "Charges",
@@ -62,20 +80,21 @@ class _Resource(Generic[R]):
     def __init__(self, requester: Requester[R]) -> None:
         self._requester = requester
 
-    def _get(self, path: str, query: dict[str, Any] | None = None) -> R:
-        return self._requester.request("GET", path, query=query)
+    def _get(self, path: str, query: Mapping[str, Any] | None = None) -> R:
+        return self._requester.request("GET", path, query=dict(query or {}))
 
-    def _post(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> R:
-        return self._requester.request("POST", path, body=body, idempotency_key=idempotency_key)
+    def _post(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> R:
+        return self._requester.request("POST", path, body=dict(body),
+                                       idempotency_key=idempotency_key)
 
-    def _delete(self, path: str, query: dict[str, Any] | None = None) -> R:
-        return self._requester.request("DELETE", path, query=query)
+    def _delete(self, path: str, query: Mapping[str, Any] | None = None) -> R:
+        return self._requester.request("DELETE", path, query=dict(query) if query else None)
 
-
-class _Create(_Resource[R]):
-    def create(self, *, idempotency_key: str | None = None, **params: Any) -> R:
-        """``POST {base}`` with ``params`` as the body."""
+    def _create(self, params: Mapping[str, Any], idempotency_key: str | None) -> R:
         return self._post(self._base, params, idempotency_key)
+
+    def _update(self, id: str, params: Mapping[str, Any], idempotency_key: str | None) -> R:
+        return self._post(_path(self._base, id), params, idempotency_key)
 
 
 class _Retrieve(_Resource[R]):
@@ -90,26 +109,52 @@ class _List(_Resource[R]):
         return self._get(self._base, params)
 
 
-class _Update(_Resource[R]):
-    def update(self, id: str, /, *, idempotency_key: str | None = None, **params: Any) -> R:
-        """``POST {base}/{id}`` with ``params`` as the body."""
-        return self._post(_path(self._base, id), params, idempotency_key)
-
-
-class Products(_Create[R], _Retrieve[R], _List[R]):
+class Products(_Retrieve[R], _List[R]):
     _base = "/v1/products"
 
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[ProductCreateParams]) -> R:
+        """``POST /v1/products`` — ``name, description?, metadata?``."""
+        return self._create(params, idempotency_key)
 
-class Prices(_Create[R], _Retrieve[R], _List[R]):
+
+class Prices(_Retrieve[R], _List[R]):
     _base = "/v1/prices"
 
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[PriceCreateParams]) -> R:
+        """``POST /v1/prices`` — ``product, currency, recurring, billingScheme?,
+        unitAmount | unitAmountDecimal, tiers?, tiersMode?, transformQuantity?``."""
+        return self._create(params, idempotency_key)
 
-class Customers(_Create[R], _Retrieve[R], _Update[R], _List[R]):
+
+class Customers(_Retrieve[R], _List[R]):
     _base = "/v1/customers"
 
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[CustomerCreateParams]) -> R:
+        """``POST /v1/customers`` — ``id?, name?, email?, paymentMethod?, metadata?``."""
+        return self._create(params, idempotency_key)
 
-class Subscriptions(_Create[R], _Retrieve[R], _Update[R], _List[R]):
+    def update(self, id: str, /, *, idempotency_key: str | None = None,
+               **params: Unpack[CustomerUpdateParams]) -> R:
+        """``POST /v1/customers/{id}``."""
+        return self._update(id, params, idempotency_key)
+
+
+class Subscriptions(_Retrieve[R], _List[R]):
     _base = "/v1/subscriptions"
+
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[SubscriptionCreateParams]) -> R:
+        """``POST /v1/subscriptions`` — ``customer, items: [{price, quantity?, id?}],
+        testClock?, cancelAtPeriodEnd?, metadata?``."""
+        return self._create(params, idempotency_key)
+
+    def update(self, id: str, /, *, idempotency_key: str | None = None,
+               **params: Unpack[SubscriptionUpdateParams]) -> R:
+        """``POST /v1/subscriptions/{id}`` — ``cancelAtPeriodEnd?, metadata?``."""
+        return self._update(id, params, idempotency_key)
 
     def cancel(self, id: str, /, **params: Any) -> R:
         """``DELETE /v1/subscriptions/{id}``: cancel now and invoice the final usage."""
@@ -119,7 +164,8 @@ class Subscriptions(_Create[R], _Retrieve[R], _Update[R], _List[R]):
 class UsageRecords(_Resource[R]):
     _base = "/v1/usage_records"
 
-    def create(self, *, idempotency_key: str | None = None, **params: Any) -> R:
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[UsageRecordCreateParams]) -> R:
         """``POST /v1/usage_records`` — ``subscriptionItem, quantity, timestamp?, action?``.
 
         Pass an ``idempotency_key`` derived from your own event id so that a retry after a
@@ -127,7 +173,8 @@ class UsageRecords(_Resource[R]):
         """
         return self._post(self._base, params, idempotency_key)
 
-    def create_batch(self, *, idempotency_key: str | None = None, **params: Any) -> R:
+    def create_batch(self, *, idempotency_key: str | None = None,
+                     **params: Unpack[UsageRecordBatchParams]) -> R:
         """``POST /v1/usage_records/batch`` — ``subscriptionItem, records: [...]`` (≤ 1000)."""
         return self._post(f"{self._base}/batch", params, idempotency_key)
 
@@ -148,16 +195,42 @@ class Charges(_List[R]):
     _base = "/v1/charges"
 
 
-class WebhookEndpoints(_Create[R], _Retrieve[R], _Update[R], _List[R]):
+class WebhookEndpoints(_Retrieve[R], _List[R]):
     _base = "/v1/webhook_endpoints"
+
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[WebhookEndpointCreateParams]) -> R:
+        """``POST /v1/webhook_endpoints`` — ``url, enabledEvents``; the answer holds the
+        ``secret``, shown only here and by ``roll_secret``."""
+        return self._create(params, idempotency_key)
+
+    def update(self, id: str, /, *, idempotency_key: str | None = None,
+               **params: Unpack[WebhookEndpointUpdateParams]) -> R:
+        """``POST /v1/webhook_endpoints/{id}`` — ``url?, enabledEvents?, description?,
+        status?: "enabled" | "disabled"``."""
+        return self._update(id, params, idempotency_key)
 
     def delete(self, id: str, /) -> R:
         """``DELETE /v1/webhook_endpoints/{id}``."""
         return self._delete(_path(self._base, id))
 
+    def roll_secret(self, id: str, /, *, idempotency_key: str | None = None) -> R:
+        """A new ``secret``, returned this once; the old one keeps signing for 24 h."""
+        return self._post(_path(self._base, id, "/roll_secret"), {}, idempotency_key)
+
 
 class Events(_Retrieve[R], _List[R]):
     _base = "/v1/events"
+
+    def deliveries(self, id: str, /, **params: Any) -> R:
+        """``GET /v1/events/{id}/deliveries``: one per endpoint, each with its attempts."""
+        return self._get(_path(self._base, id, "/deliveries"), params)
+
+    def resend(self, id: str, /, *, idempotency_key: str | None = None,
+               **params: Unpack[EventResendParams]) -> R:
+        """``POST /v1/events/{id}/resend`` — to ``webhookEndpoint=…``, or to every enabled
+        endpoint subscribed to the event's type."""
+        return self._post(_path(self._base, id, "/resend"), params, idempotency_key)
 
 
 class TestHelperSubscriptions(_Resource[R]):
@@ -171,11 +244,17 @@ class TestHelperSubscriptions(_Resource[R]):
         return self._post(_path(self._base, id, "/advance_period"), params, idempotency_key)
 
 
-class TestClocks(_Create[R], _Retrieve[R]):
+class TestClocks(_Retrieve[R]):
     __test__ = False
     _base = "/v1/test_helpers/test_clocks"
 
-    def advance(self, id: str, /, *, idempotency_key: str | None = None, **params: Any) -> R:
+    def create(self, *, idempotency_key: str | None = None,
+               **params: Unpack[TestClockCreateParams]) -> R:
+        """``POST /v1/test_helpers/test_clocks`` — ``frozenTime, name?``."""
+        return self._create(params, idempotency_key)
+
+    def advance(self, id: str, /, *, idempotency_key: str | None = None,
+                **params: Unpack[TestClockAdvanceParams]) -> R:
         """``POST /v1/test_helpers/test_clocks/{id}/advance`` — ``frozenTime=…``."""
         return self._post(_path(self._base, id, "/advance"), params, idempotency_key)
 

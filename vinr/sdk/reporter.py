@@ -29,10 +29,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from ._client import AsyncVinr
 from ._errors import APIConnectionError, VinrError
+from .types import Action, UsageRecordParams
 
 __all__ = ["MAX_BATCH_RECORDS", "ErrorHandler", "UsageBatch", "UsageReporter"]
 
@@ -48,7 +49,7 @@ class UsageBatch:
     """One sealed batch: what is sent, and under which key, on every attempt."""
 
     subscription_item: str
-    records: tuple[dict[str, Any], ...]
+    records: tuple[UsageRecordParams, ...]
     idempotency_key: str
 
     def __len__(self) -> int:
@@ -113,7 +114,7 @@ class UsageReporter:
         self._max_buffered = max_buffered
         self._on_error: ErrorHandler = on_error or log_failed_batch
         self._limit = asyncio.Semaphore(max_concurrency)
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._pending: dict[str, list[UsageRecordParams]] = {}
         self._sealed: dict[str, deque[UsageBatch]] = {}
         self._buffered = 0
         self._run_id = uuid.uuid4().hex
@@ -153,7 +154,7 @@ class UsageReporter:
         subscription_item: str,
         quantity: int,
         timestamp: int | None = None,
-        action: str = "increment",
+        action: Action = "increment",
     ) -> None:
         """Buffer one usage record; waits while ``max_buffered`` records are waiting.
 
@@ -174,7 +175,7 @@ class UsageReporter:
             raise ValueError(f"timestamp must be unix seconds (int), got {timestamp!r}")
         if action not in ACTIONS:
             raise ValueError(f"action must be 'increment' or 'set', got {action!r}")
-        record = {
+        record: UsageRecordParams = {
             "quantity": quantity,
             "timestamp": int(time.time()) if timestamp is None else timestamp,
             "action": action,

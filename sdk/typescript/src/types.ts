@@ -328,9 +328,10 @@ export interface WebhookEndpoint extends ApiObject {
   object: 'webhook_endpoint';
   url: string;
   enabledEvents: string[];
-  status: string;
+  /** `enabled`, `disabled` (by you), or `failing` (deliveries failed for 3 days). */
+  status: 'enabled' | 'disabled' | 'failing' | (string & {});
   description?: string | null;
-  /** Only returned by `create`. */
+  /** Only returned by `create` and `rollSecret`. */
   secret?: string;
 }
 
@@ -338,6 +339,54 @@ export interface WebhookEndpointCreateParams {
   url: string;
   enabledEvents: string[];
   description?: string;
+}
+
+export interface WebhookEndpointUpdateParams {
+  url?: string;
+  enabledEvents?: string[];
+  description?: string | null;
+  /** `enabled` also clears `failing`; `disabled` cancels pending deliveries. */
+  status?: 'enabled' | 'disabled';
+}
+
+export interface DeletedWebhookEndpoint {
+  id: string;
+  object: 'webhook_endpoint';
+  deleted: true;
+}
+
+export interface WebhookAttempt {
+  attempt: number;
+  /** The endpoint's HTTP status, or null when no response came (see `error`). */
+  statusCode: number | null;
+  error: string | null;
+  durationMs: number;
+  created: number;
+}
+
+/** One event's delivery to one endpoint, with every attempt. */
+export interface WebhookDelivery extends ApiObject {
+  object: 'webhook_delivery';
+  event: string;
+  webhookEndpoint: string;
+  url: string;
+  status: 'pending' | 'delivered' | 'failed' | 'canceled' | (string & {});
+  attemptCount: number;
+  nextAttemptAt: number | null;
+  firstAttemptAt: number | null;
+  deliveredAt: number | null;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  attempts: List<WebhookAttempt>;
+}
+
+export interface DeliveryListParams extends ListParams {
+  webhookEndpoint?: string;
+}
+
+export interface EventResendParams {
+  /** Only this endpoint; by default every enabled endpoint subscribed to the event's type. */
+  webhookEndpoint?: string;
 }
 
 export interface Charge extends ApiObject {

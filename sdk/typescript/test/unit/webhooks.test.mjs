@@ -12,6 +12,10 @@ import {
 } from '@vinr/sdk';
 
 const FIXTURES = JSON.parse(readFileSync(new URL('../fixtures/signatures.json', import.meta.url), 'utf8'));
+// The Python SDK's cases (same format), so each SDK verifies the other's fixtures.
+const PYTHON_FIXTURES_URL = new URL('../../../../tests/sdk/fixtures/signatures.json', import.meta.url);
+const PYTHON_FIXTURES = JSON.parse(readFileSync(PYTHON_FIXTURES_URL, 'utf8'));
+const REASONS = ['valid', 'missing_header', 'malformed_header', 'no_matching_signature', 'timestamp_outside_tolerance'];
 const SECRET = 'whsec_unit_test_secret';
 const EVENT = { id: 'evt_1', object: 'event', type: 'invoice.paid', created: 1, livemode: false, data: { id: 'inv_1', subscription: 'sub_1', periodEnd: 2 } };
 const BODY = JSON.stringify(EVENT);
@@ -31,28 +35,30 @@ function rejects(fn, code) {
   });
 }
 
-describe('signatures.json fixtures (shared with the Python SDK)', () => {
-  test('the fixture file has valid and invalid cases of every reason', () => {
-    assert.ok(FIXTURES.length >= 20);
-    const reasons = new Set(FIXTURES.map((c) => c.reason));
-    for (const reason of ['valid', 'missing_header', 'malformed_header', 'no_matching_signature', 'timestamp_outside_tolerance']) {
-      assert.ok(reasons.has(reason), reason);
-    }
-    for (const c of FIXTURES) assert.equal(c.valid, c.reason === 'valid', c.name);
-  });
-
-  for (const c of FIXTURES) {
-    test(`${c.name}: ${c.valid ? 'verifies' : `rejected (${c.reason})`}`, () => {
-      const check = () => vinr.webhooks.verify(c.payload, c.header, c.secret, c.toleranceSec, { now: c.now });
-      if (c.valid) {
-        assert.deepEqual(check(), JSON.parse(c.payload));
-        assert.equal(verifyHeader(Buffer.from(c.payload, 'utf8'), c.header, c.secret, c.toleranceSec, { now: c.now }), c.timestamp);
-      } else {
-        rejects(check, c.reason);
-      }
+for (const [origin, cases] of [['typescript', FIXTURES], ['python', PYTHON_FIXTURES]]) {
+  describe(`${origin} signatures.json fixtures (shared by the two SDKs)`, () => {
+    test('the fixture file has valid and invalid cases of every reason', () => {
+      assert.ok(cases.length >= 20);
+      assert.deepEqual(new Set(cases.map((c) => c.reason)), new Set(REASONS));
+      assert.equal(new Set(cases.map((c) => c.name)).size, cases.length, 'case names are unique');
+      for (const c of cases) assert.equal(c.valid, c.reason === 'valid', c.name);
     });
-  }
 
+    for (const c of cases) {
+      test(`${c.name}: ${c.valid ? 'verifies' : `rejected (${c.reason})`}`, () => {
+        const check = () => vinr.webhooks.verify(c.payload, c.header, c.secret, c.toleranceSec, { now: c.now });
+        if (c.valid) {
+          assert.deepEqual(check(), JSON.parse(c.payload));
+          assert.equal(verifyHeader(Buffer.from(c.payload, 'utf8'), c.header, c.secret, c.toleranceSec, { now: c.now }), c.timestamp);
+        } else {
+          rejects(check, c.reason);
+        }
+      });
+    }
+  });
+}
+
+describe('signatures.json fixture headers', () => {
   test('generateTestHeader reproduces the server-made fixture headers', () => {
     const byName = (name) => FIXTURES.find((c) => c.name === name);
     for (const c of [byName('valid'), byName('valid_unicode_payload')]) {
