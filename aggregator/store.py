@@ -1,56 +1,84 @@
 """Usage windows in Postgres, written exactly once per accepted request.
 
-One transaction per batch: (1) lock this group's stored offsets and refuse partitions
-whose batch does not start where the stored offset says (fencing: a zombie or duplicate
-consumer can never apply a batch twice), (2) insert the requests' ids into the ledger and
-keep only the new ones, (3) fold them into per-(item, period) windows, sending requests
-for already-invoiced windows to the dead-letter table, (4) advance the stored offsets.
+One transaction per prepared batch:
+
+1. lock this group's stored offsets and refuse partitions whose batch does not start where
+   the stored offset says (fencing: a zombie or duplicate consumer can never apply a batch
+   twice, and a refused partition is reported so the consumer seeks back to the stored
+   offset);
+2. insert the requests into the ledger (id, window, Kafka position, records) and keep only
+   the ids that were not there yet — the unit of dedupe is the request (SPEC §5);
+3. fold the new requests' pre-aggregated deltas into per-(item, period) windows and the
+   per-timestamp map ``usage_points``; requests for windows already closed by an invoice,
+   and requests whose records are malformed, go to ``usage_dead_letters`` with the reason
+   (and a ``usage_record.dead_lettered`` event);
+4. advance the stored offsets.
+
+Bulk statements only: every step is one ``unnest`` statement however many rows it touches.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from aggregator.fold import PointOp, WindowState, apply, combine
+from aggregator.batch import PreparedBatch, Request, WindowDelta, WindowKey, window_deltas
+from aggregator.dead_letters import insert_dead_letters
+from aggregator.fold import WindowState, fold_ops, points_to_read
 from vinr.clock import now_s
-from vinr.ids import new_id
-from vinr.wire import UsageMessage
 
-__all__ = ["BatchResult", "PartitionBatch", "PostgresWindowStore"]
+__all__ = ["BatchResult", "PostgresWindowStore", "window_state"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class PartitionBatch:
-    partition: int
-    start_offset: int
-    next_offset: int
-    messages: list[UsageMessage]
+_INT64 = 2**63 - 1
 
 
 @dataclass(slots=True)
 class BatchResult:
     fenced: dict[int, int] = field(default_factory=dict)   # partition → stored offset
-    requests: int = 0
-    records: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
+    committed: dict[int, int] = field(default_factory=dict)  # partition → new stored offset
+    requests: int = 0          # new requests folded or dead-lettered
+    records: int = 0           # records folded into windows
+    duplicates: int = 0        # requests already in the ledger (or twice in the batch)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # reason → requests
+    points: int = 0            # usage_points rows written
+    windows: int = 0           # windows updated
 
 
-WindowKey = tuple[int, int]  # (item_pk, period_start)
+def window_state(row: asyncpg.Record) -> WindowState:
+    return WindowState(int(row["total"]), int(row["max"]), row["last_ts"],
+                       int(row["last_quantity"]), int(row["records"]))
+
+
+def _numeric_type(values: list[int]) -> str:
+    """bigint[] travels much faster than numeric[]; numeric only for hostile totals."""
+    return "bigint" if all(-_INT64 <= v <= _INT64 for v in values) else "numeric"
 
 
 class PostgresWindowStore:
+    """Applies prepared batches; holds one connection for them (``close`` returns it).
+
+    Windows known to exist (committed by an earlier batch; window rows are never deleted)
+    skip the insert-if-missing statement.
+    """
+
+    _KNOWN_MAX = 1_000_000
+
     def __init__(self, pool: asyncpg.Pool, *, group: str, topic: str) -> None:
         self._pool = pool
         self._group = group
         self._topic = topic
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._known: set[WindowKey] = set()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._pool.release(conn)
 
     async def stored_offsets(self, partitions: list[int]) -> dict[int, int]:
         rows = await self._pool.fetch(
@@ -67,151 +95,219 @@ class PostgresWindowStore:
             " ON CONFLICT DO NOTHING",
             self._group, self._topic, list(start), list(start.values()), now_s())
 
-    async def reset_offset(self, partition: int, offset: int) -> None:
-        await self._pool.execute(
-            "UPDATE consumer_offsets SET next_offset = $4, updated = $5"
-            " WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-            self._group, self._topic, partition, offset, now_s())
+    async def reset_offset(self, partition: int, offset: int, *, expected: int) -> bool:
+        """Move a stored offset, only if it still is ``expected`` (another consumer may have
+        moved it meanwhile); True if moved."""
+        status = await self._pool.execute(
+            "UPDATE consumer_offsets SET next_offset = $4, updated = $6"
+            " WHERE consumer_group = $1 AND topic = $2 AND partition = $3"
+            " AND next_offset = $5",
+            self._group, self._topic, partition, offset, expected, now_s())
+        return bool(status == "UPDATE 1")
 
-    async def apply_batch(self, batches: list[PartitionBatch]) -> BatchResult:
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await self._apply(conn, batches)
+    async def apply_batch(self, batch: PreparedBatch) -> BatchResult:
+        """One transaction; on any error it rolled back (or its outcome is unknown, if the
+        connection broke during COMMIT: the caller re-reads the stored offsets)."""
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        conn = self._conn
+        created: list[WindowKey] = []
+        try:
+            async with conn.transaction():
+                result = await self._apply(conn, batch, created)
+        except BaseException:
+            await self.close()
+            raise
+        self._known.update(created)
+        if len(self._known) > self._KNOWN_MAX:
+            self._known.clear()
+        return result
 
-    async def _apply(self, conn: asyncpg.Connection[Any], batches: list[PartitionBatch]
-                     ) -> BatchResult:
-        result = BatchResult()
-        parts = sorted(b.partition for b in batches)
+    async def _apply(self, conn: asyncpg.Connection[Any], batch: PreparedBatch,
+                     created: list[WindowKey]) -> BatchResult:
+        result = BatchResult(duplicates=batch.duplicates_in_batch)
+        parts = sorted(batch.ranges)
         rows = await conn.fetch(
             "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1"
             " AND topic = $2 AND partition = ANY($3::int[]) ORDER BY partition FOR UPDATE",
             self._group, self._topic, parts)
         stored = {r["partition"]: r["next_offset"] for r in rows}
-        accepted: list[PartitionBatch] = []
-        for b in batches:
-            if stored.get(b.partition) != b.start_offset:
-                result.fenced[b.partition] = stored.get(b.partition, -1)
+        for p in parts:
+            if stored.get(p) == batch.ranges[p].start:
+                result.committed[p] = batch.ranges[p].next
             else:
-                accepted.append(b)
-        if not accepted:
+                result.fenced[p] = stored.get(p, -1)
+        if not result.committed:
             return result
-        first: dict[str, UsageMessage] = {}
-        for b in accepted:
-            for m in b.messages:
-                first.setdefault(m.id, m)
-        fresh = await self._ledger(conn, list(first.values()))
-        result.requests = len(fresh)
-        result.duplicates = sum(len(b.messages) for b in accepted) - len(fresh)
-        if fresh:
-            result.records, result.dead_letters = await self._fold(conn, fresh)
+        requests, windows = batch.requests, batch.windows
+        if result.fenced:
+            requests = [r for r in requests if r.partition in result.committed]
+            windows = window_deltas(requests)
+        if requests:
+            fresh = await self._ledger(conn, requests)
+            if len(fresh) < len(requests):
+                result.duplicates += len(requests) - len(fresh)
+                requests, windows = self._without_duplicates(requests, windows, fresh)
+            result.requests = len(requests)
+            await self._fold(conn, requests, windows, result, created)
         await conn.execute(
             "UPDATE consumer_offsets o SET next_offset = v.n, updated = $5"
             " FROM unnest($3::int[], $4::bigint[]) AS v(p, n)"
             " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = v.p",
-            self._group, self._topic, [b.partition for b in accepted],
-            [b.next_offset for b in accepted], now_s())
+            self._group, self._topic, list(result.committed), list(result.committed.values()),
+            now_s())
         return result
 
-    async def _ledger(self, conn: asyncpg.Connection[Any], messages: list[UsageMessage]
-                      ) -> list[UsageMessage]:
-        rows = await conn.fetch(
-            "INSERT INTO usage_ledger (id, item_pk, period_start, records, accepted_at)"
+    async def _ledger(self, conn: asyncpg.Connection[Any], requests: list[Request]) -> set[str]:
+        """Insert the requests into the ledger; the ids that were new (all, usually: then
+        only a count comes back)."""
+        row = await conn.fetchrow(
+            "WITH ins AS (INSERT INTO usage_ledger (id, item_pk, period_start, records,"
+            " accepted_at, kafka_partition, kafka_offset, payload)"
             " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[],"
-            " $5::bigint[]) ON CONFLICT DO NOTHING RETURNING id",
-            [m.id for m in messages], [m.item_pk for m in messages],
-            [m.period_start for m in messages], [len(m.records) for m in messages],
-            [m.accepted_at for m in messages])
-        new_ids = {r["id"] for r in rows}
-        return [m for m in messages if m.id in new_ids]
+            " $5::bigint[], $6::int[], $7::bigint[], $8::bytea[])"
+            " ON CONFLICT DO NOTHING RETURNING id)"
+            " SELECT count(*) AS n, CASE WHEN count(*) < $9 THEN array_agg(id) END AS ids"
+            " FROM ins",
+            [r.id for r in requests], [r.item_pk for r in requests],
+            [r.period_start for r in requests], [r.count for r in requests],
+            [r.accepted_at for r in requests], [r.partition for r in requests],
+            [r.offset for r in requests], [r.payload for r in requests], len(requests))
+        if row["n"] == len(requests):
+            return {r.id for r in requests}
+        return set(row["ids"] or ())
 
-    async def _fold(self, conn: asyncpg.Connection[Any], messages: list[UsageMessage]
-                    ) -> tuple[int, int]:
-        ends: dict[WindowKey, int] = {}
-        for m in messages:
-            ends.setdefault((m.item_pk, m.period_start), m.period_end)
-        keys = sorted(ends)
-        now = now_s()
-        await conn.execute(
-            "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
-            " SELECT * , $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
-            " ON CONFLICT DO NOTHING",
-            [k[0] for k in keys], [k[1] for k in keys], [ends[k] for k in keys], now)
+    @staticmethod
+    def _without_duplicates(requests: list[Request], windows: dict[WindowKey, WindowDelta],
+                            fresh: set[str]) -> tuple[list[Request], dict[WindowKey, WindowDelta]]:
+        """Drop requests the ledger already held; rebuild only the windows they touched."""
+        kept = [r for r in requests if r.id in fresh]
+        stale = {r.window for r in requests if r.id not in fresh}
+        rebuilt = window_deltas(r for r in kept if r.window in stale)
+        merged = {k: d for k, d in windows.items() if k not in stale}
+        merged.update(rebuilt)
+        return kept, merged
+
+    async def _fold(self, conn: asyncpg.Connection[Any], requests: list[Request],
+                    windows: dict[WindowKey, WindowDelta], result: BatchResult,
+                    created: list[WindowKey]) -> None:
+        invalid = [r for r in requests if r.ops is None]
+        keys = sorted({r.window for r in requests if r.ops is not None})
+        states, closed = await self._lock_windows(
+            conn, keys, [k for k in keys if k not in self._known], windows, created)
+        missing = [k for k in keys if k not in states and k not in closed]
+        if missing:   # known to exist, yet gone (deleted by hand): create them again
+            more, more_closed = await self._lock_windows(conn, missing, missing, windows,
+                                                         created)
+            states.update(more)
+            closed |= more_closed
+        late = [r for r in requests if r.ops is not None and r.window in closed]
+        for reason, dead in (("invalid_records", invalid), ("period_invoiced", late)):
+            if dead:
+                await insert_dead_letters(conn, dead, reason)
+                result.dead_letters[reason] = len(dead)
+        if late:
+            # The late requests' ledger rows go with the next retention pass.
+            late_keys = sorted({r.window for r in late})
+            await conn.execute(
+                "UPDATE usage_windows w SET purged_at = NULL"
+                " FROM unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
+                " WHERE w.item_pk = k.i AND w.period_start = k.s AND w.purged_at IS NOT NULL",
+                [k[0] for k in late_keys], [k[1] for k in late_keys])
+        if states:
+            await self._fold_open(conn, {k: windows[k] for k in states}, states, result)
+
+    async def _lock_windows(self, conn: asyncpg.Connection[Any], keys: list[WindowKey],
+                            new: list[WindowKey], windows: dict[WindowKey, WindowDelta],
+                            created: list[WindowKey]
+                            ) -> tuple[dict[WindowKey, WindowState], set[WindowKey]]:
+        """Create the ``new`` windows if missing, then lock and read ``keys``: the open
+        windows' states, and the keys of closed ones."""
+        states: dict[WindowKey, WindowState] = {}
+        closed: set[WindowKey] = set()
+        if not keys:
+            return states, closed
+        if new:
+            await conn.execute(
+                "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
+                " SELECT i, s, e, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+                " AS v(i, s, e) ON CONFLICT DO NOTHING",
+                [k[0] for k in new], [k[1] for k in new], [windows[k].period_end for k in new],
+                now_s())
+            created.extend(new)
         rows = await conn.fetch(
-            "SELECT w.* FROM usage_windows w JOIN unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
+            "SELECT w.item_pk, w.period_start, w.total, w.max, w.last_ts, w.last_quantity,"
+            " w.records, w.invoice_id IS NOT NULL AS closed FROM usage_windows w"
+            " JOIN unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
             " ON w.item_pk = k.i AND w.period_start = k.s"
             " ORDER BY w.item_pk, w.period_start FOR UPDATE OF w",
             [k[0] for k in keys], [k[1] for k in keys])
-        windows: dict[WindowKey, WindowState] = {}
-        closed: set[WindowKey] = set()
         for r in rows:
             key = (r["item_pk"], r["period_start"])
-            if r["invoice_id"] is not None:
+            if r["closed"]:
                 closed.add(key)
-            windows[key] = WindowState(int(r["total"]), int(r["max"]), r["last_ts"],
-                                       int(r["last_quantity"]), r["records"])
-        dead = [m for m in messages if (m.item_pk, m.period_start) in closed]
-        if dead:
-            await self._dead_letter(conn, dead, "period_invoiced")
-        live = [m for m in messages if (m.item_pk, m.period_start) not in closed]
-        # Collapse records per (item, timestamp), in arrival order.
-        grouped: dict[tuple[int, int], list[tuple[int, bool]]] = defaultdict(list)
-        window_of: dict[tuple[int, int], WindowKey] = {}
-        record_count: dict[WindowKey, int] = defaultdict(int)
-        for m in live:
-            wkey = (m.item_pk, m.period_start)
-            record_count[wkey] += len(m.records)
-            for ts, quantity, is_set in m.records:
-                grouped[(m.item_pk, ts)].append((quantity, is_set))
-                window_of[(m.item_pk, ts)] = wkey
-        if not grouped:
-            return 0, len(dead)
-        points = sorted(grouped)
-        old_rows = await conn.fetch(
-            "SELECT p.item_pk, p.ts, p.quantity FROM usage_points p"
-            " JOIN unnest($1::bigint[], $2::bigint[]) AS k(i, t) ON p.item_pk = k.i AND p.ts = k.t",
-            [p[0] for p in points], [p[1] for p in points])
-        old = {(r["item_pk"], r["ts"]): int(r["quantity"]) for r in old_rows}
-        new_values: list[int] = []
-        recompute: set[WindowKey] = set()
-        for point in points:
-            wkey = window_of[point]
-            op: PointOp = combine(grouped[point])
-            value, again = apply(windows[wkey], point[1], old.get(point), op)
-            new_values.append(value)
+            else:
+                states[key] = window_state(r)
+        return states, closed
+
+    async def _fold_open(self, conn: asyncpg.Connection[Any],
+                         windows: dict[WindowKey, WindowDelta],
+                         states: dict[WindowKey, WindowState], result: BatchResult) -> None:
+        wanted_items: list[int] = []
+        wanted_ts: list[int] = []
+        for key, delta in windows.items():
+            needed = points_to_read(states[key], delta.ops)
+            wanted_items += [key[0]] * len(needed)
+            wanted_ts += needed
+        old: dict[int, dict[int, int]] = {}
+        if wanted_ts:
+            rows = await conn.fetch(
+                "SELECT p.item_pk, p.ts, p.quantity FROM usage_points p"
+                " JOIN unnest($1::bigint[], $2::bigint[]) AS k(i, t)"
+                " ON p.item_pk = k.i AND p.ts = k.t", wanted_items, wanted_ts)
+            for r in rows:
+                old.setdefault(r["item_pk"], {})[r["ts"]] = int(r["quantity"])
+        p_items: list[int] = []
+        p_ts: list[int] = []
+        p_values: list[int] = []
+        recompute: list[WindowKey] = []
+        for key, delta in windows.items():
+            state = states[key]
+            points, again = fold_ops(state, delta.ops, old.get(key[0], {}))
+            p_items += [key[0]] * len(points)
+            p_ts += points.keys()
+            p_values += points.values()
+            state.records += delta.records
+            result.records += delta.records
             if again:
-                recompute.add(wkey)
+                recompute.append(key)
+        kind = _numeric_type(p_values)
         await conn.execute(
             "INSERT INTO usage_points (item_pk, ts, quantity)"
-            " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::numeric[])"
+            f" SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::{kind}[])"
             " ON CONFLICT (item_pk, ts) DO UPDATE SET quantity = EXCLUDED.quantity",
-            [p[0] for p in points], [p[1] for p in points], new_values)
-        touched = sorted(record_count)
-        states = [windows[k] for k in touched]
+            p_items, p_ts, p_values)
+        result.points += len(p_ts)
+        keys = sorted(windows)
+        totals = [states[k].total for k in keys]
+        maxes = [states[k].max for k in keys]
+        lasts = [states[k].last_quantity for k in keys]
+        kind = _numeric_type(totals + maxes + lasts)
         await conn.execute(
             "UPDATE usage_windows w SET total = v.total, max = v.max, last_ts = v.lts,"
-            " last_quantity = v.lq, records = w.records + v.n, updated = $8"
-            " FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::numeric[],"
-            " $5::bigint[], $6::numeric[], $7::bigint[]) AS v(i, s, total, max, lts, lq, n)"
+            " last_quantity = v.lq, records = v.n, updated = $8"
+            f" FROM unnest($1::bigint[], $2::bigint[], $3::{kind}[], $4::{kind}[],"
+            f" $5::bigint[], $6::{kind}[], $7::bigint[]) AS v(i, s, total, max, lts, lq, n)"
             " WHERE w.item_pk = v.i AND w.period_start = v.s",
-            [k[0] for k in touched], [k[1] for k in touched], [w.total for w in states],
-            [w.max for w in states], [w.last_ts for w in states],
-            [w.last_quantity for w in states], [record_count[k] for k in touched], now)
+            [k[0] for k in keys], [k[1] for k in keys], totals, maxes,
+            [states[k].last_ts for k in keys], lasts, [states[k].records for k in keys],
+            now_s())
+        result.windows += len(keys)
         if recompute:
-            again_keys = sorted(recompute)
             await conn.execute(
                 "UPDATE usage_windows w SET max = coalesce((SELECT max(p.quantity)"
                 " FROM usage_points p WHERE p.item_pk = w.item_pk AND p.ts >= w.period_start"
                 " AND p.ts < w.period_end), 0)"
                 " FROM unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
                 " WHERE w.item_pk = k.i AND w.period_start = k.s",
-                [k[0] for k in again_keys], [k[1] for k in again_keys])
-        return sum(record_count.values()), len(dead)
-
-    async def _dead_letter(self, conn: asyncpg.Connection[Any], messages: list[UsageMessage],
-                           reason: str) -> None:
-        await conn.executemany(
-            "INSERT INTO usage_dead_letters (id, account_id, livemode, ledger_id, item_pk,"
-            " period_start, reason, payload, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [(new_id("dl"), m.account_id, m.livemode, m.id, m.item_pk, m.period_start, reason,
-              {"records": m.records, "periodEnd": m.period_end, "acceptedAt": m.accepted_at},
-              now_s()) for m in messages])
-        log.warning("dead-lettered %d request(s): %s", len(messages), reason)
+                [k[0] for k in recompute], [k[1] for k in recompute])

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ingest.asgi import Receive, Scope, Send
-from ingest.control import billing, catalog, customers, subscriptions
+from ingest.control import billing, catalog, customers, dead_letters, subscriptions, webhooks
 from ingest.control.common import Json
 from ingest.middleware import ControlMiddleware
 from ingest.services import Services
@@ -52,7 +52,7 @@ def _control_plane(services: Services) -> FastAPI:
     api = FastAPI(title="vinr", version="1", lifespan=lifespan, redoc_url=None,
                   description="Usage-based billing: metered prices, usage records, invoices.")
     api.state.services = services
-    for module in (catalog, customers, subscriptions, billing):
+    for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters):
         api.include_router(module.router)
 
     @api.exception_handler(VinrError)

@@ -3,7 +3,8 @@
     vinr migrate                 apply the schema (idempotent)
     vinr account create NAME     new account; prints its sandbox key on the last line
     vinr api [--host H] [--port N]
-    vinr aggregator [--partitions 0,1]
+    vinr aggregator [--partitions 0,1 | --group]
+    vinr watermark | deadletters list | replay | retention   (see aggregator.commands)
     vinr invoicer
     vinr dispatcher
     vinr up [--port N]           all roles in one process (dev); starts the dev broker if
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     agg = sub.add_parser("aggregator", help="fold usage from Kafka into Postgres windows")
     agg.add_argument("--partitions", default=None,
                      help="comma-separated partitions to own (default: all)")
+    agg.add_argument("--group", action="store_true",
+                     help="share partitions through Kafka consumer-group membership")
+    from aggregator.commands import add_commands
+
+    add_commands(sub)
     sub.add_parser("invoicer", help="close periods, invoice, charge, dun")
     sub.add_parser("dispatcher", help="deliver webhooks")
     sub.add_parser("devbroker", help="run the in-memory dev Kafka broker (not durable)")
@@ -109,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     if command == "devbroker":
         return _devbroker()
+    from aggregator.commands import COMMANDS, run_command
+
+    if command in COMMANDS:
+        return asyncio.run(run_command(settings, args))
     try:
         import uvloop
 
@@ -154,10 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _worker(command: str, settings: Settings, args: argparse.Namespace) -> Worker:
     if command == "aggregator":
-        from aggregator.worker import Aggregator
+        from aggregator.worker import Aggregator, tune_gc
 
+        tune_gc()
         parts = ([int(p) for p in args.partitions.split(",")] if args.partitions else None)
-        return Aggregator(settings, partitions=parts)
+        return Aggregator(settings, partitions=parts, group=args.group)
     if command == "invoicer":
         from invoicer.worker import Invoicer
 

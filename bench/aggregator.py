@@ -1,0 +1,266 @@
+"""Aggregator stage: Kafka usage topic → Postgres windows, against a bare consume loop.
+
+Preloads a fresh topic with N usage records as the ingest would publish them (``vinr.wire``
+messages keyed by item): most records in 1000-record batch requests, the rest as
+single-record requests, some requests published twice (client retries that slipped past
+Redis), gauge-like items reporting with ``set``, and some records out of timestamp order.
+Then, in alternating rounds over the same topic:
+
+(a) the ceiling: a bare aiokafka loop — ``getmany`` and ``orjson.loads`` of every message;
+(b) the aggregator: ``Aggregator.run`` from stored offsets at the log start until the stored
+    offsets reach the log end (everything committed to Postgres), on fresh tables.
+
+Every round's windows are checked against a ground truth folded independently in memory.
+The dev broker keeps at most 5 MB per partition, so N is bounded (~600k records); set
+``VINR_BENCH_AGG_RECORDS`` to change it, and ``VINR_BENCH_AGG_SINGLE_SHARE`` (the share of
+records sent as single-record requests, default ≈ 0.038) to change the mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from aggregator.fold import fold_map
+from aggregator.watermark import caught_up
+from aggregator.worker import Aggregator, tune_gc
+from bench.common import Figure
+from vinr.db import create_pool
+from vinr.devenv import isolated_settings
+from vinr.settings import Settings
+from vinr.wire import UsageMessage, encode_usage, item_key
+
+STAGE = "aggregator"
+RECORDS = int(os.environ.get("VINR_BENCH_AGG_RECORDS", "500000"))
+ROUNDS = 3
+ITEMS = 1000
+BATCH = 1000
+# Of records, sent as single-record requests: by default the mix of one ingest node at its
+# SPEC §6 targets (10,000 single-record requests/s beside 250,000 records/s in batches).
+SINGLE_SHARE = float(os.environ.get("VINR_BENCH_AGG_SINGLE_SHARE", 10_000 / 260_000))
+DUPLICATE_SHARE = 0.02     # of requests, published a second time later
+GAUGE_SHARE = 0.1          # of items, reporting with `set`
+LATE_SHARE = 0.2           # of single records, up to 2 minutes behind the clock
+BASE = 1_700_000_000
+PERIOD = (BASE - 3_600, BASE + 30 * 86_400)
+
+
+@dataclass
+class Workload:
+    messages: list[tuple[int, bytes]] = field(default_factory=list)   # (item, value)
+    truth: dict[tuple[int, int], list[tuple[int, int, bool]]] = field(default_factory=dict)
+    records: int = 0
+    requests: int = 0
+
+
+def build_workload(records: int, seed: int = 4) -> Workload:
+    """Requests in publish order, and each window's records in arrival order (first copy
+    of a request only: the ledger drops the second)."""
+    rnd = random.Random(seed)
+    w = Workload()
+    gauges = set(rnd.sample(range(ITEMS), int(ITEMS * GAUGE_SHARE)))
+    clock = BASE
+    n = 0
+    replays: list[tuple[int, bytes]] = []
+    while w.records < records:
+        single = rnd.random() < SINGLE_SHARE * BATCH / (SINGLE_SHARE * BATCH + 1 - SINGLE_SHARE)
+        item = rnd.randrange(ITEMS)
+        is_set = item in gauges
+        if single:
+            ts = clock - rnd.randrange(120) if rnd.random() < LATE_SHARE else clock
+            recs = [(ts, rnd.randrange(1, 50), is_set)]
+        else:
+            # A reporter's batch: records taken over the last few seconds.
+            recs = [(clock - 5 + j * 5 // BATCH, rnd.randrange(1, 50), is_set)
+                    for j in range(BATCH)]
+        n += 1
+        msg = UsageMessage(f"mbu_bench{n:09d}", "acct_bench", False, item, PERIOD[0], PERIOD[1],
+                           clock, recs)
+        value = encode_usage(msg)
+        w.messages.append((item, value))
+        w.truth.setdefault((item, PERIOD[0]), []).extend(recs)
+        w.records += len(recs)
+        w.requests += 1
+        if rnd.random() < DUPLICATE_SHARE:
+            replays.append((item, value))
+        if replays and rnd.random() < 0.05:
+            w.messages.append(replays.pop(0))
+        clock += rnd.random() < 0.02
+    w.messages.extend(replays)
+    return w
+
+
+async def preload(settings: Settings, workload: Workload) -> dict[int, int]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
+                                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        sends = [await producer.send(settings.usage_topic, value, key=item_key(item))
+                 for item, value in workload.messages]
+        await asyncio.gather(*sends)
+        parts = sorted(await producer.partitions_for(settings.usage_topic))
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.usage_topic, p) for p in parts]
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    if any(begins.values()) or sum(ends.values()) != len(workload.messages):
+        raise RuntimeError("the broker did not keep the whole preload (the dev broker keeps"
+                           " 5 MB per partition); lower VINR_BENCH_AGG_RECORDS")
+    return {tp.partition: off for tp, off in ends.items()}
+
+
+async def bare_loop(settings: Settings, ends: dict[int, int]) -> tuple[float, int]:
+    """The ceiling: getmany + decode, nothing else. Returns (seconds, records)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=1024 * 1024,
+                                fetch_max_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.usage_topic, p) for p in ends]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        records = 0
+        left = dict(ends)
+        started = time.perf_counter()
+        while any(left.values()):
+            fetched = await consumer.getmany(timeout_ms=200, max_records=20_000)
+            for tp, msgs in fetched.items():
+                for msg in msgs:
+                    records += len(orjson.loads(msg.value)["r"])
+                left[tp.partition] = ends[tp.partition] - (msgs[-1].offset + 1)
+        return time.perf_counter() - started, records
+    finally:
+        await consumer.stop()
+
+
+async def reset_tables(pool: asyncpg.Pool) -> None:
+    await pool.execute("TRUNCATE usage_ledger, usage_points, usage_windows, consumer_offsets,"
+                       " usage_dead_letters")
+    await pool.execute("VACUUM ANALYZE usage_ledger, usage_points, usage_windows")
+
+
+async def aggregator_round(settings: Settings, pool: asyncpg.Pool, ends: dict[int, int]
+                           ) -> tuple[float, dict[str, int]]:
+    """One aggregator from the log start to the log end, committed. (seconds, counters)"""
+    await reset_tables(pool)
+    agg = Aggregator(settings, retention_s=None)
+    await agg.start()
+    try:
+        started = time.perf_counter()
+        runner = asyncio.create_task(agg.run())
+        while not await caught_up(pool, settings.consumer_group, settings.usage_topic, ends):
+            if runner.done():
+                runner.result()
+                raise RuntimeError("the aggregator stopped before catching up")
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        agg.request_stop()
+        await runner
+    finally:
+        await agg.stop()
+    counts = dict(await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM usage_ledger) AS requests,"
+        " (SELECT count(*) FROM usage_points) AS points,"
+        " (SELECT coalesce(sum(records), 0) FROM usage_windows) AS records"))
+    return elapsed, {k: int(v) for k, v in counts.items()}
+
+
+async def check_windows(pool: asyncpg.Pool, workload: Workload) -> int:
+    """Windows that differ from the ground truth (0 expected)."""
+    rows = {(r["item_pk"], r["period_start"]): r for r in await pool.fetch(
+        "SELECT item_pk, period_start, total, max, last_ts, last_quantity, records"
+        " FROM usage_windows")}
+    wrong = len(set(rows) ^ set(workload.truth))
+    for key, recs in workload.truth.items():
+        row = rows.get(key)
+        if row is None:
+            continue
+        usage = fold_map(recs)
+        last = max(usage)
+        if (int(row["total"]), int(row["max"]), row["last_ts"], int(row["last_quantity"]),
+                row["records"]) != (sum(usage.values()), max(usage.values()), last, usage[last],
+                                    len(recs)):
+            wrong += 1
+    return wrong
+
+
+async def run(broker: str) -> list[Figure]:
+    """Both loops run under the aggregator role's collector settings (``tune_gc``)."""
+    thresholds = gc.get_threshold()
+    tune_gc()
+    try:
+        return await _run(broker)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+async def _run(broker: str) -> list[Figure]:
+    workload = build_workload(RECORDS)
+    async with isolated_settings(broker, label="benchagg") as settings:
+        ends = await preload(settings, workload)
+        pool = await create_pool(settings, min_size=1, max_size=2)
+        try:
+            bare: list[float] = []
+            agg: list[float] = []
+            wrong = 0
+            counts: dict[str, int] = {}
+            expected = workload.records + _duplicate_records(workload)
+            for n in range(ROUNDS):
+                for _ in range(2):     # the bare loop is short (~0.1 s): two passes a round
+                    seconds, records = await bare_loop(settings, ends)
+                    if records != expected:
+                        raise RuntimeError(f"bare loop read {records} records, not {expected}")
+                    bare.append(records / seconds)
+                seconds, counts = await aggregator_round(settings, pool, ends)
+                agg.append(workload.records / seconds)
+                wrong += await check_windows(pool, workload)
+                print(f"  round {n + 1}: bare loop {bare[-1]:,.0f} records/s,"
+                      f" aggregator {agg[-1]:,.0f} records/s", flush=True)
+        finally:
+            await pool.close()
+    ceiling = statistics.median(bare)
+    value = statistics.median(agg)
+    ok = wrong == 0 and value >= 300_000 and value >= 0.5 * ceiling
+    messages = len(workload.messages)
+    return [
+        Figure(STAGE, "bare aiokafka loop (getmany + decode)", ceiling, "records/s"),
+        Figure(STAGE, f"into Postgres windows ({workload.records:,} records,"
+               f" {messages:,} messages)", value, "records/s",
+               "≥ 300,000/s and ≥ 0.5 × bare loop", ceiling, "bare loop", ok),
+        Figure(STAGE, "requests (ledger rows) per second", value * workload.requests
+               / workload.records, "requests/s"),
+        Figure(STAGE, "usage_points rows per record", counts.get("points", 0)
+               / workload.records, "rows"),
+        Figure(STAGE, f"windows differing from ground truth ({ROUNDS} rounds)", wrong,
+               "windows", "0", passed=wrong == 0),
+    ]
+
+
+def _duplicate_records(workload: Workload) -> int:
+    """Records in messages published twice (the bare loop reads both copies)."""
+    seen: set[bytes] = set()
+    extra = 0
+    for _, value in workload.messages:
+        if value in seen:
+            extra += len(orjson.loads(value)["r"])
+        seen.add(value)
+    return extra
