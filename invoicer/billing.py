@@ -1,325 +1,334 @@
-"""Invoice transactions: close a period, finalize a draft, collect payment.
+"""Invoice transactions, set-based: close periods, open a subscription's first invoice,
+finalize drafts, collect payment.
 
-Each is one Postgres transaction that locks its subscription or invoice row with
-``FOR UPDATE SKIP LOCKED`` — several invoicers can run; one wins each row, and the unique
-``(subscription_id, period_start, billing_reason)`` makes a second invoice for a period
-impossible even if locking were bypassed. Events go to the outbox in the same transaction.
+Each function is one Postgres transaction over a batch of subscriptions or invoices, a fixed
+number of statements however large the batch (SPEC §6: thousands of invoices per second).
+Rows are claimed with ``FOR UPDATE SKIP LOCKED`` and re-checked under the lock, so several
+invoicers can run: one wins each row, and the unique ``(subscription_id, period_start,
+billing_reason)`` makes a second invoice for a period impossible even if locking were
+bypassed. Events go to the outbox in the same transaction.
+
+Here: closing periods and finalizing drafts; collecting payment and dunning live in
+``invoicer.dunning`` (re-exported), shared building blocks in ``invoicer._drafts``.
+
+Under a test clock every step is stamped with the simulated time at which it happens (the
+period end, the end of the finalization grace, the scheduled retry), so a clock advanced
+across several boundaries leaves the same trail as real time would.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from aggregator.fold import WindowState, billable_quantity
-from invoicer.payments import charge_outcome
-from invoicer.pricing import line_amount, parse_price_terms, unit_amount_decimal_str
-from vinr.clock import now_s, subscription_now
-from vinr.events import emit_event
+from invoicer._drafts import (
+    ITEMS,
+    Draft,
+    Line,
+    PriceBook,
+    int_array,
+    licensed_line,
+    lock_subscriptions,
+    price_metered,
+    write_drafts,
+)
+from invoicer.dunning import Attempt, collect_invoices
+from invoicer.metering import Ask, PriceChange, measure, price_segments
+from invoicer.outbox import Event, emit_events
+from invoicer.pricing import unit_amount_decimal_str
+from invoicer.rules import InvoiceRules
+from invoicer.views import load_invoices, load_subscriptions
+from vinr.clock import now_s
 from vinr.ids import new_id
-from vinr.objects import render_invoice, render_subscription
 from vinr.periods import period_at
-from vinr.settings import Settings
 from vinr.telemetry import M
 
-__all__ = ["InvoiceRules", "close_period", "collect", "finalize", "load_invoice"]
+__all__ = [
+    "Attempt",
+    "InvoiceRules",
+    "close_periods",
+    "collect_invoices",
+    "finalize_invoices",
+    "open_first_invoice",
+]
 
-log = logging.getLogger(__name__)
-
-_DAY = 86_400
-
-
-@dataclass(frozen=True, slots=True)
-class InvoiceRules:
-    """The billing policy knobs, from settings."""
-
-    finalization_grace_s: int
-    retry_days: tuple[int, ...]
-    final_action: str
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> InvoiceRules:
-        return cls(s.finalization_grace_s, s.dunning_retry_days, s.dunning_final_action)
+_BILLABLE = ("active", "past_due", "unpaid")
 
 
-async def load_invoice(db: asyncpg.Pool | asyncpg.Connection[Any], invoice_id: str
-                       ) -> dict[str, Any] | None:
-    row = await db.fetchrow(
-        "SELECT i.*, c.id AS customer_id FROM invoices i JOIN customers c ON c.pk = i.customer_pk"
-        " WHERE i.id = $1", invoice_id)
-    if row is None:
+# ---------------------------------------------------------------- closing periods
+
+_LOCK_DUE = """
+SELECT s.*, c.frozen_time FROM subscriptions s LEFT JOIN test_clocks c ON c.id = s.test_clock_id
+WHERE s.id = ANY($1::text[])
+  AND (s.final_invoice_pending
+       OR (s.status = ANY($3::text[]) AND s.current_period_end <= coalesce(c.frozen_time, $2)))
+ORDER BY s.id FOR UPDATE OF s SKIP LOCKED
+"""
+
+
+async def close_periods(conn: asyncpg.Connection[Any], sub_ids: Sequence[str],
+                        rules: InvoiceRules) -> list[tuple[str, str]]:
+    """Invoice each subscription's ended period (or, canceled now, its usage so far) and
+    start the next. Returns (invoice id, subscription id) of the drafts written; due
+    subscriptions another invoicer holds, or no longer due, are skipped."""
+    async with conn.transaction():
+        subs = await conn.fetch(_LOCK_DUE, list(sub_ids), now_s(), list(_BILLABLE))
+        if not subs:
+            return []
+        ids = [s["id"] for s in subs]
+        subs_by_id = {s["id"]: s for s in subs}
+        items = await conn.fetch(ITEMS, ids)
+        by_sub: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for item in items:
+            by_sub[item["subscription_id"]].append(item)
+        metered = [i["pk"] for i in items if i["usage_type"] == "metered"]
+        changes: dict[int, list[PriceChange]] = defaultdict(list)
+        if metered:
+            for r in await conn.fetch(
+                    "SELECT item_pk, changed_at, old_price_id, new_price_id"
+                    " FROM subscription_item_price_changes WHERE item_pk = ANY($1::bigint[])"
+                    " ORDER BY item_pk, changed_at, seq", metered):
+                changes[r["item_pk"]].append(
+                    PriceChange(r["changed_at"], r["old_price_id"], r["new_price_id"]))
+        pending: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for r in await conn.fetch(
+                "SELECT * FROM invoice_items WHERE subscription_id = ANY($1::text[])"
+                " AND invoice_id IS NULL ORDER BY subscription_id, seq", ids):
+            pending[r["subscription_id"]].append(r)
+        prices = PriceBook()
+        price_ids = {i["price_id"] for i in items}
+        price_ids.update(c.old_price_id for cs in changes.values() for c in cs)
+        price_ids.update(c.new_price_id for cs in changes.values() for c in cs)
+        await prices.load(conn, price_ids)
+
+        real_now = now_s()
+        drafts: list[Draft] = []
+        asks: list[tuple[Line, str, Ask]] = []
+        # (id, kind: 0 final / 1 ends at period end / 2 continues, next index, start, end, ended)
+        updates: list[tuple[str, int, int, int, int, int]] = []
+        for sub in subs:
+            sub_id = sub["id"]
+            clocked = sub["test_clock_id"] is not None
+            start = sub["current_period_start"]
+            # Canceled now (or by dunning) after this period's end — the clock ran ahead of
+            # the invoicer: bill this period as usual first, the final invoice comes later.
+            catching_up = (sub["final_invoice_pending"]
+                           and sub["ended_at"] > sub["current_period_end"])
+            final = sub["final_invoice_pending"] and not catching_up
+            end = max(sub["ended_at"], start) if final else sub["current_period_end"]
+            ends_here = final or (sub["cancel_at_period_end"] and not catching_up)
+            nxt = period_at(sub["anchor"], sub["interval"], sub["interval_count"],
+                            sub["period_index"] + 1)
+            draft = Draft(
+                new_id("inv"), sub["account_id"], sub["livemode"], sub["customer_pk"], sub_id,
+                "subscription_cancel" if final else "subscription_cycle", sub["currency"],
+                start, end, end + (0 if clocked else rules.finalization_grace_s),
+                end if clocked else real_now)
+            for item in by_sub[sub_id]:
+                if item["usage_type"] == "metered":
+                    segments = price_segments(start, end, item["price_id"], changes[item["pk"]])
+                    whole = len(segments) == 1
+                    for seg in segments:
+                        line = Line("subscription", item["pk"], seg.price_id, "", 0,
+                                    unit_amount_decimal_str(prices.terms(seg.price_id)), 0,
+                                    seg.start, seg.end)
+                        draft.lines.append(line)
+                        asks.append((line, seg.price_id, Ask(
+                            item["pk"], start, seg.start, seg.end,
+                            prices.rows[seg.price_id]["aggregate_usage"], whole)))
+                elif not ends_here:
+                    draft.lines.append(licensed_line(prices, item, nxt.start, nxt.end))
+            for ii in pending[sub_id]:
+                draft.lines.append(Line("invoiceitem", ii["item_pk"], ii["price_id"],
+                                        ii["description"], int(ii["quantity"]), None,
+                                        int(ii["amount"]), ii["period_start"],
+                                        ii["period_end"], ii["proration"]))
+                draft.invoice_items.append(ii["id"])
+            drafts.append(draft)
+            kind = 0 if final else (1 if ends_here else 2)
+            updates.append((sub_id, kind, nxt.index, nxt.start, nxt.end, end))
+        quantities = await measure(conn, [a for _, _, a in asks])
+        for (line, price_id, _), quantity in zip(asks, quantities, strict=True):
+            price_metered(prices, line, price_id, quantity)
+        written = {d.subscription_id for d in await write_drafts(conn, drafts)}
+        updates = [u for u in updates if u[0] in written]
+        if updates:
+            await conn.execute(
+                "UPDATE subscriptions s SET"
+                " final_invoice_pending = s.final_invoice_pending AND v.k <> 0,"
+                " status = CASE WHEN v.k = 1 THEN 'canceled' ELSE s.status END,"
+                " canceled_at = CASE WHEN v.k = 1 THEN coalesce(s.canceled_at, v.e)"
+                "   ELSE s.canceled_at END,"
+                " ended_at = CASE WHEN v.k = 1 THEN v.e ELSE s.ended_at END,"
+                " period_index = CASE WHEN v.k = 2 THEN v.x ELSE s.period_index END,"
+                " current_period_start = CASE WHEN v.k = 2 THEN v.ps"
+                "   ELSE s.current_period_start END,"
+                " current_period_end = CASE WHEN v.k = 2 THEN v.pe ELSE s.current_period_end END,"
+                " version = s.version + 1"
+                " FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::bigint[],"
+                " $6::bigint[]) AS v(id, k, x, ps, pe, e) WHERE s.id = v.id",
+                [u[0] for u in updates], [u[1] for u in updates], [u[2] for u in updates],
+                [u[3] for u in updates], [u[4] for u in updates], [u[5] for u in updates])
+            rendered = await load_subscriptions(conn, [u[0] for u in updates])
+            await emit_events(conn, [
+                Event(r["account_id"], r["livemode"], "customer.subscription.deleted"
+                      if kind == 1 else "customer.subscription.updated", rendered[r["id"]])
+                for r, kind in ((subs_by_id[u[0]], u[1]) for u in updates)])
+        return [(d.id, d.subscription_id) for d in drafts if d.subscription_id in written]
+
+
+async def open_first_invoice(conn: asyncpg.Connection[Any], sub_id: str) -> str | None:
+    """The invoice a new subscription's licensed items are billed on, for its first period,
+    in advance (``billing_reason: subscription_create``), due for finalization at once.
+    Call in the creating transaction; None when the subscription has no licensed item."""
+    sub = await conn.fetchrow("SELECT * FROM subscriptions WHERE id = $1", sub_id)
+    if sub is None:
         return None
-    lines = await db.fetch(
-        "SELECT l.*, si.id AS item_id FROM invoice_lines l"
-        " LEFT JOIN subscription_items si ON si.pk = l.item_pk"
-        " WHERE l.invoice_id = $1 ORDER BY l.position", invoice_id)
-    price_ids = list({ln["price_id"] for ln in lines if ln["price_id"]})
-    prices = {p["id"]: p for p in await db.fetch("SELECT * FROM prices WHERE id = ANY($1)",
-                                                  price_ids)}
-    return render_invoice(row, lines, prices)
+    licensed = [i for i in await conn.fetch(ITEMS, [sub_id]) if i["usage_type"] == "licensed"]
+    if not licensed:
+        return None
+    prices = PriceBook()
+    await prices.load(conn, {i["price_id"] for i in licensed})
+    start, end = sub["current_period_start"], sub["current_period_end"]
+    draft = Draft(new_id("inv"), sub["account_id"], sub["livemode"], sub["customer_pk"],
+                  sub_id, "subscription_create", sub["currency"], start, end, sub["created"],
+                  sub["created"], [licensed_line(prices, i, start, end) for i in licensed])
+    written = await write_drafts(conn, [draft])
+    return written[0].id if written else None
 
 
-async def _window(conn: asyncpg.Connection[Any], item_pk: int, period_start: int,
-                  aggregate: str | None) -> int:
-    row = await conn.fetchrow(
-        "SELECT * FROM usage_windows WHERE item_pk = $1 AND period_start = $2",
-        item_pk, period_start)
-    state = None if row is None else WindowState(
-        int(row["total"]), int(row["max"]), row["last_ts"], int(row["last_quantity"]),
-        row["records"])
-    carry = 0
-    if aggregate == "last_ever":
-        before = await conn.fetchval(
-            "SELECT last_quantity FROM usage_windows WHERE item_pk = $1 AND period_start < $2"
-            " AND last_ts IS NOT NULL ORDER BY period_start DESC LIMIT 1", item_pk, period_start)
-        carry = 0 if before is None else int(before)
-    return billable_quantity(aggregate, state, carry)
+# ---------------------------------------------------------------- finalizing
+
+_LOCK_INVOICES = """
+SELECT i.*, c.frozen_time FROM invoices i
+LEFT JOIN subscriptions s ON s.id = i.subscription_id
+LEFT JOIN test_clocks c ON c.id = s.test_clock_id
+WHERE i.id = ANY($1::text[]) AND i.status = $2
+ORDER BY i.id FOR UPDATE OF i SKIP LOCKED
+"""
 
 
-async def _items(conn: asyncpg.Connection[Any], sub_id: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT si.pk, si.id, si.quantity, p.id AS price_id, p.terms, p.usage_type,"
-        " p.aggregate_usage, pr.name AS product_name FROM subscription_items si"
-        " JOIN prices p ON p.id = si.price_id JOIN products pr ON pr.id = p.product_id"
-        " WHERE si.subscription_id = $1 AND NOT si.deleted ORDER BY si.pk", sub_id)
-    return rows
-
-
-async def _metered_line(conn: asyncpg.Connection[Any], item: asyncpg.Record, start: int
-                        ) -> tuple[int, int, str | None]:
-    terms = parse_price_terms(item["terms"])
-    quantity = await _window(conn, item["pk"], start, item["aggregate_usage"])
-    return quantity, line_amount(terms, quantity), unit_amount_decimal_str(terms)
-
-
-async def close_period(conn: asyncpg.Connection[Any], sub_id: str, rules: InvoiceRules
-                       ) -> str | None:
-    """Invoice the subscription's ended period and start the next; None if not due/taken."""
+async def finalize_invoices(conn: asyncpg.Connection[Any], invoice_ids: Sequence[str]
+                            ) -> list[tuple[str, str]]:
+    """Draft → open for the drafts whose grace has passed: close their periods' usage windows
+    (usage arriving later is dead-lettered), price the final quantities, and mark zero
+    totals paid. Returns (invoice id, subscription id) of those finalized."""
     async with conn.transaction():
-        sub = await conn.fetchrow(
-            "SELECT s.*, c.frozen_time FROM subscriptions s"
-            " LEFT JOIN test_clocks c ON c.id = s.test_clock_id"
-            " WHERE s.id = $1 FOR UPDATE OF s SKIP LOCKED", sub_id)
-        if sub is None:
-            return None
-        now = subscription_now(sub["frozen_time"])
-        final = sub["final_invoice_pending"]
-        if not final and (sub["current_period_end"] > now
-                          or sub["status"] not in ("active", "past_due", "unpaid")):
-            return None
-        start = sub["current_period_start"]
-        end = sub["ended_at"] if final else sub["current_period_end"]
-        ends_here = final or sub["cancel_at_period_end"]
-        nxt = period_at(sub["anchor"], sub["interval"], sub["interval_count"],
-                        sub["period_index"] + 1)
-        grace = 0 if sub["test_clock_id"] else rules.finalization_grace_s
-        reason = "subscription_cancel" if final else "subscription_cycle"
-        invoice_id = await conn.fetchval(
-            "INSERT INTO invoices (id, account_id, livemode, customer_pk, subscription_id,"
-            " billing_reason, status, currency, period_start, period_end, finalize_at, created)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $10, $11)"
-            " ON CONFLICT (subscription_id, period_start, billing_reason) DO NOTHING RETURNING id",
-            new_id("inv"), sub["account_id"], sub["livemode"], sub["customer_pk"], sub_id,
-            reason, sub["currency"], start, end, end + grace, now)
-        if invoice_id is None:
-            log.error("subscription %s period %d already invoiced", sub_id, start)
-            return None
-        position = 0
-        for item in await _items(conn, sub_id):
-            if item["usage_type"] == "metered":
-                quantity, amount, unit = await _metered_line(conn, item, start)
-                lo, hi, desc = start, end, f"{quantity} × {item['product_name']}"
-            elif ends_here:
-                continue
-            else:
-                terms = parse_price_terms(item["terms"])
-                quantity = item["quantity"] or 0
-                amount, unit = line_amount(terms, quantity), unit_amount_decimal_str(terms)
-                lo, hi = nxt.start, nxt.end
-                desc = f"{quantity} × {item['product_name']} (in advance)"
-            position += 1
-            await conn.execute(
-                "INSERT INTO invoice_lines (id, invoice_id, position, type, item_pk, price_id,"
-                " description, quantity, unit_amount_decimal, amount, period_start, period_end)"
-                " VALUES ($1, $2, $3, 'subscription', $4, $5, $6, $7, $8, $9, $10, $11)",
-                new_id("il"), invoice_id, position, item["pk"], item["price_id"], desc, quantity,
-                unit, amount, lo, hi)
-        await _retotal(conn, invoice_id)
-        if final:
-            await conn.execute("UPDATE subscriptions SET final_invoice_pending = false,"
-                               " version = version + 1 WHERE id = $1", sub_id)
-        elif ends_here:
-            await conn.execute(
-                "UPDATE subscriptions SET status = 'canceled', canceled_at = coalesce(canceled_at,"
-                " $2), ended_at = $2, version = version + 1 WHERE id = $1", sub_id, end)
-        else:
-            await conn.execute(
-                "UPDATE subscriptions SET period_index = $2, current_period_start = $3,"
-                " current_period_end = $4, version = version + 1 WHERE id = $1",
-                sub_id, nxt.index, nxt.start, nxt.end)
-        invoice = await load_invoice(conn, invoice_id)
-        if invoice is not None:
-            await emit_event(conn, sub["account_id"], sub["livemode"], "invoice.created", invoice)
-        await _subscription_event(conn, sub_id, "customer.subscription.deleted" if ends_here
-                                  and not final else "customer.subscription.updated")
-    M.invoices.labels("draft").inc()
-    return str(invoice_id)
-
-
-async def _subscription_event(conn: asyncpg.Connection[Any], sub_id: str, event_type: str
-                              ) -> None:
-    row = await conn.fetchrow(
-        "SELECT s.*, c.id AS customer_id FROM subscriptions s JOIN customers c"
-        " ON c.pk = s.customer_pk WHERE s.id = $1", sub_id)
-    items = await conn.fetch(
-        "SELECT si.*, p.id AS p_id, p.created AS p_created, p.livemode AS p_livemode,"
-        " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
-        " p.active AS p_active, p.interval AS p_interval, p.interval_count AS p_interval_count,"
-        " p.usage_type AS p_usage_type, p.aggregate_usage AS p_aggregate_usage"
-        " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
-        " WHERE si.subscription_id = $1 AND NOT si.deleted ORDER BY si.pk", sub_id)
-    await emit_event(conn, row["account_id"], row["livemode"], event_type,
-                     render_subscription(row, items))
-
-
-async def _retotal(conn: asyncpg.Connection[Any], invoice_id: str) -> None:
-    await conn.execute(
-        "UPDATE invoices SET subtotal = t.s, total = t.s FROM (SELECT coalesce(sum(amount), 0)"
-        " AS s FROM invoice_lines WHERE invoice_id = $1) t WHERE id = $1", invoice_id)
-
-
-async def _invoice_now(conn: asyncpg.Connection[Any], invoice_id: str) -> int:
-    frozen = await conn.fetchval(
-        "SELECT c.frozen_time FROM invoices i JOIN subscriptions s ON s.id = i.subscription_id"
-        " LEFT JOIN test_clocks c ON c.id = s.test_clock_id WHERE i.id = $1", invoice_id)
-    return subscription_now(frozen)
-
-
-async def finalize(conn: asyncpg.Connection[Any], invoice_id: str) -> bool:
-    """Draft → open: close the period's windows (late usage is dead-lettered from now on),
-    price the final quantities, and mark zero totals paid. False if not due or taken."""
-    async with conn.transaction():
-        inv = await conn.fetchrow(
-            "SELECT * FROM invoices WHERE id = $1 AND status = 'draft' FOR UPDATE SKIP LOCKED",
-            invoice_id)
-        if inv is None:
-            return False
-        now = await _invoice_now(conn, invoice_id)
-        if inv["finalize_at"] > now:
-            return False
+        real_now = now_s()
+        due = [r for r in await conn.fetch(_LOCK_INVOICES, list(invoice_ids), "draft")
+               if r["finalize_at"] <= (real_now if r["frozen_time"] is None
+                                       else r["frozen_time"])]
+        if not due:
+            return []
+        await lock_subscriptions(conn, {r["subscription_id"] for r in due})
+        by_id = {r["id"]: r for r in due}
+        ids = list(by_id)
         lines = await conn.fetch(
-            "SELECT l.id, l.item_pk, l.period_start, l.period_end, p.terms, p.aggregate_usage,"
-            " pr.name AS product_name FROM invoice_lines l JOIN prices p ON p.id = l.price_id"
-            " JOIN products pr ON pr.id = p.product_id"
-            " WHERE l.invoice_id = $1 AND p.usage_type = 'metered' ORDER BY l.item_pk",
-            invoice_id)
+            "SELECT l.id, l.invoice_id, l.item_pk, l.price_id, l.period_start, l.period_end,"
+            " l.quantity, l.amount FROM invoice_lines l JOIN prices p ON p.id = l.price_id"
+            " WHERE l.invoice_id = ANY($1::text[]) AND l.type = 'subscription'"
+            " AND p.usage_type = 'metered' ORDER BY l.invoice_id, l.position", ids)
         if lines:
-            await conn.execute(
-                "INSERT INTO usage_windows (item_pk, period_start, period_end, invoice_id,"
-                " updated) SELECT i, s, e, $4, $5 FROM unnest($1::bigint[], $2::bigint[],"
-                " $3::bigint[]) AS v(i, s, e) ON CONFLICT (item_pk, period_start)"
-                " DO UPDATE SET invoice_id = EXCLUDED.invoice_id",
-                [ln["item_pk"] for ln in lines], [ln["period_start"] for ln in lines],
-                [ln["period_end"] for ln in lines], invoice_id, now_s())
-            for ln in lines:
-                terms = parse_price_terms(ln["terms"])
-                quantity = await _window(conn, ln["item_pk"], ln["period_start"],
-                                         ln["aggregate_usage"])
-                await conn.execute(
-                    "UPDATE invoice_lines SET quantity = $2, amount = $3, description = $4"
-                    " WHERE id = $1", ln["id"], quantity, line_amount(terms, quantity),
-                    f"{quantity} × {ln['product_name']}")
-            await _retotal(conn, invoice_id)
-        total = await conn.fetchval(
-            "UPDATE invoices SET status = 'open', finalized_at = $2, next_payment_attempt = $2"
-            " WHERE id = $1 RETURNING total", invoice_id, now)
-        await conn.execute("UPDATE subscriptions SET version = version + 1 WHERE id = $1",
-                           inv["subscription_id"])
-        if int(total) == 0:
-            await conn.execute(
-                "UPDATE invoices SET status = 'paid', paid_at = $2, next_payment_attempt = NULL"
-                " WHERE id = $1", invoice_id, now)
-        invoice = await load_invoice(conn, invoice_id)
-        if invoice is not None:
-            await emit_event(conn, inv["account_id"], inv["livemode"], "invoice.finalized",
-                             invoice)
-            if int(total) == 0:
-                await emit_event(conn, inv["account_id"], inv["livemode"], "invoice.paid",
-                                 invoice)
-    M.invoices.labels("paid" if int(total) == 0 else "open").inc()
-    return True
+            await _close_windows(conn, by_id, lines, real_now)
+        totals = {r["id"]: int(r["total"]) for r in due}
+        totals.update(await _reprice(conn, by_id, lines))
+        for invoice_id in [i for i, t in totals.items() if t < 0]:
+            await _carry_credit(conn, by_id[invoice_id], totals[invoice_id])
+            totals[invoice_id] = 0
+        at = {i: r["finalize_at"] if r["frozen_time"] is not None else real_now
+              for i, r in by_id.items()}
+        await conn.execute(
+            "UPDATE invoices i SET status = CASE WHEN i.total = 0 THEN 'paid' ELSE 'open' END,"
+            " finalized_at = v.at, paid_at = CASE WHEN i.total = 0 THEN v.at END,"
+            " next_payment_attempt = CASE WHEN i.total = 0 THEN NULL ELSE v.at END"
+            " FROM unnest($1::text[], $2::bigint[]) AS v(id, at) WHERE i.id = v.id",
+            ids, [at[i] for i in ids])
+        await conn.execute("UPDATE subscriptions SET version = version + 1"
+                           " WHERE id = ANY($1::text[])",
+                           list({r["subscription_id"] for r in due}))
+        rendered = await load_invoices(conn, ids)
+        events = [Event(r["account_id"], r["livemode"], "invoice.finalized", rendered[r["id"]])
+                  for r in due]
+        events += [Event(r["account_id"], r["livemode"], "invoice.paid", rendered[r["id"]])
+                   for r in due if totals[r["id"]] == 0]
+        await emit_events(conn, events)
+    paid = sum(1 for t in totals.values() if t == 0)
+    M.invoices.labels("paid").inc(paid)
+    M.invoices.labels("open").inc(len(due) - paid)
+    return [(r["id"], r["subscription_id"]) for r in due]
 
 
-async def collect(conn: asyncpg.Connection[Any], invoice_id: str, rules: InvoiceRules, *,
-                  manual: bool = False) -> str | None:
-    """Charge the customer's default payment method once (one charge per attempt).
+async def _close_windows(conn: asyncpg.Connection[Any], invoices: dict[str, asyncpg.Record],
+                         lines: Sequence[asyncpg.Record], now: int) -> None:
+    keys = sorted({(ln["item_pk"], ln["invoice_id"]) for ln in lines})
+    await conn.execute(
+        "INSERT INTO usage_windows (item_pk, period_start, period_end, invoice_id, updated)"
+        " SELECT i, s, e, inv, $5 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],"
+        " $4::text[]) AS v(i, s, e, inv) ORDER BY i, s"
+        " ON CONFLICT (item_pk, period_start) DO UPDATE SET invoice_id = EXCLUDED.invoice_id",
+        [k[0] for k in keys], [invoices[k[1]]["period_start"] for k in keys],
+        [invoices[k[1]]["period_end"] for k in keys], [k[1] for k in keys], now)
 
-    Returns "paid", "failed", or None when the invoice is not open or not due. A failure
-    schedules the next retry (``rules.retry_days``), marks the subscription ``past_due``,
-    and after the last retry applies ``rules.final_action`` (``unpaid`` or ``canceled``).
-    """
-    async with conn.transaction():
-        inv = await conn.fetchrow(
-            "SELECT i.*, c.default_pm, pm.kind FROM invoices i"
-            " JOIN customers c ON c.pk = i.customer_pk"
-            " LEFT JOIN payment_methods pm ON pm.id = c.default_pm"
-            " WHERE i.id = $1 AND i.status = 'open' FOR UPDATE OF i SKIP LOCKED", invoice_id)
-        if inv is None:
-            return None
-        now = await _invoice_now(conn, invoice_id)
-        if not manual and (inv["next_payment_attempt"] is None
-                           or inv["next_payment_attempt"] > now):
-            return None
-        attempt = inv["attempt_count"] + 1
-        outcome = charge_outcome(inv["kind"])
-        charge_id = new_id("ch")
-        inserted = await conn.fetchval(
-            "INSERT INTO charges (id, account_id, livemode, invoice_id, attempt, amount, currency,"
-            " payment_method, status, failure_code, failure_message, created)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            " ON CONFLICT (invoice_id, attempt) DO NOTHING RETURNING id",
-            charge_id, inv["account_id"], inv["livemode"], invoice_id, attempt, inv["total"],
-            inv["currency"], inv["default_pm"] or "none",
-            "succeeded" if outcome.succeeded else "failed", outcome.failure_code,
-            outcome.failure_message, now)
-        if inserted is None:
-            return None
-        sub_id = inv["subscription_id"]
-        acct, live = inv["account_id"], inv["livemode"]
-        if outcome.succeeded:
-            await conn.execute(
-                "UPDATE invoices SET status = 'paid', amount_paid = total, paid_at = $2,"
-                " attempt_count = $3, next_payment_attempt = NULL WHERE id = $1",
-                invoice_id, now, attempt)
-            await conn.execute(
-                "UPDATE subscriptions SET status = 'active', version = version + 1"
-                " WHERE id = $1 AND status IN ('past_due', 'unpaid')", sub_id)
-            invoice = await load_invoice(conn, invoice_id)
-            if invoice is not None:
-                await emit_event(conn, acct, live, "invoice.paid", invoice)
-                await emit_event(conn, acct, live, "invoice.payment_succeeded", invoice)
-            result = "paid"
-        else:
-            retries_left = attempt <= len(rules.retry_days)
-            next_at = now + rules.retry_days[attempt - 1] * _DAY if retries_left else None
-            await conn.execute(
-                "UPDATE invoices SET attempt_count = $2, next_payment_attempt = $3 WHERE id = $1",
-                invoice_id, attempt, next_at)
-            status = "past_due" if retries_left else rules.final_action
-            await conn.execute(
-                "UPDATE subscriptions SET status = $2, version = version + 1,"
-                " canceled_at = CASE WHEN $2 = 'canceled' THEN $3 ELSE canceled_at END,"
-                " ended_at = CASE WHEN $2 = 'canceled' THEN $3 ELSE ended_at END"
-                " WHERE id = $1 AND status <> 'canceled'", sub_id, status, now)
-            invoice = await load_invoice(conn, invoice_id)
-            if invoice is not None:
-                await emit_event(conn, acct, live, "invoice.payment_failed", invoice)
-            await _subscription_event(conn, sub_id, "customer.subscription.updated")
-            result = "failed"
-    M.charges.labels("succeeded" if result == "paid" else "failed").inc()
-    if result == "paid":
-        M.invoices.labels("paid").inc()
-    return result
+
+async def _reprice(conn: asyncpg.Connection[Any], invoices: dict[str, asyncpg.Record],
+                   lines: Sequence[asyncpg.Record]) -> dict[str, int]:
+    """Measure the metered lines again (the windows are closed now); new totals of the
+    invoices whose lines changed."""
+    if not lines:
+        return {}
+    prices = PriceBook()
+    await prices.load(conn, {ln["price_id"] for ln in lines})
+    asks = []
+    for ln in lines:
+        inv = invoices[ln["invoice_id"]]
+        whole = (ln["period_start"], ln["period_end"]) == (inv["period_start"], inv["period_end"])
+        asks.append(Ask(ln["item_pk"], inv["period_start"], ln["period_start"],
+                        ln["period_end"], prices.rows[ln["price_id"]]["aggregate_usage"],
+                        whole))
+    changed: list[tuple[str, Line]] = []
+    for ln, quantity in zip(lines, await measure(conn, asks), strict=True):
+        line = Line("subscription", ln["item_pk"], ln["price_id"], "", 0, None, 0,
+                    ln["period_start"], ln["period_end"])
+        price_metered(prices, line, ln["price_id"], quantity)
+        if (line.quantity, line.amount) != (int(ln["quantity"]), int(ln["amount"])):
+            changed.append((ln["id"], line))
+    if not changed:
+        return {}
+    quantities = [ln.quantity for _, ln in changed]
+    amounts = [ln.amount for _, ln in changed]
+    await conn.execute(
+        "UPDATE invoice_lines l SET quantity = v.q, amount = v.a, description = v.d"
+        f" FROM unnest($1::text[], $2::{int_array(quantities)}[],"
+        f" $3::{int_array(amounts)}[], $4::text[]) AS v(id, q, a, d) WHERE l.id = v.id",
+        [i for i, _ in changed], quantities, amounts, [ln.description for _, ln in changed])
+    rows = await conn.fetch(
+        "UPDATE invoices i SET subtotal = t.s, total = t.s FROM (SELECT invoice_id,"
+        " sum(amount) AS s FROM invoice_lines WHERE invoice_id = ANY($1::text[])"
+        " GROUP BY invoice_id) t WHERE i.id = t.invoice_id RETURNING i.id, i.total",
+        list({ln["invoice_id"] for ln in lines}))
+    return {r["id"]: int(r["total"]) for r in rows}
+
+
+async def _carry_credit(conn: asyncpg.Connection[Any], inv: asyncpg.Record, total: int) -> None:
+    """A total below zero (credits from prorations exceeding the charges) is not paid out:
+    the invoice closes at zero and the credit waits as an invoice item for the
+    subscription's next invoice."""
+    position = await conn.fetchval(
+        "SELECT coalesce(max(position), 0) + 1 FROM invoice_lines WHERE invoice_id = $1",
+        inv["id"])
+    await conn.execute(
+        "INSERT INTO invoice_lines (id, invoice_id, position, type, description, quantity,"
+        " amount, period_start, period_end) VALUES ($1, $2, $3, 'invoiceitem',"
+        " 'Credit carried to the next invoice', 1, $4, $5, $6)",
+        new_id("il"), inv["id"], position, -total, inv["period_start"], inv["period_end"])
+    await conn.execute(
+        "INSERT INTO invoice_items (id, account_id, livemode, subscription_id, description,"
+        " quantity, amount, period_start, period_end, created)"
+        " VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9)",
+        new_id("ii"), inv["account_id"], inv["livemode"], inv["subscription_id"],
+        f"Credit carried over from {inv['id']}", total, inv["period_start"], inv["period_end"],
+        inv["created"])
+    await conn.execute("UPDATE invoices SET subtotal = 0, total = 0 WHERE id = $1", inv["id"])

@@ -1,8 +1,9 @@
 """Price terms and line amounts, with Stripe's semantics.
 
 Pure: no I/O, no framework, so it can be tested exhaustively. Amounts are integers in
-the currency's minor unit (ISO 4217 exponent, from Babel's CLDR data); unit and flat
-amounts may be fractional minor units (``unitAmountDecimal: '0.2'`` EUR is €0.002).
+the currency's minor unit (the ISO 4217 exponent: Babel's CLDR data, corrected where CLDR
+departs from ISO, see ``_ISO_4217_EXPONENTS``); unit and flat amounts may be fractional
+minor units (``unitAmountDecimal: '0.2'`` EUR is €0.002).
 
 A line amount is computed exactly with ``Decimal`` (a local context whose precision
 covers the largest valid input, with ``Inexact`` trapped so a silent rounding can never
@@ -27,6 +28,7 @@ Choices where Stripe is quiet or surprising, written down once:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from decimal import (
     Rounded,
     localcontext,
 )
+from fractions import Fraction
 from functools import cache
 from typing import Any, Literal, cast
 
@@ -54,6 +57,7 @@ __all__ = [
     "format_amount",
     "line_amount",
     "parse_price_terms",
+    "prorated_amount",
     "terms_to_json",
     "unit_amount_decimal_str",
 ]
@@ -123,6 +127,23 @@ class PriceTerms:
     transform_quantity: TransformQuantity | None = None
 
 
+# CLDR (Babel's source) gives the digits people *display*, which for a few currencies is
+# not the ISO 4217 minor unit that amounts are counted in (CLDR rounds the Iraqi dinar to
+# whole dinars; ISO 4217 has fils, 3 digits). SPEC §4 says ISO 4217, so these win. Checked
+# against the ISO 4217 lists (current and historic) for every code Babel 2.18 knows.
+_ISO_4217_EXPONENTS: dict[str, int] = {
+    "IQD": 3,
+    "AFN": 2, "ALL": 2, "IRR": 2, "KPW": 2, "LAK": 2, "LBP": 2, "MGA": 2, "MMK": 2,
+    "RSD": 2, "SLL": 2, "SOS": 2, "SYP": 2, "YER": 2,
+    # withdrawn codes still in Babel's list (ISO 4217 list three)
+    "MRO": 2, "STD": 2, "TMM": 2, "ZMK": 2, "ZWD": 2,
+}
+# ISO 4217 gives these no minor unit ("N.A.": precious metals, SDR, testing codes): an
+# amount cannot be counted in minor units of them, so prices in them are refused.
+_NO_MINOR_UNIT = frozenset({"XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT",
+                            "XSU", "XTS", "XUA", "XXX"})
+
+
 @cache
 def _known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
@@ -143,7 +164,12 @@ def currency_exponent(currency: str) -> int:
     if code not in _known_currencies():
         raise PriceDefinitionError(
             f"currency {currency!r} is not a known ISO 4217 currency code", "currency")
-    return int(get_currency_precision(code))
+    if code in _NO_MINOR_UNIT:
+        raise PriceDefinitionError(
+            f"currency {currency!r} has no minor unit in ISO 4217 (a metal, fund or testing"
+            " code) and can't be used for prices", "currency")
+    override = _ISO_4217_EXPONENTS.get(code)
+    return int(get_currency_precision(code)) if override is None else override
 
 
 def parse_price_terms(data: Mapping[str, Any]) -> PriceTerms:
@@ -239,6 +265,23 @@ def line_amount(terms: PriceTerms, quantity: int) -> int:
         return int(_exact_amount(terms, quantity).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def prorated_amount(terms: PriceTerms, quantity: int, remaining_s: int, period_s: int) -> int:
+    """What ``quantity`` costs for ``remaining_s`` of a ``period_s`` period: the exact
+    amount times remaining/period, rounded once, half up (Stripe's time-based proration).
+
+    Raises:
+        ValueError: for a period that is not positive, remaining time outside
+            ``[0, period_s]``, or a quantity :func:`line_amount` refuses.
+    """
+    if period_s <= 0 or not 0 <= remaining_s <= period_s:
+        raise ValueError(f"remaining {remaining_s}s must lie within a positive period of"
+                         f" {period_s}s")
+    line_amount(terms, quantity)  # the same argument checks
+    with localcontext(_CONTEXT):
+        exact = Fraction(_exact_amount(terms, quantity)) * Fraction(remaining_s, period_s)
+    return math.floor(exact + Fraction(1, 2))  # amounts are >= 0: half up
+
+
 def unit_amount_decimal_str(terms: PriceTerms) -> str | None:
     """The per-unit amount as a plain decimal string ("0.2", "5"); None for tiered prices."""
     return None if terms.unit_amount is None else _decimal_str(terms.unit_amount)
@@ -253,7 +296,10 @@ def format_amount(amount_minor: int, currency: str) -> str:
     exponent = currency_exponent(currency)
     with localcontext(_CONTEXT):
         major = Decimal(amount_minor).scaleb(-exponent)
-    return str(format_currency(major, currency.upper(), locale="en"))
+    # The pattern fixes the digits to the ISO exponent (CLDR's own would round IQD to 0).
+    pattern = "¤#,##0" + ("." + "0" * exponent if exponent else "")
+    return str(format_currency(major, currency.upper(), format=pattern, locale="en",
+                               currency_digits=False))
 
 
 def _parse_scheme(value: Any) -> BillingScheme:

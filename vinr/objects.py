@@ -110,6 +110,7 @@ def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) ->
             "unitAmountDecimal": line["unit_amount_decimal"], "currency": row["currency"],
             "description": line["description"],
             "period": {"start": line["period_start"], "end": line["period_end"]},
+            "proration": bool(line.get("proration")),
         })
     total = amount(row["total"]) or 0
     paid = amount(row["amount_paid"]) or 0

@@ -1,15 +1,13 @@
-"""Read side of billing: usage summaries, invoices, charges, events; webhook endpoints."""
+"""Read side of billing: usage summaries, invoices, charges (events and webhooks: webhooks.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import Field, HttpUrl
 
 from aggregator.fold import WindowState, billable_quantity
 from ingest.control.common import (
-    ApiModel,
     Json,
     StartingAfter,
     fetch_or_404,
@@ -17,12 +15,11 @@ from ingest.control.common import (
     services,
     tenant,
 )
-from invoicer.billing import InvoiceRules, collect, load_invoice
-from vinr.clock import now_s
-from vinr.errors import InvalidRequest, NotFound
-from vinr.events import EVENT_TYPES
-from vinr.ids import derived_id, new_id, new_secret
-from vinr.objects import render_charge, render_event, render_webhook_endpoint
+from invoicer.billing import InvoiceRules, collect_invoices
+from invoicer.views import load_invoices
+from vinr.errors import Conflict, InvalidRequest
+from vinr.ids import derived_id
+from vinr.objects import render_charge
 
 __all__ = ["router"]
 
@@ -54,8 +51,9 @@ async def usage_summaries(
     if item["status"] != "canceled" and item["current_period_start"] not in periods:
         periods[item["current_period_start"]] = (item["current_period_end"], None, None)
     invoices = {r["period_start"]: r["id"] for r in await s.pool.fetch(
-        "SELECT l.period_start, i.id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id"
-        " WHERE l.item_pk = $1", item["pk"])}
+        "SELECT DISTINCT i.period_start, i.id FROM invoice_lines l"
+        " JOIN invoices i ON i.id = l.invoice_id"
+        " WHERE l.item_pk = $1 AND l.type = 'subscription'", item["pk"])}
     data: list[dict[str, Any]] = []
     carry = 0
     for start in sorted(periods):
@@ -78,12 +76,13 @@ async def usage_summaries(
 @router.get("/v1/invoices/{invoice_id}")
 async def get_invoice(invoice_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    invoice = await load_invoice(s.pool, invoice_id)
-    if invoice is None or (await s.pool.fetchval(
-            "SELECT account_id = $2 AND livemode = $3 FROM invoices WHERE id = $1",
-            invoice_id, t.account_id, t.livemode)) is not True:
-        raise NotFound(f"no such invoice: '{invoice_id}'", param="id")
-    return Json(invoice)
+    await fetch_or_404(
+        s.pool, "SELECT 1 FROM invoices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+        invoice_id, t.account_id, t.livemode, what="invoice", ident=invoice_id)
+    return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
+
+
+_INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
 
 
 @router.get("/v1/invoices")
@@ -91,7 +90,11 @@ async def list_invoices(
     request: Request, limit: int = 10, starting_after: StartingAfter = None,
     subscription: str | None = None, customer: str | None = None, status: str | None = None,
 ) -> Json:
+    """Newest first; filters combine (``subscription``, ``customer``, ``status``)."""
     t, s = tenant(request), services(request)
+    if status is not None and status not in _INVOICE_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(_INVOICE_STATUSES)}, got"
+                             f" '{status}'", param="status")
     where, args = "", []
     if subscription is not None:
         args.append(subscription)
@@ -105,24 +108,34 @@ async def list_invoices(
         where += f" AND t.status = ${len(args) + 2}"
     listing = await page(s.pool, table="invoices", t=t, limit=limit,
                          starting_after=starting_after, url="/v1/invoices",
-                         render=lambda r: {"id": r["id"]}, where=where, args=args)
-    listing["data"] = [await load_invoice(s.pool, r["id"]) for r in listing["data"]]
+                         render=lambda r: {"id": r["id"]}, where=where, args=args,
+                         select="t.id, t.created")
+    rendered = await load_invoices(s.pool, [r["id"] for r in listing["data"]])
+    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
 
 @router.post("/v1/invoices/{invoice_id}/pay")
 async def pay_invoice(invoice_id: str, request: Request) -> Json:
-    """Retry the charge now, outside the dunning schedule."""
+    """Attempt the charge now, outside the dunning schedule. Answers the invoice: ``paid``,
+    or still ``open`` with one more ``attemptCount`` when the card was declined."""
     t, s = tenant(request), services(request)
     row = await fetch_or_404(
-        s.pool, "SELECT status FROM invoices WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        invoice_id, t.account_id, t.livemode, what="invoice", ident=invoice_id)
+        s.pool, "SELECT status, subscription_id FROM invoices WHERE id = $1 AND account_id = $2"
+        " AND livemode = $3", invoice_id, t.account_id, t.livemode, what="invoice",
+        ident=invoice_id)
     if row["status"] != "open":
         raise InvalidRequest(f"invoice {invoice_id} is {row['status']}; only open invoices can"
                              " be paid", code="invoice_not_open")
     async with s.pool.acquire() as conn:
-        await collect(conn, invoice_id, InvoiceRules.from_settings(s.settings), manual=True)
-    return Json(await load_invoice(s.pool, invoice_id))
+        attempted = await collect_invoices(conn, [invoice_id],
+                                           InvoiceRules.from_settings(s.settings), manual=True)
+        if not attempted:
+            raise Conflict(f"invoice {invoice_id} is being charged right now; retry in a moment",
+                           code="invoice_payment_in_progress")
+        if row["subscription_id"] is not None:
+            await s.meta.refresh(conn, [row["subscription_id"]])
+    return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
 
 
 @router.get("/v1/charges")
@@ -135,55 +148,3 @@ async def list_charges(
     return Json(await page(s.pool, table="charges", t=t, limit=limit,
                            starting_after=starting_after, url="/v1/charges",
                            render=render_charge, where=where, args=args))
-
-
-@router.get("/v1/events/{event_id}")
-async def get_event(event_id: str, request: Request) -> Json:
-    t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool, "SELECT * FROM events WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        event_id, t.account_id, t.livemode, what="event", ident=event_id)
-    return Json(render_event(row))
-
-
-@router.get("/v1/events")
-async def list_events(
-    request: Request, limit: int = 10, starting_after: StartingAfter = None,
-    type: str | None = None,
-) -> Json:
-    t, s = tenant(request), services(request)
-    where, args = ("", []) if type is None else (" AND t.type = $3", [type])
-    return Json(await page(s.pool, table="events", t=t, limit=limit,
-                           starting_after=starting_after, url="/v1/events", render=render_event,
-                           where=where, args=args))
-
-
-class EndpointCreate(ApiModel):
-    url: HttpUrl
-    enabledEvents: list[str] = Field(min_length=1, max_length=100)
-    description: str | None = Field(default=None, max_length=500)
-
-
-@router.post("/v1/webhook_endpoints")
-async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
-    t, s = tenant(request), services(request)
-    for i, name in enumerate(body.enabledEvents):
-        if name != "*" and name not in EVENT_TYPES:
-            raise InvalidRequest(f"unknown event type '{name}'; use '*' or one of: "
-                                 + ", ".join(sorted(EVENT_TYPES)), param=f"enabledEvents[{i}]")
-    row = await s.pool.fetchrow(
-        "INSERT INTO webhook_endpoints (id, account_id, livemode, url, enabled_events, secret,"
-        " description, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-        new_id("we"), t.account_id, t.livemode, str(body.url), body.enabledEvents,
-        new_secret("whsec"), body.description, now_s())
-    return Json(render_webhook_endpoint(row, with_secret=True))
-
-
-@router.get("/v1/webhook_endpoints")
-async def list_endpoints(
-    request: Request, limit: int = 10, starting_after: StartingAfter = None,
-) -> Json:
-    t, s = tenant(request), services(request)
-    return Json(await page(s.pool, table="webhook_endpoints", t=t, limit=limit,
-                           starting_after=starting_after, url="/v1/webhook_endpoints",
-                           render=render_webhook_endpoint))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Request
@@ -19,7 +19,16 @@ from ingest.control.common import (
     tenant,
 )
 from ingest.services import Services
-from vinr.clock import subscription_now
+from invoicer.billing import (
+    InvoiceRules,
+    collect_invoices,
+    finalize_invoices,
+    open_first_invoice,
+)
+from invoicer.prorations import Holding, queue_prorations
+from invoicer.views import load_subscriptions
+from invoicer.worker import settle_clocks
+from vinr.clock import now_s, subscription_now
 from vinr.errors import Conflict, InvalidRequest, NotFound
 from vinr.events import emit_event
 from vinr.ids import new_id
@@ -47,9 +56,19 @@ class SubscriptionCreate(ApiModel):
     metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
 
 
+class ItemChange(ApiModel):
+    """An existing item (``id``) to change, or, without ``id``, a new item to add."""
+
+    id: str | None = Field(default=None, pattern=_ITEM_ID)
+    price: str | None = Field(default=None, min_length=1, max_length=255)
+    quantity: int | None = Field(default=None, ge=0, le=10**9)
+
+
 class SubscriptionUpdate(ApiModel):
     cancelAtPeriodEnd: bool | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=50)
+    items: list[ItemChange] | None = Field(default=None, min_length=1, max_length=20)
+    prorationBehavior: Literal["create_prorations", "none"] = "create_prorations"
 
 
 class ClockCreate(ApiModel):
@@ -155,10 +174,14 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
                     raise Conflict(f"a subscription item with id '{item.id}' already exists",
                                    param=f"items[{i}].id", code="resource_already_exists"
                                    ) from None
-            rendered = await load_subscription(conn, t, sub_id)
             await emit_event(conn, t.account_id, t.livemode, "customer.subscription.created",
-                             rendered)
+                             await load_subscription(conn, t, sub_id))
+            first_invoice = await open_first_invoice(conn, sub_id)
+        # Licensed items are paid in advance: the first invoice is charged right away.
+        if first_invoice is not None and await finalize_invoices(conn, [first_invoice]):
+            await collect_invoices(conn, [first_invoice], InvoiceRules.from_settings(s.settings))
         await s.meta.refresh(conn, [sub_id])
+        rendered = await load_subscription(conn, t, sub_id)
     return Json(rendered)
 
 
@@ -179,8 +202,10 @@ async def list_subscriptions(
                        " AND livemode = $2 AND id = $3)"), [customer]
     listing = await page(s.pool, table="subscriptions", t=t, limit=limit,
                          starting_after=starting_after, url="/v1/subscriptions",
-                         render=lambda r: {"id": r["id"]}, where=where, args=args)
-    listing["data"] = [await load_subscription(s.pool, t, r["id"]) for r in listing["data"]]
+                         render=lambda r: {"id": r["id"]}, where=where, args=args,
+                         select="t.id, t.created")
+    rendered = await load_subscriptions(s.pool, [r["id"] for r in listing["data"]])
+    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
 
@@ -200,6 +225,9 @@ async def _changed(conn: asyncpg.Connection[Any], s: Services, t: Tenant, sub_id
 
 @router.post("/v1/subscriptions/{sub_id}")
 async def update_subscription(sub_id: str, body: SubscriptionUpdate, request: Request) -> Json:
+    """Change ``cancelAtPeriodEnd``, ``metadata`` and items. A metered item's new price
+    applies to usage from now on (the period is billed in price segments); a licensed
+    item's new price or quantity is prorated on the next invoice (``prorationBehavior``)."""
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn:
         async with conn.transaction():
@@ -210,9 +238,95 @@ async def update_subscription(sub_id: str, body: SubscriptionUpdate, request: Re
                 "UPDATE subscriptions SET cancel_at_period_end = coalesce($2,"
                 " cancel_at_period_end), metadata = coalesce($3, metadata) WHERE id = $1",
                 sub_id, body.cancelAtPeriodEnd, body.metadata)
+            if body.items:
+                await _change_items(conn, t, sub, body.items,
+                                    prorate=body.prorationBehavior == "create_prorations")
             rendered = await _changed(conn, s, t, sub_id)
         await s.meta.refresh(conn, [sub_id])
     return Json(rendered)
+
+
+async def _price_for(conn: asyncpg.Connection[Any], t: Tenant, sub: asyncpg.Record,
+                     price_id: str, param: str) -> asyncpg.Record:
+    price = await conn.fetchrow(
+        "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+        price_id, t.account_id, t.livemode)
+    if price is None:
+        raise InvalidRequest(f"no such price: '{price_id}'", param=param, code="resource_missing")
+    if (price["currency"], price["interval"], price["interval_count"]) != (
+            sub["currency"], sub["interval"], sub["interval_count"]):
+        raise InvalidRequest(
+            f"price {price_id} bills {price['currency']} every {price['interval_count']}"
+            f" {price['interval']}(s); this subscription bills {sub['currency']} every"
+            f" {sub['interval_count']} {sub['interval']}(s)", param=param)
+    return price
+
+
+async def _change_items(conn: asyncpg.Connection[Any], t: Tenant, sub: asyncpg.Record,
+                        changes: list[ItemChange], *, prorate: bool) -> None:
+    """Apply item changes at the subscription's "now", clamped to its current period."""
+    frozen = await _clock_time(conn, t, sub["test_clock_id"])
+    at = min(max(subscription_now(frozen), sub["current_period_start"]),
+             sub["current_period_end"])
+    named = [c.id for c in changes if c.id is not None]
+    if len(named) != len(set(named)):
+        raise InvalidRequest("each subscription item may appear once in items", param="items")
+    for i, change in enumerate(changes):
+        if change.id is None:
+            await _add_item(conn, t, sub, change, i, at, prorate=prorate)
+            continue
+        item = await conn.fetchrow(
+            "SELECT si.*, p.usage_type FROM subscription_items si JOIN prices p"
+            " ON p.id = si.price_id WHERE si.id = $1 AND si.subscription_id = $2"
+            " AND NOT si.deleted FOR UPDATE OF si", change.id, sub["id"])
+        if item is None:
+            raise InvalidRequest(f"subscription {sub['id']} has no item '{change.id}'",
+                                 param=f"items[{i}].id", code="resource_missing")
+        old_price = await conn.fetchrow("SELECT * FROM prices WHERE id = $1", item["price_id"])
+        price = old_price if change.price is None else await _price_for(
+            conn, t, sub, change.price, f"items[{i}].price")
+        if price["usage_type"] != item["usage_type"]:
+            raise InvalidRequest(
+                f"item {change.id} has a {item['usage_type']} price; its new price must be"
+                f" {item['usage_type']} too (add a new item for a {price['usage_type']} price)",
+                param=f"items[{i}].price")
+        if item["usage_type"] == "metered" and change.quantity is not None:
+            raise InvalidRequest("metered prices take no quantity: usage records drive the bill",
+                                 param=f"items[{i}].quantity")
+        quantity = item["quantity"] if change.quantity is None else change.quantity
+        if price["id"] == item["price_id"] and quantity == item["quantity"]:
+            continue
+        if price["id"] != item["price_id"]:
+            await conn.execute(
+                "INSERT INTO subscription_item_price_changes (item_pk, changed_at, old_price_id,"
+                " new_price_id, created) VALUES ($1, $2, $3, $4, $5)",
+                item["pk"], at, item["price_id"], price["id"], now_s())
+        if item["usage_type"] == "licensed" and prorate:
+            await queue_prorations(conn, sub, item["pk"],
+                                   Holding(old_price, item["quantity"] or 0),
+                                   Holding(price, quantity or 0), at)
+        await conn.execute(
+            "UPDATE subscription_items SET price_id = $2, quantity = $3 WHERE pk = $1",
+            item["pk"], price["id"], quantity)
+
+
+async def _add_item(conn: asyncpg.Connection[Any], t: Tenant, sub: asyncpg.Record,
+                    change: ItemChange, i: int, at: int, *, prorate: bool) -> None:
+    if change.price is None:
+        raise InvalidRequest("a new item needs a price (or give the id of an item to change)",
+                             param=f"items[{i}].price", code="parameter_missing")
+    price = await _price_for(conn, t, sub, change.price, f"items[{i}].price")
+    if price["usage_type"] == "metered" and change.quantity is not None:
+        raise InvalidRequest("metered prices take no quantity: usage records drive the bill",
+                             param=f"items[{i}].quantity")
+    quantity = (None if price["usage_type"] == "metered"
+                else (1 if change.quantity is None else change.quantity))
+    item_pk = await conn.fetchval(
+        "INSERT INTO subscription_items (id, account_id, livemode, subscription_id, price_id,"
+        " quantity, created) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING pk",
+        new_id("si"), t.account_id, t.livemode, sub["id"], price["id"], quantity, at)
+    if quantity is not None and prorate:
+        await queue_prorations(conn, sub, item_pk, None, Holding(price, quantity), at)
 
 
 @router.delete("/v1/subscriptions/{sub_id}")
@@ -245,8 +359,11 @@ def _sandbox(t: Tenant) -> None:
 
 async def _move_clock(conn: asyncpg.Connection[Any], s: Services, t: Tenant, clock_id: str,
                       frozen_time: int) -> list[str]:
-    await conn.execute("UPDATE test_clocks SET frozen_time = $2 WHERE id = $1", clock_id,
-                       frozen_time)
+    """Move the clock; it is ``advancing`` until the invoicer has done everything the move
+    made due (every period boundary and payment retry crossed, in order), then ``ready``."""
+    await conn.execute("UPDATE test_clocks SET frozen_time = $2, status = 'advancing'"
+                       " WHERE id = $1", clock_id, frozen_time)
+    await settle_clocks(conn, [clock_id])
     subs = [r["id"] for r in await conn.fetch(
         "UPDATE subscriptions SET version = version + 1 WHERE test_clock_id = $1 RETURNING id",
         clock_id)]

@@ -21,6 +21,7 @@ from invoicer.pricing import (
     format_amount,
     line_amount,
     parse_price_terms,
+    prorated_amount,
     terms_to_json,
     unit_amount_decimal_str,
 )
@@ -110,6 +111,31 @@ def test_line_amount_examples(data: dict[str, Any], quantity: int, amount: int) 
 ])
 def test_currency_exponent(code: str, exponent: int) -> None:
     assert currency_exponent(code) == exponent
+
+
+# Where CLDR (Babel) and ISO 4217 disagree, ISO wins (SPEC §4).
+@pytest.mark.parametrize(("code", "exponent"), [
+    ("IQD", 3), ("iqd", 3), ("RSD", 2), ("LBP", 2), ("SYP", 2), ("YER", 2), ("MGA", 2),
+    ("IRR", 2), ("ALL", 2), ("AFN", 2), ("MMK", 2), ("KPW", 2), ("LAK", 2), ("SOS", 2),
+    ("CLF", 4), ("UYW", 4), ("ISK", 0), ("KRW", 0), ("VND", 0), ("TND", 3), ("OMR", 3),
+])
+def test_currency_exponent_follows_iso_4217_over_cldr(code: str, exponent: int) -> None:
+    assert currency_exponent(code) == exponent
+
+
+def test_iqd_prices_count_fils() -> None:
+    terms = parse_price_terms({"currency": "iqd", "unitAmount": 1250})
+    assert line_amount(terms, 3) == 3750                # 3.750 IQD
+    assert format_amount(3750, "iqd").endswith("3.750")
+    assert format_amount(1250, "rsd").endswith("12.50")
+
+
+@pytest.mark.parametrize("code", ["XAU", "xdr", "XTS", "XXX"])
+def test_codes_without_a_minor_unit_are_refused(code: str) -> None:
+    with pytest.raises(PriceDefinitionError) as info:
+        parse_price_terms({"currency": code, "unitAmount": 1})
+    assert info.value.param == "currency"
+    assert "no minor unit" in info.value.message
 
 
 @pytest.mark.parametrize("code", ["ZZZ", "QQQ", "EURO", "EU", "", "€", "e1r"])
@@ -447,3 +473,48 @@ def test_dataclasses_are_frozen_values() -> None:
     assert TransformQuantity(divide_by=2, round="up") == TransformQuantity(2, "up")
     with pytest.raises(AttributeError):
         tier.up_to = 5  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- proration
+
+@pytest.mark.parametrize(("data", "quantity", "remaining", "period", "amount"), [
+    pytest.param(per_unit(unitAmount=1000), 3, 15, 30, 1500, id="half of 3 x 10.00"),
+    pytest.param(per_unit(unitAmount=1000), 3, 30, 30, 3000, id="whole period"),
+    pytest.param(per_unit(unitAmount=1000), 3, 0, 30, 0, id="nothing left"),
+    pytest.param(per_unit(unitAmount=100), 1, 1, 3, 33, id="a third: 33.33 -> 33"),
+    pytest.param(per_unit(unitAmount=100), 1, 2, 3, 67, id="two thirds: 66.67 -> 67"),
+    pytest.param(per_unit(unitAmount=1), 1, 1, 2, 1, id="0.5 rounds half up"),
+    pytest.param(VOLUME, 6, 10, 20, 1950, id="volume 6 = 3900, half"),
+])
+def test_prorated_amount_examples(data: dict[str, Any], quantity: int, remaining: int,
+                                  period: int, amount: int) -> None:
+    assert prorated_amount(parse_price_terms(data), quantity, remaining, period) == amount
+
+
+@pytest.mark.parametrize(("remaining", "period"), [(-1, 30), (31, 30), (0, 0), (1, -5)])
+def test_prorated_amount_refuses_bad_times(remaining: int, period: int) -> None:
+    with pytest.raises(ValueError, match="within a positive period"):
+        prorated_amount(parse_price_terms(per_unit(unitAmount=1)), 1, remaining, period)
+
+
+@SETTINGS
+@given(price_requests(), small_quantities, st.integers(min_value=1, max_value=10**8),
+       st.data())
+def test_prorated_amount_lies_between_zero_and_the_full_amount(
+        data: dict[str, Any], quantity: int, period: int, draw: st.DataObject) -> None:
+    remaining = draw.draw(st.integers(min_value=0, max_value=period))
+    terms = parse_price_terms(data)
+    full = prorated_amount(terms, quantity, period, period)
+    assert full == line_amount(terms, quantity)
+    assert 0 <= prorated_amount(terms, quantity, remaining, period) <= full
+
+
+@SETTINGS
+@given(decimal_amounts(), small_quantities, st.integers(min_value=1, max_value=10**8),
+       st.data())
+def test_prorated_amount_matches_fraction_reference(unit: Decimal, quantity: int, period: int,
+                                                    draw: st.DataObject) -> None:
+    remaining = draw.draw(st.integers(min_value=0, max_value=period))
+    terms = parse_price_terms(per_unit(unitAmountDecimal=format(unit, "f")))
+    expected = half_up(quantity * Fraction(format(unit, "f")) * Fraction(remaining, period))
+    assert prorated_amount(terms, quantity, remaining, period) == expected
