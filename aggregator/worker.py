@@ -23,7 +23,6 @@ import gc
 import logging
 import time
 from collections.abc import Collection
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -35,6 +34,7 @@ from aggregator.store import BatchResult, PostgresWindowStore
 from vinr.db import create_pool
 from vinr.errors import DependencyUnavailable
 from vinr.kafka import bootstrap
+from vinr.lifecycle import Service
 from vinr.settings import Settings
 from vinr.telemetry import M
 
@@ -82,7 +82,7 @@ class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._aggregator.seek_to_stored(list(assigned))
 
 
-class Aggregator:
+class Aggregator(Service):
     """Consumes the usage topic into Postgres windows; see the module docstring.
 
     Args:
@@ -97,6 +97,7 @@ class Aggregator:
     def __init__(self, settings: Settings, *, partitions: list[int] | None = None,
                  pool: asyncpg.Pool | None = None, group: bool = False,
                  retention_s: float | None = _RETENTION_S) -> None:
+        super().__init__()
         self._settings = settings
         self._wanted = partitions
         self._group = group
@@ -107,7 +108,6 @@ class Aggregator:
         self._store: PostgresWindowStore | None = None
         self._positions: dict[int, int] = {}     # partition → where its next batch starts
         self._in_flight: asyncio.Task[BatchResult] | None = None
-        self._stopping = asyncio.Event()
         self.records = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -159,16 +159,6 @@ class Aggregator:
         if self._pool is not None and self._own_pool:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    async def __aenter__(self) -> Aggregator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
 
     def _require(self) -> tuple[AIOKafkaConsumer, PostgresWindowStore]:
         if self._consumer is None or self._store is None:

@@ -20,7 +20,6 @@ tests can step through days of retries without waiting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -33,6 +32,7 @@ import orjson
 
 from vinr.db import create_pool
 from vinr.events import emit_event
+from vinr.lifecycle import PollingService
 from vinr.objects import render_event, render_webhook_endpoint
 from vinr.settings import Settings
 from vinr.signature import SIGNATURE_HEADER, sign
@@ -77,7 +77,7 @@ def retry_delay_s(attempt: int, rng: random.Random | None = None) -> float:
     return base * (0.5 + 0.5 * jitter)
 
 
-class Dispatcher:
+class Dispatcher(PollingService):
     """Delivers webhooks; ``run()`` polls, ``tick()`` does one round (tests, bursts).
 
     Args:
@@ -93,6 +93,9 @@ class Dispatcher:
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None,
                  client: httpx.AsyncClient | None = None, now: Clock = time.time,
                  retry_delay_s: RetryPolicy = retry_delay_s) -> None:
+        super().__init__()
+        self.poll_s = settings.dispatcher_poll_s
+        self.name = "dispatcher"
         self._settings = settings
         self._pool = pool
         self._own_pool = pool is None
@@ -100,7 +103,6 @@ class Dispatcher:
         self._own_client = client is None
         self._now = now
         self._retry_delay_s = retry_delay_s
-        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         if self._pool is None:
@@ -120,28 +122,6 @@ class Dispatcher:
         if self._pool is not None and self._own_pool:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    async def __aenter__(self) -> Dispatcher:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sent = await self.tick()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.error("dispatcher tick failed: %s; retrying", exc)
-                sent = 0
-            if not sent:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(),
-                                           self._settings.dispatcher_poll_s)
 
     def _require(self) -> tuple[asyncpg.Pool, httpx.AsyncClient]:
         if self._pool is None or self._client is None:

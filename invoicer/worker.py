@@ -13,7 +13,6 @@ retry schedule crossed by the clock runs each retry in turn.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
@@ -26,6 +25,7 @@ from invoicer.billing import InvoiceRules, close_periods, collect_invoices, fina
 from vinr.clock import now_s
 from vinr.db import create_pool
 from vinr.itemmeta import ItemMetaStore
+from vinr.lifecycle import PollingService
 from vinr.settings import Settings
 
 __all__ = ["Invoicer", "settle_clocks"]
@@ -94,8 +94,11 @@ async def settle_clocks(db: asyncpg.Pool | asyncpg.Connection[Any],
     return [r["id"] for r in await db.fetch(_SETTLE_CLOCKS, clock_ids)]
 
 
-class Invoicer:
+class Invoicer(PollingService):
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
+        super().__init__()
+        self.poll_s = settings.invoicer_poll_s
+        self.name = "invoicer"
         self._settings = settings
         self._rules = InvoiceRules.from_settings(settings)
         self._pool = pool
@@ -103,7 +106,6 @@ class Invoicer:
         self._redis: Redis | None = None
         self._meta: ItemMetaStore | None = None
         self._watermark: Watermark | None = None
-        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         s = self._settings
@@ -125,28 +127,6 @@ class Invoicer:
         if self._pool is not None and self._own_pool:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    async def __aenter__(self) -> Invoicer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Until ``request_stop``; the step in hand finishes first."""
-        while not self._stopping.is_set():
-            try:
-                worked = await self.tick()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.error("invoicer tick failed: %s; retrying", exc)
-                worked = 0
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._settings.invoicer_poll_s)
 
     def _parts(self) -> tuple[asyncpg.Pool, ItemMetaStore, Watermark]:
         if self._pool is None or self._meta is None or self._watermark is None:
