@@ -9,7 +9,6 @@ dispatcher are stepped by the tests (``drain()``/``tick()``), arq's "burst" styl
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -24,15 +23,8 @@ from ingest.app import create_app
 from ingest.auth import create_account
 from invoicer.dispatcher import Dispatcher
 from invoicer.worker import Invoicer
-from vinr.devenv import dev_broker, isolated_settings
+from vinr.devenv import dev_broker, free_port, isolated_settings
 from vinr.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # Timings that keep tests quick; everything else is the production default.
 TEST_OVERRIDES: dict[str, Any] = {

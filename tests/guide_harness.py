@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import asyncpg
 import httpx
 
 from ingest.auth import create_account
-from vinr.devenv import dev_broker, isolated_settings
+from vinr.devenv import dev_broker, free_port, isolated_settings, role_env
 from vinr.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,28 +57,11 @@ def _say(message: str) -> None:
     print(f"[guide] {message}", flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _server_env(settings: Settings) -> dict[str, str]:
-    """``vinr up``'s environment: the isolated database, Redis prefix, topic and group."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VINR_")}
-    env.update({
-        "VINR_DATABASE_URL": settings.database_url.get_secret_value(),
-        "VINR_REDIS_URL": settings.redis_url.get_secret_value(),
-        "VINR_REDIS_PREFIX": settings.redis_prefix,
-        "VINR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "VINR_USAGE_TOPIC": settings.usage_topic,
-        "VINR_CONSUMER_GROUP": settings.consumer_group,
-        # Quick polling, so the test does not wait on intervals meant for production.
-        "VINR_INVOICER_POLL_S": "0.2",
-        "VINR_DISPATCHER_POLL_S": "0.1",
-        "VINR_AGGREGATOR_POLL_MS": "50",
-    })
-    return env
+    """``vinr up``'s environment, with quick polling so the test does not wait on intervals
+    meant for production."""
+    return role_env(settings, VINR_INVOICER_POLL_S="0.2", VINR_DISPATCHER_POLL_S="0.1",
+                    VINR_AGGREGATOR_POLL_MS="50")
 
 
 @dataclass
@@ -101,7 +83,7 @@ class Server:
 @contextmanager
 def vinr_up(settings: Settings, workdir: Path) -> Iterator[Server]:
     """``vinr up`` as a subprocess; on exit SIGTERM, and it must exit 0 in time."""
-    port = _free_port()
+    port = free_port()
     log_path = workdir / "vinr-up.log"
     log: TextIO = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "up", "--port", str(port)],
@@ -202,7 +184,7 @@ async def _prepare(settings: Settings, server: Server) -> Fixture:
         if not start <= PERIOD_START < CLOCK_NOW < end:
             raise HarnessError(f"si_4Kp1's period [{start}, {end}) does not hold the guide's"
                                f" batch timestamps")
-        port = _free_port()
+        port = free_port()
         endpoint = await _post(http, "/v1/webhook_endpoints", {
             "url": f"http://127.0.0.1:{port}/", "enabledEvents": ["invoice.paid"]})
     _say(f"fixture: cust_8aZ2, si_4Kp1 on {clock['id']} at {CLOCK_NOW}, "

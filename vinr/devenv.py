@@ -8,6 +8,7 @@ runs never see each other's data; the dev broker is started as a subprocess when
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -21,10 +22,32 @@ from redis.asyncio import Redis
 from vinr.db import apply_migrations, ensure_database
 from vinr.settings import Settings
 
-__all__ = ["dev_broker", "isolated_settings", "purge_redis_prefix"]
+__all__ = ["dev_broker", "free_port", "isolated_settings", "purge_redis_prefix", "role_env"]
 
 BASE_DSN = os.environ.get("VINR_TEST_DATABASE_ROOT", "postgresql://root@127.0.0.1:5432")
 REDIS_URL = os.environ.get("VINR_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def role_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a ``vinr …`` subprocess in this isolated env: the caller's
+    environment without its ``VINR_*``, plus these settings and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VINR_")}
+    env.update({
+        "VINR_DATABASE_URL": settings.database_url.get_secret_value(),
+        "VINR_REDIS_URL": settings.redis_url.get_secret_value(),
+        "VINR_REDIS_PREFIX": settings.redis_prefix,
+        "VINR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "VINR_USAGE_TOPIC": settings.usage_topic,
+        "VINR_CONSUMER_GROUP": settings.consumer_group,
+    })
+    env.update(extra)
+    return env
 
 
 @contextmanager

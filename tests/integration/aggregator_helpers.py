@@ -8,7 +8,6 @@ id counts, and each window's map is ``fold_map`` of its records in that order.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from aggregator.fold import fold_map
+from vinr import devenv
 from vinr.settings import Settings
 from vinr.wire import UsageMessage, encode_usage, item_key
 
@@ -95,18 +95,7 @@ async def stored_offsets(pool: asyncpg.Pool, settings: Settings) -> dict[int, in
 
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a ``python -m vinr.cli …`` subprocess in this isolated env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VINR_")}
-    env.update({
-        "VINR_DATABASE_URL": settings.database_url.get_secret_value(),
-        "VINR_REDIS_URL": settings.redis_url.get_secret_value(),
-        "VINR_REDIS_PREFIX": settings.redis_prefix,
-        "VINR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "VINR_USAGE_TOPIC": settings.usage_topic,
-        "VINR_CONSUMER_GROUP": settings.consumer_group,
-        "VINR_AGGREGATOR_POLL_MS": "50",
-    })
-    env.update(extra)
-    return env
+    return devenv.role_env(settings, **({"VINR_AGGREGATOR_POLL_MS": "50"} | extra))
 
 
 CLI = [sys.executable, "-m", "vinr.cli"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,22 +11,12 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from vinr import devenv
 from vinr.settings import Settings
 
 
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "VINR_DATABASE_URL": settings.database_url.get_secret_value(),
-        "VINR_REDIS_URL": settings.redis_url.get_secret_value(),
-        "VINR_REDIS_PREFIX": settings.redis_prefix,
-        "VINR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "VINR_USAGE_TOPIC": settings.usage_topic,
-        "VINR_CONSUMER_GROUP": settings.consumer_group,
-        "VINR_LOG_LEVEL": "WARNING",
-    })
-    env.update(extra)
-    return env
+    return devenv.role_env(settings, **({"VINR_LOG_LEVEL": "WARNING"} | extra))
 
 
 Process = asyncio.subprocess.Process
