@@ -52,6 +52,7 @@ __all__ = [
     "close_periods",
     "collect_invoices",
     "finalize_invoices",
+    "mark_closing",
     "open_first_invoice",
 ]
 
@@ -211,16 +212,35 @@ ORDER BY i.id FOR UPDATE OF i SKIP LOCKED
 """
 
 
-async def finalize_invoices(conn: asyncpg.Connection[Any], invoice_ids: Sequence[str]
-                            ) -> list[tuple[str, str]]:
+async def mark_closing(conn: asyncpg.Connection[Any], invoice_ids: Sequence[str]
+                       ) -> list[tuple[str, str]]:
+    """Phase one of finalization: from this commit on (once the item metadata is written
+    through), ingest no longer places usage in these drafts' periods. Returns (invoice id,
+    subscription id) of the drafts newly marked."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE invoices SET closing_at = extract(epoch from clock_timestamp())"
+            " WHERE id = ANY($1::text[]) AND status = 'draft' AND closing_at IS NULL"
+            " RETURNING id, subscription_id", list(invoice_ids))
+        subs = sorted({r["subscription_id"] for r in rows if r["subscription_id"]})
+        await conn.execute("UPDATE subscriptions SET version = version + 1"
+                           " WHERE id = ANY($1::text[])", subs)
+    return [(r["id"], r["subscription_id"]) for r in rows]
+
+
+async def finalize_invoices(conn: asyncpg.Connection[Any], invoice_ids: Sequence[str],
+                            *, settled_before: float | None = None) -> list[tuple[str, str]]:
     """Draft → open for the drafts whose grace has passed: close their periods' usage windows
     (usage arriving later is dead-lettered), price the final quantities, and mark zero
-    totals paid. Returns (invoice id, subscription id) of those finalized."""
+    totals paid. With ``settled_before``, only drafts marked closing (``mark_closing``) no
+    later than that are finalized. Returns (invoice id, subscription id) of those finalized."""
     async with conn.transaction():
         real_now = now_s()
         due = [r for r in await conn.fetch(_LOCK_INVOICES, list(invoice_ids), "draft")
                if r["finalize_at"] <= (real_now if r["frozen_time"] is None
-                                       else r["frozen_time"])]
+                                       else r["frozen_time"])
+               and (settled_before is None
+                    or (r["closing_at"] is not None and r["closing_at"] <= settled_before))]
         if not due:
             return []
         await lock_subscriptions(conn, {r["subscription_id"] for r in due})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -21,7 +22,13 @@ import asyncpg
 from redis.asyncio import Redis
 
 from aggregator.watermark import Watermark
-from invoicer.billing import InvoiceRules, close_periods, collect_invoices, finalize_invoices
+from invoicer.billing import (
+    InvoiceRules,
+    close_periods,
+    collect_invoices,
+    finalize_invoices,
+    mark_closing,
+)
 from vinr.clock import now_s
 from vinr.db import create_pool
 from vinr.itemmeta import ItemMetaStore
@@ -71,6 +78,10 @@ SELECT id FROM (
 ) d WHERE NOT (id = ANY($4::text[])) ORDER BY due, id LIMIT $2
 """
 
+# Drafts due for finalization not yet marked closing (phase one of finalizing).
+_DUE_CLOSING = _DUE_INVOICES.format(column="i.finalize_at").replace(
+    "WHERE i.status = $3", "WHERE i.closing_at IS NULL AND i.status = $3")
+
 # A clock is "advancing" while anything it made due is still to do (see advance_clock).
 _SETTLE_CLOCKS = """
 UPDATE test_clocks c SET status = 'ready'
@@ -97,6 +108,7 @@ async def settle_clocks(db: asyncpg.Pool | asyncpg.Connection[Any],
 class Invoicer(PollingService):
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
         super().__init__()
+        self._marked_at: float | None = None
         self.poll_s = settings.invoicer_poll_s
         self.name = "invoicer"
         self._settings = settings
@@ -176,6 +188,26 @@ class Invoicer(PollingService):
     async def _close(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         return [(sub, sub) for _, sub in await close_periods(conn, ids, self._rules)]
 
+    async def _mark_closing(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
+        marked = await mark_closing(conn, ids)
+        if marked:
+            self._marked_at = time.monotonic()
+        return [(inv, sub) for inv, sub in marked]
+
+    async def _finalize(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
+        settled = time.time() - self._settings.close_settle_s
+        return [(inv, sub) for inv, sub in
+                await finalize_invoices(conn, ids, settled_before=settled)]
+
+    async def _settle(self) -> None:
+        """Wait out the settle time of drafts marked closing in this pass, so they can be
+        finalized in the same tick."""
+        if self._marked_at is not None:
+            left = self._marked_at + self._settings.close_settle_s - time.monotonic()
+            self._marked_at = None
+            if left > 0:
+                await self.idle(left)
+
     async def _collect(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         # A paid invoice of an active subscription changes nothing ingest caches.
         return [(a.invoice_id, a.subscription_id if a.subscription_changed else None)
@@ -187,7 +219,8 @@ class Invoicer(PollingService):
         pool, _, _ = self._parts()
         stages: list[tuple[str, tuple[Any, ...], _Step, bool]] = [
             (_DUE_SUBSCRIPTIONS, (), self._close, True),
-            (_DUE_INVOICES.format(column="i.finalize_at"), ("draft",), finalize_invoices, True),
+            (_DUE_CLOSING, ("draft",), self._mark_closing, False),
+            (_DUE_INVOICES.format(column="i.finalize_at"), ("draft",), self._finalize, True),
             (_DUE_INVOICES.format(column="i.next_payment_attempt"), ("open",), self._collect,
              False),
         ]
@@ -198,6 +231,8 @@ class Invoicer(PollingService):
             while True:
                 done, stalled = 0, False
                 for query, args, step, needs_usage in stages:
+                    if step == self._finalize:
+                        await self._settle()
                     n = await self._drain(conn, query, args, step, needs_usage=needs_usage)
                     stalled = stalled or n is None
                     done += n or 0

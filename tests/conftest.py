@@ -29,7 +29,7 @@ from vinr.settings import Settings
 # Timings that keep tests quick; everything else is the production default.
 TEST_OVERRIDES: dict[str, Any] = {
     "publish_timeout_s": 3.0, "watermark_timeout_s": 15.0, "invoicer_poll_s": 0.2,
-    "dispatcher_poll_s": 0.1, "aggregator_poll_ms": 50,
+    "dispatcher_poll_s": 0.1, "aggregator_poll_ms": 50, "close_settle_s": 0.2,
 }
 
 

@@ -62,7 +62,8 @@ _SELECT = """
 SELECT si.pk, si.id, si.account_id, si.livemode, si.deleted, s.id AS sub_id, s.status,
        s.current_period_start, s.current_period_end, s.anchor, s.interval, s.interval_count,
        s.period_index, s.version, c.frozen_time, p.usage_type, p.aggregate_usage,
-       (SELECT i.status FROM invoices i
+       (SELECT CASE WHEN i.closing_at IS NULL THEN i.status ELSE 'closing' END
+          FROM invoices i
          WHERE i.subscription_id = s.id AND i.billing_reason = 'subscription_cycle'
            AND i.period_end = s.current_period_start) AS prev_status
 FROM subscription_items si

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     late_grace_s: int = Field(default=300, ge=0)
     finalization_grace_s: int = Field(default=3_600, ge=0)
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    # Between marking a draft "closing" (ingest stops placing usage in its period) and pricing
+    # it: must exceed publish_timeout_s, the longest a validated record can take to reach Kafka.
+    close_settle_s: float = Field(default=6.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_inflight_requests: int = Field(default=4096, ge=1)
 

@@ -46,9 +46,10 @@ async def test_two_invoicers_racing_write_one_invoice_per_period(
     racing = settings.model_copy(update={"invoicer_batch": 3})
     async with Invoicer(racing, pool=pool) as first, Invoicer(racing, pool=pool) as second:
         steps = await asyncio.gather(first.tick(), second.tick(), first.tick(), second.tick())
-    # Each step happened exactly once across the four ticks: 3 closes and 3 finalizes per
-    # subscription, and one charge (the later periods had no usage: zero totals, no charge).
-    assert sum(steps) == SUBSCRIPTIONS * (3 + 3 + 1)
+    # Each step happened exactly once across the four ticks: 3 closes, 3 drafts marked
+    # closing and 3 finalizes per subscription, and one charge (the later periods had no
+    # usage: zero totals, no charge).
+    assert sum(steps) == SUBSCRIPTIONS * (3 + 3 + 3 + 1)
 
     rows = await pool.fetch(
         "SELECT subscription_id, period_start, status, total FROM invoices"
