@@ -1,17 +1,37 @@
 """The ingest hot path: ``POST /v1/usage_records`` and ``POST /v1/usage_records/batch``.
 
 Served as raw ASGI (no framework routing or dependency injection on the hot path). Per
-request: one Redis script (idempotency begin + item metadata), one Kafka send awaited
-until the broker acknowledged, one Redis script storing the response. The answer is sent
-only after Kafka has the record; the idempotency key is marked done only then.
+request: one *claim* in Redis (idempotency key → pending, per-record keys, item metadata
+read alongside), one Kafka send awaited until the broker acknowledged it, one *settle* in
+Redis (key → done, queued before the answer is written and not waited for). Claims and
+settles of concurrent requests share one Lua call per event-loop iteration
+(``ingest.idempotency.Coalescer``). The answer is sent only after Kafka has the record and
+the key is marked done only then, so a failed publish leaves the key retryable — never
+"seen but lost". Postgres is read only on a cache miss (item metadata, API keys) and
+around period boundaries (``ingest.rules``).
+
+Failure handling, in order of the request:
+
+- bad body, unknown item, timestamp outside the rules → 4xx, nothing claimed or released;
+- Redis, Kafka or Postgres unavailable → 503 + ``Retry-After``; whatever was claimed is
+  released (or expires with its lease when even that fails), nothing is answered 200;
+- more than ``max_inflight_requests`` requests in the process → 429 + ``Retry-After``.
+
+A 503 after the publish was attempted is ambiguous (the broker may have the message): the
+retry with the same key carries the same derived ``mbu_`` id, which the aggregator's
+ledger drops if it already has it — so retrying is always safe.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import itertools
 import logging
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
@@ -22,8 +42,8 @@ from redis.exceptions import RedisError
 
 from ingest.asgi import Receive, Scope, Send, header, read_body, send_error, send_json
 from ingest.auth import Tenant
-from ingest.idempotency import MAX_KEY_LENGTH, body_digest
-from ingest.rules import Placement, check_item, place
+from ingest.idempotency import MAX_KEY_LENGTH, Claim, RecordKey
+from ingest.rules import Schedule, calendar, check_item, needs_schedule, place_each
 from ingest.services import Services
 from vinr.clock import now_s, subscription_now
 from vinr.errors import (
@@ -32,6 +52,7 @@ from vinr.errors import (
     IdempotencyMismatch,
     InvalidRequest,
     NotFound,
+    RateLimited,
     VinrError,
 )
 from vinr.ids import derived_id, new_id
@@ -46,6 +67,13 @@ log = logging.getLogger(__name__)
 MAX_QUANTITY = 2**53
 MAX_BATCH = 1000
 _MAX_TS = 2**40
+_NAMED_REASONS = 10          # a multi-error message explains this many problems in full
+_KAFKA_BACKOFF_S = 1.0       # after a failed publish, answer 503 at once for this long
+_FRESH_META_S = 1.0          # how long a Postgres re-read of a rolled-over item is reused
+_INTERNAL = orjson.dumps({"error": {
+    "type": "api_error", "code": "internal_error", "param": None,
+    "message": "an internal error occurred; retrying with the same Idempotency-Key is"
+               " safe"}})
 
 
 class UsageRecordIn(BaseModel):
@@ -63,6 +91,7 @@ class BatchRecordIn(BaseModel):
     quantity: int = Field(ge=0, le=MAX_QUANTITY)
     timestamp: int | None = Field(default=None, ge=0, le=_MAX_TS)
     action: Literal["increment", "set"] = "increment"
+    idempotencyKey: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
 
 
 class UsageBatchIn(BaseModel):
@@ -79,6 +108,18 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _problem(error: Any) -> tuple[str, str, str]:
+    """(param, code, message) for one pydantic error."""
+    loc = tuple(p for p in error["loc"] if p not in ("body", "query", "path", "header"))
+    param = _param(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return param, "parameter_unknown", f"received unknown parameter: {param}"
+    if kind == "missing":
+        return param, "parameter_missing", f"missing required parameter: {param}"
+    return param, "parameter_invalid", f"invalid {param or 'body'}: {error['msg']}"
+
+
 def validation_error(errors: Sequence[Any]) -> InvalidRequest:
     """The first problem of a pydantic error list, named by its camelCase path
     (``records[3].quantity``); ``body``/``query``/``path`` location prefixes are dropped."""
@@ -88,24 +129,146 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequest:
     if first["type"] == "json_invalid":
         return InvalidRequest(f"request body is not valid JSON: {first['msg']}",
                               code="json_invalid")
-    loc = tuple(p for p in first["loc"] if p not in ("body", "query", "path", "header"))
-    param = _param(loc)
-    if first["type"] == "extra_forbidden":
-        return InvalidRequest(f"received unknown parameter: {param}", param=param,
-                              code="parameter_unknown")
-    if first["type"] == "missing":
-        return InvalidRequest(f"missing required parameter: {param}", param=param,
-                              code="parameter_missing")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return InvalidRequest(f"invalid {param or 'body'}: {first['msg']}{more}", param=param or None,
-                          code="parameter_invalid")
+    param, code, message = _problem(first)
+    if code == "parameter_invalid" and len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problems)"
+    return InvalidRequest(message, param=param or None, code=code)
 
 
-def _record(rid: str, created: int, livemode: bool, item: str, qty: int, ts: int,
-            is_set: bool) -> dict[str, Any]:
-    return {"id": rid, "object": "usage_record", "created": created, "livemode": livemode,
-            "subscriptionItem": item, "quantity": qty, "timestamp": ts,
-            "action": "set" if is_set else "increment"}
+def combined_error(problems: list[tuple[str, str, str]]) -> InvalidRequest:
+    """One 400 naming every bad parameter (``records[3].quantity, records[7].timestamp``),
+    with the reasons of the first few."""
+    if len(problems) == 1:
+        param, code, message = problems[0]
+        return InvalidRequest(message, param=param or None, code=code)
+    names = ", ".join(p or "body" for p, _, _ in problems)
+    reasons = "; ".join(m for _, _, m in problems[:_NAMED_REASONS])
+    more = (f"; and {len(problems) - _NAMED_REASONS} more"
+            if len(problems) > _NAMED_REASONS else "")
+    codes = {c for _, c, _ in problems}
+    return InvalidRequest(
+        f"{len(problems)} invalid parameters, nothing was recorded: {names}. {reasons}{more}",
+        param=problems[0][0] or None,
+        code=codes.pop() if len(codes) == 1 else "parameter_invalid")
+
+
+def _batch_validation_error(exc: ValidationError) -> InvalidRequest:
+    errors = exc.errors(include_url=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return validation_error(errors)
+    return combined_error([_problem(e) for e in errors])
+
+
+@dataclass(slots=True)
+class _Request:
+    """A usage request, normalised: one record is a batch of one."""
+
+    batch: bool
+    item: str
+    quantities: list[int]
+    timestamps: list[int | None]
+    sets: list[bool]
+    record_keys: list[str | None]
+
+    def canonical(self) -> bytes:
+        """The request's meaning, independent of JSON spelling (key order, spaces,
+        defaults written out or not): what the idempotency digest covers."""
+        return orjson.dumps([self.batch, self.item, self.quantities, self.timestamps,
+                             self.sets, self.record_keys])
+
+
+def _from_single(r: UsageRecordIn) -> _Request:
+    return _Request(False, r.subscriptionItem, [r.quantity], [r.timestamp],
+                    [r.action == "set"], [None])
+
+
+def _from_batch(b: UsageBatchIn) -> _Request:
+    recs = b.records
+    keys = [r.idempotencyKey for r in recs]
+    seen: dict[str, int] = {}
+    problems: list[tuple[str, str, str]] = []
+    for i, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in seen:
+            param = f"records[{i}].idempotencyKey"
+            problems.append((param, "parameter_invalid",
+                             f"{param} repeats records[{seen[key]}].idempotencyKey"))
+        else:
+            seen[key] = i
+    if problems:
+        raise combined_error(problems)
+    return _Request(True, b.subscriptionItem, [r.quantity for r in recs],
+                    [r.timestamp for r in recs], [r.action == "set" for r in recs], keys)
+
+
+def _digest(raw: bytes, size: int = 16) -> str:
+    return hashlib.blake2b(raw, digest_size=size).hexdigest()
+
+
+class _Stored:
+    """What the idempotency key keeps once done; the response is rebuilt from it and the
+    (identical) retried request, so a batch of 1000 costs Redis ~100 bytes, not 150 KB."""
+
+    @staticmethod
+    def dumps(request_id: str, created: int, now: int, duplicates: dict[int, str]) -> bytes:
+        return orjson.dumps([request_id, created, now, duplicates],
+                            option=orjson.OPT_NON_STR_KEYS)
+
+    @staticmethod
+    def loads(raw: bytes) -> tuple[str, int, int, dict[int, str]]:
+        request_id, created, now, dups = orjson.loads(raw)
+        return request_id, created, now, {int(k): v for k, v in dups.items()}
+
+
+def _render(req: _Request, livemode: bool, request_id: str, created: int, now: int,
+            duplicates: dict[int, str]) -> bytes:
+    action = ("increment", "set")
+    if not req.batch:
+        ts = req.timestamps[0]
+        return orjson.dumps({
+            "id": request_id, "object": "usage_record", "created": created,
+            "livemode": livemode, "subscriptionItem": req.item, "quantity": req.quantities[0],
+            "timestamp": now if ts is None else ts, "action": action[req.sets[0]]})
+    item = req.item
+    data = [{"id": duplicates.get(i) or f"{request_id}_{i}", "object": "usage_record",
+             "created": created, "livemode": livemode, "subscriptionItem": item,
+             "quantity": q, "timestamp": now if ts is None else ts, "action": action[s],
+             "duplicate": i in duplicates}
+            for i, (q, ts, s) in enumerate(zip(req.quantities, req.timestamps, req.sets,
+                                               strict=True))]
+    return orjson.dumps({
+        "id": request_id, "object": "usage_record_batch", "created": created,
+        "livemode": livemode, "subscriptionItem": item, "count": len(data),
+        "duplicates": len(duplicates), "data": data})
+
+
+def _log_settle_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not mark idempotency keys done (%s); their lease will expire",
+                    future.exception())
+
+
+class _Metrics:
+    """Pre-resolved metric children: ``labels()`` per request costs more than the work."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._rejected: dict[str, Any] = {}
+        self.seconds = {r: M.ingest_seconds.labels(r) for r in ("single", "batch")}
+
+    def request(self, route: str, status: int) -> None:
+        child = self._requests.get((route, status))
+        if child is None:
+            child = self._requests[(route, status)] = M.ingest_requests.labels(route,
+                                                                               str(status))
+        child.inc()
+
+    def rejected(self, code: str) -> None:
+        child = self._rejected.get(code)
+        if child is None:
+            child = self._rejected[code] = M.ingest_rejected.labels(code)
+        child.inc()
 
 
 class UsageEndpoint:
@@ -114,154 +277,268 @@ class UsageEndpoint:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._cfg = services.settings
+        self._inflight = 0
+        self._max_inflight = services.settings.max_inflight_requests
+        self._metrics = _Metrics()
+        self._meta_cache: dict[bytes, ItemMeta] = {}
+        self._fresh: dict[tuple[str, bool, str], tuple[float, ItemMeta, Schedule]] = {}
+        self._kafka_down_until = 0.0
+        # Lease tokens: unique per request (a random process prefix and a counter) — they
+        # only tell this request's pending keys from another's; no secret, no syscall.
+        self._token_prefix = secrets.token_hex(6)
+        self._tokens = itertools.count()
+        M.ingest_inflight.set_function(lambda: self._inflight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         batch = scope["path"].endswith("/batch")
         route = "batch" if batch else "single"
         started = time.perf_counter()
-        M.ingest_inflight.inc()
         status = 200
+        if self._inflight >= self._max_inflight:
+            exc: VinrError = RateLimited(
+                f"this API process is at its limit of {self._max_inflight} requests in"
+                " flight; retry shortly", code="too_many_requests_in_flight")
+            self._metrics.rejected(exc.code)
+            self._metrics.request(route, exc.status)
+            await send_error(send, exc)
+            return
+        self._inflight += 1
         try:
             body, replayed = await self._handle(scope, receive, batch)
-            headers = [("Idempotent-Replayed", "true")] if replayed else []
-            await send_json(send, 200, body, headers)
+            await send_json(send, 200, body,
+                            (("Idempotent-Replayed", "true"),) if replayed else ())
         except VinrError as exc:
             status = exc.status
-            M.ingest_rejected.labels(exc.code).inc()
+            self._metrics.rejected(exc.code)
             await send_error(send, exc)
+        except Exception:
+            # A bug, not bad input: logged with its traceback, answered in the API's shape.
+            log.exception("usage request failed")
+            status = 500
+            await send_json(send, 500, _INTERNAL)
         finally:
-            M.ingest_inflight.dec()
-            M.ingest_requests.labels(route, str(status)).inc()
-            M.ingest_seconds.labels(route).observe(time.perf_counter() - started)
+            self._inflight -= 1
+            self._metrics.request(route, status)
+            self._metrics.seconds[route].observe(time.perf_counter() - started)
 
     async def _handle(self, scope: Scope, receive: Receive, batch: bool) -> tuple[bytes, bool]:
-        tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
+        try:
+            tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DependencyUnavailable("postgres", str(exc)) from exc
         body = await read_body(receive, self._cfg.max_body_bytes)
         try:
-            request: UsageRecordIn | UsageBatchIn = (
-                UsageBatchIn.model_validate_json(body) if batch
-                else UsageRecordIn.model_validate_json(body))
+            req = (_from_batch(UsageBatchIn.model_validate_json(body)) if batch
+                   else _from_single(UsageRecordIn.model_validate_json(body)))
         except ValidationError as exc:
-            raise validation_error(exc.errors(include_url=False)) from None
+            errors = exc.errors(include_url=False)
+            raise (_batch_validation_error(exc) if batch else validation_error(errors)) from None
         idem_key = header(scope, b"idempotency-key")
         if idem_key is not None and not 0 < len(idem_key) <= MAX_KEY_LENGTH:
             raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
                                  param="Idempotency-Key")
-        return await self._accept(tenant, request, body, idem_key)
+        return await self._accept(tenant, req, idem_key)
 
-    async def _accept(
-        self, tenant: Tenant, request: UsageRecordIn | UsageBatchIn, body: bytes,
-        idem_key: str | None,
-    ) -> tuple[bytes, bool]:
+    async def _accept(self, tenant: Tenant, req: _Request, idem_key: str | None
+                      ) -> tuple[bytes, bool]:
+        s, cfg = self._s, self._cfg
+        if time.monotonic() < self._kafka_down_until:
+            raise DependencyUnavailable("kafka", "recent publish failures")
+        producer = s.producer          # 503 now, before claiming anything, if not connected
         mode = "l" if tenant.livemode else "t"
-        meta_key = self._s.meta.key(tenant.account_id, tenant.livemode, request.subscriptionItem)
-        digest = body_digest(body)
-        token = secrets.token_hex(8)
-        redis_key: str | None = None
+        digest = _digest(req.canonical())
+        token = f"{self._token_prefix}{next(self._tokens):x}"
+        request_key = (cfg.key("idem", "usage", tenant.account_id, mode, idem_key)
+                       if idem_key is not None else None)
+        record_keys = [
+            RecordKey(cfg.key("idem", "rec", tenant.account_id, mode, req.item, key),
+                      _digest(f"{q}|{ts}|{st}".encode(), 8))
+            for key, q, ts, st in zip(req.record_keys, req.quantities, req.timestamps,
+                                      req.sets, strict=True) if key is not None]
+        store = s.idempotency
+        meta_key = s.meta.key(tenant.account_id, tenant.livemode, req.item)
         try:
-            raw_meta: bytes
-            if idem_key is None:
-                raw_meta = await self._s.redis.hget(meta_key, "d") or b""  # type: ignore[assignment]
-            else:
-                redis_key = self._cfg.key("idem", "usage", tenant.account_id, mode, idem_key)
-                begun = await self._s.idempotency.begin(redis_key, digest, token, meta_key)
-                if begun.state == "done":
-                    return begun.stored, True
-                if begun.state == "mismatch":
-                    redis_key = None
-                    raise IdempotencyMismatch(
-                        "this Idempotency-Key was already used with a different request body;"
-                        " use a new key for a new request", param="Idempotency-Key")
-                if begun.state == "inflight":
-                    redis_key = None
-                    raise IdempotencyInFlight(
-                        "a request with this Idempotency-Key is still being processed;"
-                        " retry in a moment")
-                raw_meta = begun.extra
-            meta = await self._meta(tenant, request.subscriptionItem, raw_meta)
-            response, message = self._build(tenant, request, meta, idem_key, digest)
-            await self._publish(message)
+            claim = await store.claim(meta_key, request_key, digest, token, record_keys)
         except (RedisError, OSError) as exc:
-            await self._release(redis_key, digest, token)
             raise DependencyUnavailable("redis", str(exc)) from exc
+        if claim.state != "new":
+            return self._refuse_or_replay(claim, req, tenant)
+        claimed = [rk for rk, state in zip(record_keys, claim.records, strict=True)
+                   if state == "n"]
+        try:
+            response, message, record_ids = await self._build(tenant, req, claim, idem_key,
+                                                              digest)
+            if message.records:
+                await self._publish(producer, message)
         except BaseException:
-            await self._release(redis_key, digest, token)
+            await self._release(request_key, digest, token, claimed)
             raise
         M.ingest_records.inc(len(message.records))
-        if redis_key is not None:
-            try:
-                await self._s.idempotency.complete(redis_key, digest, token, response)
-            except (RedisError, OSError):
-                # Kafka has the record: it is accepted. The key's lease runs out and a retry
-                # republishes the same derived id, which the ledger drops.
-                log.warning("could not store the idempotent response for %s", message.id)
-        return response, False
+        self._complete(request_key, digest, token, response[1],
+                       list(zip(claimed, record_ids, strict=True)))
+        return response[0], False
 
-    async def _release(self, redis_key: str | None, digest: str, token: str) -> None:
-        if redis_key is None:
+    def _refuse_or_replay(self, claim: Claim, req: _Request, tenant: Tenant
+                          ) -> tuple[bytes, bool]:
+        if claim.state == "done":
+            request_id, created, now, dups = _Stored.loads(claim.stored)
+            return _render(req, tenant.livemode, request_id, created, now, dups), True
+        if claim.state == "mismatch":
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request body;"
+                " use a new key for a new request", param="Idempotency-Key")
+        if claim.state == "inflight":
+            raise IdempotencyInFlight(
+                "a request with this Idempotency-Key is still being processed;"
+                " retry in a moment")
+        keyed = [i for i, k in enumerate(req.record_keys) if k is not None]
+        other = [f"records[{keyed[j]}].idempotencyKey"
+                 for j, st in enumerate(claim.records) if st == "m"]
+        if other:
+            raise IdempotencyMismatch(
+                f"per-record idempotency keys already used with a different record: "
+                f"{', '.join(other)}; nothing was recorded", param=other[0])
+        pending = [f"records[{keyed[j]}].idempotencyKey"
+                   for j, st in enumerate(claim.records) if st == "p"]
+        raise IdempotencyInFlight(
+            f"records with these idempotency keys are still being processed by another"
+            f" request: {', '.join(pending)}; retry in a moment",
+            param=pending[0] if pending else None)
+
+    async def _release(self, request_key: str | None, digest: str, token: str,
+                       records: Sequence[RecordKey]) -> None:
+        """Free what a failed request claimed, before it is answered: the client's retry
+        must find the key free, not pending."""
+        if request_key is None and not records:
             return
         try:
-            await self._s.idempotency.release(redis_key, digest, token)
+            await self._s.idempotency.settle(request_key, digest, token, ok=False,
+                                             records=[(r, "-") for r in records])
         except (RedisError, OSError):
-            log.warning("could not release idempotency key; its lease will expire")
+            log.warning("could not release idempotency keys; their lease will expire")
+
+    def _complete(self, request_key: str | None, digest: str, token: str, stored: bytes,
+                  records: Sequence[tuple[RecordKey, str]]) -> None:
+        """Mark the keys done, without waiting: Kafka has the record, it is accepted. The
+        settlement is queued before the answer is written, ahead of any claim a retry could
+        make; if it fails, the keys stay pending until their lease runs out and a retry then
+        republishes the same derived id, which the ledger drops."""
+        if request_key is None and not records:
+            return
+        future = self._s.idempotency.settle(request_key, digest, token, ok=True,
+                                            stored=stored, records=records)
+        future.add_done_callback(_log_settle_failure)
 
     async def _meta(self, tenant: Tenant, item_id: str, raw: bytes) -> ItemMeta:
         if raw:
-            meta = ItemMeta.loads(raw)
-        else:
-            try:
-                loaded = await load_item_meta(self._s.pool, tenant.account_id, tenant.livemode,
-                                              item_id)
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise DependencyUnavailable("postgres", str(exc)) from exc
-            if loaded is None:
-                raise NotFound(f"no such subscription item: '{item_id}'",
-                               param="subscriptionItem")
+            meta = self._meta_cache.get(raw)
+            if meta is None:
+                if len(self._meta_cache) > 10_000:
+                    self._meta_cache.clear()
+                meta = self._meta_cache[raw] = ItemMeta.loads(raw)
+            return meta
+        loaded = await self._load_meta(tenant, item_id)
+        try:
             await self._s.meta.put([loaded])
-            meta = loaded
-        check_item(meta)
-        return meta
+        except (RedisError, OSError):
+            log.warning("could not cache item metadata for %s", item_id)
+        return loaded
 
-    def _build(
-        self, tenant: Tenant, request: UsageRecordIn | UsageBatchIn, meta: ItemMeta,
-        idem_key: str | None, digest: str,
-    ) -> tuple[bytes, UsageMessage]:
+    async def _load_meta(self, tenant: Tenant, item_id: str) -> ItemMeta:
+        try:
+            loaded = await load_item_meta(self._s.pool, tenant.account_id, tenant.livemode,
+                                          item_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DependencyUnavailable("postgres", str(exc)) from exc
+        if loaded is None:
+            raise NotFound(f"no such subscription item: '{item_id}'", param="subscriptionItem")
+        return loaded
+
+    async def _fresh_meta(self, tenant: Tenant, meta: ItemMeta) -> tuple[ItemMeta, Schedule]:
+        """The item re-read from Postgres with its period schedule, when the cached period
+        has ended or a record lies past it (rare: around period boundaries)."""
+        key = (tenant.account_id, tenant.livemode, meta.item_id)
+        hit = self._fresh.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now and hit[1].version >= meta.version:
+            return hit[1], hit[2]
+        fresh = await self._load_meta(tenant, meta.item_id)
+        try:
+            row = await self._s.pool.fetchrow(
+                "SELECT s.anchor, s.interval, s.interval_count, s.cancel_at_period_end"
+                " FROM subscriptions s WHERE s.id = $1", fresh.subscription_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DependencyUnavailable("postgres", str(exc)) from exc
+        if row is None:
+            raise NotFound(f"no such subscription item: '{meta.item_id}'",
+                           param="subscriptionItem")
+        schedule = Schedule(row["anchor"], row["interval"], row["interval_count"],
+                            row["cancel_at_period_end"])
+        if fresh.version > meta.version:
+            try:
+                await self._s.meta.put([fresh])
+            except (RedisError, OSError):
+                log.warning("could not cache item metadata for %s", meta.item_id)
+        if len(self._fresh) > 10_000:
+            self._fresh.clear()
+        self._fresh[key] = (now + _FRESH_META_S, fresh, schedule)
+        return fresh, schedule
+
+    async def _build(self, tenant: Tenant, req: _Request, claim: Claim, idem_key: str | None,
+                     digest: str) -> tuple[tuple[bytes, bytes], UsageMessage, list[str]]:
+        """((response, stored), Kafka message, ids of the claimed keyed records).
+
+        Raises InvalidRequest/NotFound for records the rules refuse (naming every bad
+        index), DependencyUnavailable when Postgres is needed and down.
+        """
+        meta = await self._meta(tenant, req.item, claim.meta)
+        check_item(meta)
         now = subscription_now(meta.frozen_time)
+        timestamps = [now if ts is None else ts for ts in req.timestamps]
+        schedule = None
+        if needs_schedule(meta, timestamps, now):
+            meta, schedule = await self._fresh_meta(tenant, meta)
+            check_item(meta)
+        params = ([f"records[{i}].timestamp" for i in range(len(timestamps))] if req.batch
+                  else ["timestamp"])
+        spot, errors = place_each(meta, calendar(meta, now, schedule), timestamps, now,
+                                  future_tolerance_s=self._cfg.future_tolerance_s,
+                                  late_grace_s=self._cfg.late_grace_s, params=params)
+        if errors or spot is None:
+            raise combined_error([(e.param or "", e.code, e.message) for e in errors])
         created = now_s()
         mode = "l" if tenant.livemode else "t"
         request_id = (new_id("mbu") if idem_key is None
                       else derived_id("mbu", tenant.account_id, mode, idem_key, digest))
-        if isinstance(request, UsageBatchIn):
-            recs = [(r.timestamp if r.timestamp is not None else now, r.quantity,
-                     r.action == "set") for r in request.records]
-            params = [f"records[{i}].timestamp" for i in range(len(recs))]
-        else:
-            ts = request.timestamp if request.timestamp is not None else now
-            recs = [(ts, request.quantity, request.action == "set")]
-            params = ["timestamp"]
-        spot: Placement = place(
-            meta, [r[0] for r in recs], now, future_tolerance_s=self._cfg.future_tolerance_s,
-            late_grace_s=self._cfg.late_grace_s, params=params)
+        duplicates: dict[int, str] = {}
+        record_ids: list[str] = []
+        keyed = 0
+        for i, key in enumerate(req.record_keys):
+            if key is None:
+                continue
+            state = claim.records[keyed]
+            keyed += 1
+            if state.startswith("d"):
+                duplicates[i] = state[1:]
+            else:
+                record_ids.append(f"{request_id}_{i}")
+        records = [(ts, q, s) for i, (ts, q, s) in enumerate(zip(timestamps, req.quantities,
+                                                                 req.sets, strict=True))
+                   if i not in duplicates] if duplicates else list(
+            zip(timestamps, req.quantities, req.sets, strict=True))
         message = UsageMessage(
             id=request_id, account_id=tenant.account_id, livemode=tenant.livemode,
             item_pk=meta.pk, period_start=spot.period_start, period_end=spot.period_end,
-            accepted_at=created, records=recs)
-        item = request.subscriptionItem
-        if isinstance(request, UsageBatchIn):
-            data = [_record(derived_id("mbu", request_id, str(i)), created, tenant.livemode,
-                            item, q, ts, s) for i, (ts, q, s) in enumerate(recs)]
-            payload: dict[str, Any] = {
-                "id": request_id, "object": "usage_record_batch", "created": created,
-                "livemode": tenant.livemode, "subscriptionItem": item, "count": len(data),
-                "data": data}
-        else:
-            ts, q, s = recs[0]
-            payload = _record(request_id, created, tenant.livemode, item, q, ts, s)
-        return orjson.dumps(payload), message
+            accepted_at=created, records=records)
+        response = _render(req, tenant.livemode, request_id, created, now, duplicates)
+        return (response, _Stored.dumps(request_id, created, now, duplicates)), message, \
+            record_ids
 
-    async def _publish(self, message: UsageMessage) -> None:
+    async def _publish(self, producer: Any, message: UsageMessage) -> None:
         try:
-            await self._s.producer.send_and_wait(
-                self._cfg.usage_topic, encode_usage(message), key=item_key(message.item_pk))
+            async with asyncio.timeout(self._cfg.publish_timeout_s):
+                await producer.send_and_wait(self._cfg.usage_topic, encode_usage(message),
+                                             key=item_key(message.item_pk))
         except (KafkaError, TimeoutError) as exc:
-            raise DependencyUnavailable("kafka", str(exc)) from exc
+            self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
+            raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc

@@ -22,11 +22,14 @@ def bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap
 
 
-async def create_producer(settings: Settings) -> AIOKafkaProducer:
-    """An idempotent producer (acks=all): a broker retry never duplicates a message."""
+async def create_producer(settings: Settings, *, linger_ms: int = 2) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all): a broker retry never duplicates a message.
+
+    ``linger_ms=0`` sends at once when idle; under load batches still form while the
+    previous produce request is in flight (the ingest hot path wants that latency)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap(settings), enable_idempotence=True, acks="all",
-        linger_ms=2, max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024,
+        linger_ms=linger_ms, max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024,
         request_timeout_ms=int(settings.publish_timeout_s * 1000),
     )
     try:

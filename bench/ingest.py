@@ -1,0 +1,199 @@
+"""Ingest benchmark: ``python -m bench ingest``.
+
+A real ``vinr api`` process (uvicorn + httptools + uvloop, as in production) on a free port
+of an isolated environment, driven by a load generator in a separate process
+(``bench/_ingest_load.py``). The ceiling is a bare ASGI echo (``bench/_ingest_echo.py``)
+served by the same stack and driven by the same generator in the same run.
+
+Figures (SPEC §6): single-record requests/s (closed loop, 64 connections like the echo;
+again with 256, where coalescing has more to work with), p50/p99 latency at a fixed
+open-loop rate of 5,000 requests/s (latency counted from the scheduled send time), records/s
+in batches of 1000, and the ratio of the single-record rate to the echo's. Every request
+carries a fresh ``Idempotency-Key``, as the SDKs send.
+
+Every process — load generator, API, echo, Redis, Postgres and the dev broker — shares
+the machine's cores, so the figures are what one box does, not what the API alone does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from bench.common import Figure
+from ingest.auth import create_account
+from vinr.devenv import isolated_settings
+from vinr.settings import Settings
+
+__all__ = ["run"]
+
+STAGE = "ingest"
+CONNECTIONS = 64
+WIDE_CONNECTIONS = 256   # more concurrency: bigger coalesced batches
+BATCH_CONNECTIONS = 8
+BATCH_SIZE = 1000
+RATE = 5_000
+DURATION_S = 5.0
+WARMUP_S = 1.5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VINR_")}
+    env.update({
+        "VINR_DATABASE_URL": settings.database_url.get_secret_value(),
+        "VINR_REDIS_URL": settings.redis_url.get_secret_value(),
+        "VINR_REDIS_PREFIX": settings.redis_prefix,
+        "VINR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "VINR_USAGE_TOPIC": settings.usage_topic,
+        "VINR_LOG_LEVEL": "WARNING",
+    })
+    return env
+
+
+@contextlib.asynccontextmanager
+async def _server(args: list[str], env: dict[str, str], port: int, ready_path: str
+                  ) -> AsyncIterator[str]:
+    """A server subprocess, up once ``ready_path`` answers; SIGTERM (graceful) on exit."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.returncode is not None:
+                    raise RuntimeError(f"{args} exited with {proc.returncode}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(ready_path)).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} did not become ready")
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench._ingest_load", orjson.dumps(spec).decode(),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    return result
+
+
+def _spec(port: int, path: str, body: bytes, key: str, *, connections: int = CONNECTIONS,
+          rate: float | None = None, prefix: str | None = None) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "path": path, "body": body.decode(),
+            "headers": {"Authorization": f"Bearer {key}"}, "connections": connections,
+            "duration_s": DURATION_S, "warmup_s": WARMUP_S, "rate": rate,
+            "key_prefix": prefix}
+
+
+def _ok(result: dict[str, Any], what: str) -> None:
+    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    print(f"  {what}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.1f} ms,"
+          f" p99 {result['p99_ms']:.1f} ms{f', non-200: {bad}' if bad else ''}", flush=True)
+    if bad:
+        raise RuntimeError(f"{what}: responses other than 200: {bad}")
+
+
+async def _fixture(api: str, settings: Settings) -> tuple[str, str, int]:
+    """(sandbox key, subscription item id, period start) for a metered sum price."""
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        _, key, _ = await create_account(conn, "bench")
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=api, timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"}) as c:
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = await c.post(path, json=body)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+        product = await post("/v1/products", {"name": "bench"})
+        price = await post("/v1/prices", {
+            "product": product["id"], "currency": "EUR", "billingScheme": "usage",
+            "unitAmountDecimal": "0.2",
+            "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"}})
+        customer = await post("/v1/customers", {"name": "bench", "paymentMethod": "pm_card_visa"})
+        sub = await post("/v1/subscriptions", {"customer": customer["id"],
+                                               "items": [{"price": price["id"]}]})
+    return key, sub["items"]["data"][0]["id"], int(sub["currentPeriodStart"])
+
+
+async def run(broker: str) -> list[Figure]:
+    figures: list[Figure] = []
+    async with isolated_settings(broker, label="bench") as settings:
+        env = _env(settings)
+        api_port, echo_port = _free_port(), _free_port()
+        run_id = uuid.uuid4().hex[:6]
+        async with _server(["-m", "vinr.cli", "api", "--port", str(api_port)], env, api_port,
+                           "/readyz") as api:
+            key, item, start = await _fixture(api, settings)
+            single = orjson.dumps({"subscriptionItem": item, "quantity": 1})
+            batch = orjson.dumps({"subscriptionItem": item, "records": [
+                {"quantity": 1, "timestamp": start + i % 60} for i in range(BATCH_SIZE)]})
+            async with _server(["-m", "bench._ingest_echo", str(echo_port)], env, echo_port,
+                               "/") as _echo:
+                echo = await _load(_spec(echo_port, "/v1/usage_records", single, key))
+                _ok(echo, "bare ASGI echo, closed loop")
+            # The fixed-rate run comes before the saturating ones, whose aftermath (a few
+            # seconds of catching up in the broker, Redis and the collector) is not the
+            # steady state at 5,000/s that the latency target is about.
+            fixed = await _load(_spec(api_port, "/v1/usage_records", single, key, rate=RATE,
+                                      connections=128, prefix=f"o{run_id}"))
+            _ok(fixed, f"single record, open loop at {RATE:,}/s")
+            closed = await _load(_spec(api_port, "/v1/usage_records", single, key,
+                                       prefix=f"c{run_id}"))
+            _ok(closed, "single record, closed loop")
+            wide = await _load(_spec(api_port, "/v1/usage_records", single, key,
+                                     connections=WIDE_CONNECTIONS, prefix=f"w{run_id}"))
+            _ok(wide, f"single record, closed loop, {WIDE_CONNECTIONS} connections")
+            batches = await _load(_spec(api_port, "/v1/usage_records/batch", batch, key,
+                                        connections=BATCH_CONNECTIONS, prefix=f"b{run_id}"))
+            _ok(batches, f"batches of {BATCH_SIZE}, closed loop")
+    figures.append(Figure(STAGE, f"single record, closed loop ({CONNECTIONS} conns)",
+                          closed["rps"], "req/s", "≥ 10,000 and ≥ 0.35 × echo",
+                          ceiling=echo["rps"], ceiling_label="req/s bare echo",
+                          passed=closed["rps"] >= 10_000 and closed["rps"] >= 0.35 * echo["rps"]))
+    figures.append(Figure(STAGE, f"single record, closed loop ({WIDE_CONNECTIONS} conns)",
+                          wide["rps"], "req/s"))
+    figures.append(Figure(STAGE, f"p50 latency at {RATE:,} req/s (open loop)", fixed["p50_ms"],
+                          "ms"))
+    figures.append(Figure(STAGE, f"p99 latency at {RATE:,} req/s (open loop)", fixed["p99_ms"],
+                          "ms", "≤ 25 ms", passed=fixed["p99_ms"] <= 25
+                          and fixed["rps"] >= 0.95 * RATE))
+    figures.append(Figure(STAGE, f"achieved rate in the {RATE:,}/s run", fixed["rps"], "req/s"))
+    figures.append(Figure(STAGE, f"batches of {BATCH_SIZE} ({BATCH_CONNECTIONS} conns)",
+                          batches["rps"] * BATCH_SIZE, "records/s", "≥ 250,000",
+                          passed=batches["rps"] * BATCH_SIZE >= 250_000))
+    return figures
