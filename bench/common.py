@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import platform
+import signal
+import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Figure", "print_table", "write_results"]
+import asyncpg
+import httpx
+
+from ingest.auth import create_account
+from vinr.devenv import role_env
+from vinr.settings import Settings
+
+__all__ = ["Figure", "bench_env", "metered_fixture", "print_table", "serve_process",
+           "write_results"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,3 +73,66 @@ def write_results(figures: list[Figure], name: str = "latest.json") -> Path:
     }
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def bench_env(settings: Settings) -> dict[str, str]:
+    """A role subprocess's environment in the bench's isolated env, logging warnings only."""
+    return role_env(settings, VINR_LOG_LEVEL="WARNING")
+
+
+@contextlib.asynccontextmanager
+async def serve_process(args: list[str], env: dict[str, str], port: int, ready_path: str
+                  ) -> AsyncIterator[str]:
+    """A server subprocess, up once ``ready_path`` answers; SIGTERM (graceful) on exit."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.returncode is not None:
+                    raise RuntimeError(f"{args} exited with {proc.returncode}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(ready_path)).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} did not become ready")
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+
+async def metered_fixture(api: str, settings: Settings) -> tuple[str, str, int]:
+    """(sandbox key, subscription item id, period start) for a metered sum price."""
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        _, key, _ = await create_account(conn, "bench")
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=api, timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"}) as c:
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = await c.post(path, json=body)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+        product = await post("/v1/products", {"name": "bench"})
+        price = await post("/v1/prices", {
+            "product": product["id"], "currency": "EUR", "billingScheme": "usage",
+            "unitAmountDecimal": "0.2",
+            "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"}})
+        customer = await post("/v1/customers", {"name": "bench", "paymentMethod": "pm_card_visa"})
+        sub = await post("/v1/subscriptions", {"customer": customer["id"],
+                                               "items": [{"price": price["id"]}]})
+    return key, sub["items"]["data"][0]["id"], int(sub["currentPeriodStart"])
+
+

@@ -18,24 +18,14 @@ the machine's cores, so the figures are what one box does, not what the API alon
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-import httpx
 import orjson
 
-from bench.common import Figure
-from ingest.auth import create_account
-from vinr.devenv import isolated_settings
-from vinr.settings import Settings
+from bench.common import Figure, bench_env, metered_fixture, serve_process
+from vinr.devenv import free_port, isolated_settings
 
 __all__ = ["run"]
 
@@ -47,54 +37,6 @@ BATCH_SIZE = 1000
 RATE = 5_000
 DURATION_S = 5.0
 WARMUP_S = 1.5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VINR_")}
-    env.update({
-        "VINR_DATABASE_URL": settings.database_url.get_secret_value(),
-        "VINR_REDIS_URL": settings.redis_url.get_secret_value(),
-        "VINR_REDIS_PREFIX": settings.redis_prefix,
-        "VINR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "VINR_USAGE_TOPIC": settings.usage_topic,
-        "VINR_LOG_LEVEL": "WARNING",
-    })
-    return env
-
-
-@contextlib.asynccontextmanager
-async def _server(args: list[str], env: dict[str, str], port: int, ready_path: str
-                  ) -> AsyncIterator[str]:
-    """A server subprocess, up once ``ready_path`` answers; SIGTERM (graceful) on exit."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=2) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"{args} exited with {proc.returncode}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(ready_path)).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{args} did not become ready")
-                await asyncio.sleep(0.1)
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -124,45 +66,19 @@ def _ok(result: dict[str, Any], what: str) -> None:
         raise RuntimeError(f"{what}: responses other than 200: {bad}")
 
 
-async def _fixture(api: str, settings: Settings) -> tuple[str, str, int]:
-    """(sandbox key, subscription item id, period start) for a metered sum price."""
-    conn = await asyncpg.connect(settings.database_url.get_secret_value())
-    try:
-        _, key, _ = await create_account(conn, "bench")
-    finally:
-        await conn.close()
-    async with httpx.AsyncClient(base_url=api, timeout=10,
-                                 headers={"Authorization": f"Bearer {key}"}) as c:
-        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-            response = await c.post(path, json=body)
-            response.raise_for_status()
-            result: dict[str, Any] = response.json()
-            return result
-
-        product = await post("/v1/products", {"name": "bench"})
-        price = await post("/v1/prices", {
-            "product": product["id"], "currency": "EUR", "billingScheme": "usage",
-            "unitAmountDecimal": "0.2",
-            "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"}})
-        customer = await post("/v1/customers", {"name": "bench", "paymentMethod": "pm_card_visa"})
-        sub = await post("/v1/subscriptions", {"customer": customer["id"],
-                                               "items": [{"price": price["id"]}]})
-    return key, sub["items"]["data"][0]["id"], int(sub["currentPeriodStart"])
-
-
 async def run(broker: str) -> list[Figure]:
     figures: list[Figure] = []
     async with isolated_settings(broker, label="bench") as settings:
-        env = _env(settings)
-        api_port, echo_port = _free_port(), _free_port()
+        env = bench_env(settings)
+        api_port, echo_port = free_port(), free_port()
         run_id = uuid.uuid4().hex[:6]
-        async with _server(["-m", "vinr.cli", "api", "--port", str(api_port)], env, api_port,
+        async with serve_process(["-m", "vinr.cli", "api", "--port", str(api_port)], env, api_port,
                            "/readyz") as api:
-            key, item, start = await _fixture(api, settings)
+            key, item, start = await metered_fixture(api, settings)
             single = orjson.dumps({"subscriptionItem": item, "quantity": 1})
             batch = orjson.dumps({"subscriptionItem": item, "records": [
                 {"quantity": 1, "timestamp": start + i % 60} for i in range(BATCH_SIZE)]})
-            async with _server(["-m", "bench._ingest_echo", str(echo_port)], env, echo_port,
+            async with serve_process(["-m", "bench._ingest_echo", str(echo_port)], env, echo_port,
                                "/") as _echo:
                 echo = await _load(_spec(echo_port, "/v1/usage_records", single, key))
                 _ok(echo, "bare ASGI echo, closed loop")
