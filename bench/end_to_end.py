@@ -50,11 +50,13 @@ async def run(broker: str) -> list[Figure]:
         args = ["-m", "vinr.cli", "up", "--port", str(port)]
         async with serve_process(args, bench_env(settings), port, "/readyz") as api:
             key, item, _ = await metered_fixture(api, settings)
-            _, probe_item, _ = await metered_fixture(api, settings)
-            headers = {"Authorization": f"Bearer {key}"}
-            async with httpx.AsyncClient(base_url=api, headers=headers, timeout=10) as c:
+            probe_key, probe_item, _ = await metered_fixture(api, settings)
+            async with httpx.AsyncClient(base_url=api, timeout=10, headers={
+                    "Authorization": f"Bearer {key}"}) as busy, httpx.AsyncClient(
+                    base_url=api, timeout=10,
+                    headers={"Authorization": f"Bearer {probe_key}"}) as c:
                 stop = asyncio.Event()
-                background = asyncio.create_task(_background(c, item, stop))
+                background = asyncio.create_task(_background(busy, item, stop))
                 lags: list[float] = []
                 floors: list[float] = []
                 expected = 0
