@@ -11,7 +11,7 @@ from ingest.control.common import (
     ApiModel,
     Json,
     StartingAfter,
-    fetch_or_404,
+    fetch_owned,
     page,
     services,
     tenant,
@@ -70,9 +70,7 @@ async def create_product(body: ProductCreate, request: Request) -> Json:
 @router.get("/v1/products/{product_id}")
 async def get_product(product_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool, "SELECT * FROM products WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        product_id, t.account_id, t.livemode, what="product", ident=product_id)
+    row = await fetch_owned(s.pool, "products", t, product_id, what="product")
     return Json(render_product(row))
 
 
@@ -133,9 +131,7 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
 @router.get("/v1/prices/{price_id}")
 async def get_price(price_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool, "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        price_id, t.account_id, t.livemode, what="price", ident=price_id)
+    row = await fetch_owned(s.pool, "prices", t, price_id, what="price")
     return Json(render_price(row))
 
 

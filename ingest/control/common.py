@@ -16,7 +16,8 @@ from ingest.auth import Tenant
 from ingest.services import Services
 from vinr.errors import InvalidRequest, NotFound
 
-__all__ = ["ApiModel", "Json", "StartingAfter", "fetch_or_404", "page", "services", "tenant"]
+__all__ = ["ApiModel", "Json", "StartingAfter", "fetch_or_404", "fetch_owned", "page",
+           "services", "tenant"]
 
 
 StartingAfter = Annotated[str | None, Query(alias="startingAfter")]
@@ -53,6 +54,14 @@ async def fetch_or_404(
     if row is None:
         raise NotFound(f"no such {what}: '{ident}'", param=param or "id")
     return row
+
+
+async def fetch_owned(db: asyncpg.Pool | asyncpg.Connection[Any], table: str, t: Tenant,
+                      ident: str, *, what: str) -> asyncpg.Record:
+    """The object ``ident`` of ``table`` if it belongs to this account and mode, else 404."""
+    return await fetch_or_404(
+        db, f"SELECT * FROM {table} WHERE id = $1 AND account_id = $2 AND livemode = $3",
+        ident, t.account_id, t.livemode, what=what, ident=ident)
 
 
 async def page(

@@ -20,6 +20,7 @@ from ingest.control.common import (
     Json,
     StartingAfter,
     fetch_or_404,
+    fetch_owned,
     page,
     services,
     tenant,
@@ -52,9 +53,7 @@ def _check_event_types(names: list[str]) -> None:
 @router.get("/v1/events/{event_id}")
 async def get_event(event_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool, "SELECT * FROM events WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        event_id, t.account_id, t.livemode, what="event", ident=event_id)
+    row = await fetch_owned(s.pool, "events", t, event_id, what="event")
     return Json(render_event(row))
 
 
