@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from aggregator.worker import Aggregator
+from ingest.asgi import read_body
 from invoicer.dispatcher import Dispatcher
 from invoicer.worker import Invoicer
 from tests.conftest import LiveServer, free_port
@@ -27,12 +28,7 @@ class Receiver:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive, 1 << 20)
         signature = dict(scope["headers"]).get(SIGNATURE_HEADER.encode())
         self.calls.append((body, signature.decode() if signature else None))
         self.arrived.set()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from ingest.asgi import read_body
 from invoicer.dispatcher import Dispatcher
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import eventually, post
@@ -49,12 +50,7 @@ class Receiver:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive, 1 << 20)
         signature = dict(scope["headers"]).get(b"x-vinr-signature")
         arrival = Arrival(body, signature.decode() if signature else None)
         self.arrivals.append(arrival)
