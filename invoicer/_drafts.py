@@ -10,9 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from invoicer.outbox import Event, emit_events
 from invoicer.pricing import PriceTerms, line_amount, parse_price_terms, unit_amount_decimal_str
 from invoicer.views import load_invoices
+from vinr.events import Event, emit_events
 from vinr.ids import new_id
 from vinr.telemetry import M
 

@@ -37,11 +37,11 @@ from invoicer._drafts import (
 )
 from invoicer.dunning import Attempt, collect_invoices
 from invoicer.metering import Ask, PriceChange, measure, price_segments
-from invoicer.outbox import Event, emit_events
 from invoicer.pricing import unit_amount_decimal_str
 from invoicer.rules import InvoiceRules
 from invoicer.views import load_invoices, load_subscriptions
 from vinr.clock import now_s
+from vinr.events import Event, emit_events
 from vinr.ids import new_id
 from vinr.periods import period_at
 from vinr.telemetry import M

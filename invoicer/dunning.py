@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from invoicer._drafts import int_array, lock_subscriptions
-from invoicer.outbox import Event, emit_events
 from invoicer.payments import charge_outcome
 from invoicer.rules import InvoiceRules
 from invoicer.views import load_invoices, load_subscriptions
 from vinr.clock import now_s
+from vinr.events import Event, emit_events
 from vinr.ids import new_id
 from vinr.telemetry import M
 

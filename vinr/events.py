@@ -1,10 +1,12 @@
 """The outbox: events are written in the caller's transaction, with one pending delivery per
 enabled endpoint subscribed to the event's type, so a committed change always has its event
-and its deliveries, and a rolled-back one has neither.
+and its deliveries, and a rolled-back one has neither. ``emit_events`` writes many in two
+statements (the invoicer emits thousands a second); ``emit_event`` is the one-event case.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -12,7 +14,7 @@ import asyncpg
 from vinr.clock import now_s
 from vinr.ids import new_id
 
-__all__ = ["EVENT_TYPES", "emit_event"]
+__all__ = ["EVENT_TYPES", "Event", "emit_event", "emit_events"]
 
 EVENT_TYPES = frozenset({
     "customer.created", "customer.updated",
@@ -27,24 +29,43 @@ EVENT_TYPES = frozenset({
 })
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    account_id: str
+    livemode: bool
+    type: str
+    data: dict[str, Any]
+
+
+async def emit_events(conn: asyncpg.Connection[Any], events: list[Event]) -> list[str]:
+    """Insert the events (in list order) and their deliveries; returns the event ids."""
+    if not events:
+        return []
+    ids = [new_id("evt") for _ in events]
+    created = now_s()
+    accounts = [e.account_id for e in events]
+    modes = [e.livemode for e in events]
+    types = [e.type for e in events]
+    await conn.execute(
+        "INSERT INTO events (id, account_id, livemode, type, data, created)"
+        " SELECT i, a, l, t, d, $6 FROM unnest($1::text[], $2::text[], $3::bool[],"
+        " $4::text[], $5::jsonb[]) WITH ORDINALITY AS v(i, a, l, t, d, n) ORDER BY n",
+        ids, accounts, modes, types, [e.data for e in events], created)
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
+        " SELECT 'whd_' || md5(v.i || e.id), v.i, e.id, extract(epoch from clock_timestamp()),"
+        " $5 FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[]) AS v(i, a, l, t)"
+        " JOIN webhook_endpoints e ON e.account_id = v.a AND e.livemode = v.l"
+        " AND e.status <> 'disabled' AND (v.t = ANY(e.enabled_events)"
+        " OR '*' = ANY(e.enabled_events))",
+        ids, accounts, modes, types, created)
+    return ids
+
+
 async def emit_event(
     conn: asyncpg.Connection[Any], account_id: str, livemode: bool, event_type: str,
     data: dict[str, Any],
 ) -> str:
-    """Insert the event and its deliveries; call inside the state change's transaction."""
-    event_id = new_id("evt")
-    created = now_s()
-    await conn.execute(
-        "INSERT INTO events (id, account_id, livemode, type, data, created)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        event_id, account_id, livemode, event_type, data, created,
-    )
-    await conn.execute(
-        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
-        " SELECT 'whd_' || md5($1 || e.id), $1, e.id, extract(epoch from clock_timestamp()), $5"
-        " FROM webhook_endpoints e"
-        " WHERE e.account_id = $2 AND e.livemode = $3 AND e.status <> 'disabled'"
-        "   AND ($4 = ANY(e.enabled_events) OR '*' = ANY(e.enabled_events))",
-        event_id, account_id, livemode, event_type, created,
-    )
+    """Insert one event and its deliveries; call inside the state change's transaction."""
+    (event_id,) = await emit_events(conn, [Event(account_id, livemode, event_type, data)])
     return event_id
