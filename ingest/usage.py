@@ -182,6 +182,33 @@ def _from_single(r: UsageRecordIn) -> _Request:
                     [r.action == "set"], [None])
 
 
+_SINGLE_FIELDS = frozenset(("subscriptionItem", "quantity", "timestamp", "action"))
+_ACTIONS = {"increment": False, "set": True}
+
+
+def _parse_single(body: bytes) -> _Request:
+    """The single-record body: a lean check of the well-formed case, pydantic for anything
+    else (so every refusal keeps ``UsageRecordIn``'s exact errors). Accepts exactly what
+    ``UsageRecordIn`` accepts: strict types (no bools or floats for integers), the same
+    bounds and no unknown fields."""
+    try:
+        d = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        d = None
+    if type(d) is dict and d.keys() <= _SINGLE_FIELDS:
+        item = d.get("subscriptionItem")
+        q = d.get("quantity")
+        ts = d.get("timestamp")
+        action = d.get("action", "increment")
+        is_set = _ACTIONS.get(action) if type(action) is str else None
+        if (type(item) is str and 0 < len(item) <= 255 and type(q) is int
+                and 0 <= q <= MAX_QUANTITY
+                and (ts is None or (type(ts) is int and 0 <= ts <= _MAX_TS))
+                and is_set is not None):
+            return _Request(False, item, [q], [ts], [is_set], [None])
+    return _from_single(UsageRecordIn.model_validate_json(body))
+
+
 def _from_batch(b: UsageBatchIn) -> _Request:
     recs = b.records
     keys = [r.idempotencyKey for r in recs]
@@ -329,7 +356,7 @@ class UsageEndpoint:
         body = await read_body(receive, self._cfg.max_body_bytes)
         try:
             req = (_from_batch(UsageBatchIn.model_validate_json(body)) if batch
-                   else _from_single(UsageRecordIn.model_validate_json(body)))
+                   else _parse_single(body))
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             raise (_batch_validation_error(exc) if batch else validation_error(errors)) from None
