@@ -175,7 +175,7 @@ class RecordKey:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """What Redis said about a usage request.
 
@@ -271,7 +271,7 @@ class Coalescer(Generic[T, R]):
                 asyncio.get_running_loop().call_soon(self._kick)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _ClaimIn:
     meta_key: str
     request_key: str | None
@@ -280,7 +280,7 @@ class _ClaimIn:
     records: Sequence[RecordKey]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _SettleIn:
     request_key: str | None
     ok: bool
@@ -321,8 +321,8 @@ class RedisIdempotencyStore:
                     records: Sequence[RecordKey] = ()) -> Claim:
         """Read the item metadata and claim the request key and the per-record keys, all
         or nothing. Raises RedisError/OSError when Redis is unavailable."""
-        claim = await self._ops.submit(_ClaimIn(meta_key, request_key, digest, token,
-                                                records))
+        claim = await self._ops.enqueue(_ClaimIn(meta_key, request_key, digest, token,
+                                                 records))
         if claim is None:
             raise RuntimeError("a claim got a settlement's answer")
         return claim

@@ -283,6 +283,7 @@ class _Metrics:
         self._requests: dict[tuple[str, int], Any] = {}
         self._rejected: dict[str, Any] = {}
         self.seconds = {r: M.ingest_seconds.labels(r) for r in ("single", "batch")}
+        self.ok = {r: M.ingest_requests.labels(r, "200") for r in ("single", "batch")}
 
     def request(self, route: str, status: int) -> None:
         child = self._requests.get((route, status))
@@ -332,8 +333,12 @@ class UsageEndpoint:
         self._inflight += 1
         try:
             body, replayed = await self._handle(scope, receive, batch)
-            await send_json(send, 200, body,
-                            (("Idempotent-Replayed", "true"),) if replayed else ())
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]
+            if replayed:
+                headers.append((b"idempotent-replayed", b"true"))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         except VinrError as exc:
             status = exc.status
             self._metrics.rejected(exc.code)
@@ -345,8 +350,12 @@ class UsageEndpoint:
             await send_json(send, 500, _INTERNAL)
         finally:
             self._inflight -= 1
-            self._metrics.request(route, status)
-            self._metrics.seconds[route].observe(time.perf_counter() - started)
+            metrics = self._metrics
+            if status == 200:
+                metrics.ok[route].inc()
+            else:
+                metrics.request(route, status)
+            metrics.seconds[route].observe(time.perf_counter() - started)
 
     async def _handle(self, scope: Scope, receive: Receive, batch: bool) -> tuple[bytes, bool]:
         try:
