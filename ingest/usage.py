@@ -616,8 +616,10 @@ class UsageEndpoint:
         deadline = _Deadline(task)
         handle = asyncio.get_running_loop().call_later(self._cfg.publish_timeout_s, deadline)
         try:
-            await producer.send_and_wait(self._cfg.usage_topic, encode_usage(message),
-                                         key=item_key(message.item_pk))
+            # send_and_wait, one coroutine less: queue the record, wait for the broker's ack.
+            delivered = await producer.send(self._cfg.usage_topic, encode_usage(message),
+                                            key=item_key(message.item_pk))
+            await delivered
         except asyncio.CancelledError:
             if deadline.expired and task.uncancel() <= cancelling:
                 self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
