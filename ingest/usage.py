@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
-from ingest.asgi import Receive, Scope, Send, header, read_body, send_error, send_json
+from ingest.asgi import Receive, Scope, Send, read_body, send_error, send_json
 from ingest.auth import Tenant
 from ingest.idempotency import MAX_KEY_LENGTH, Claim, RecordKey
 from ingest.rules import (
@@ -65,7 +65,7 @@ from vinr.errors import (
 from vinr.ids import derived_id, new_id
 from vinr.itemmeta import ItemMeta, load_item_meta
 from vinr.telemetry import M
-from vinr.wire import UsageMessage, encode_usage, item_key
+from vinr.wire import encode_usage_fields, item_key
 
 __all__ = ["MAX_BATCH", "UsageBatchIn", "UsageEndpoint", "UsageRecordIn", "validation_error"]
 
@@ -382,18 +382,31 @@ class UsageEndpoint:
             metrics.seconds[route].observe(time.perf_counter() - started)
 
     async def _handle(self, scope: Scope, receive: Receive, batch: bool) -> tuple[bytes, bool]:
-        try:
-            tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DependencyUnavailable("postgres", str(exc)) from exc
-        body = await read_body(receive, self._cfg.max_body_bytes)
+        authorization = idem_key = None
+        for name, value in scope["headers"]:       # both headers in one pass
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif name == b"idempotency-key" and idem_key is None:
+                idem_key = value.decode("latin-1")
+        auth = self._s.auth
+        tenant = auth.cached(authorization)
+        if tenant is None:
+            try:
+                tenant = await auth.authenticate(authorization)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise DependencyUnavailable("postgres", str(exc)) from exc
+        message = await receive()
+        body = message.get("body", b"")
+        if message["type"] != "http.request" or message.get("more_body", False) \
+                or len(body) > self._cfg.max_body_bytes:
+            body = await read_body(receive, self._cfg.max_body_bytes, message)
         try:
             req = (_from_batch(UsageBatchIn.model_validate_json(body)) if batch
                    else _parse_single(body))
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             raise (_batch_validation_error(exc) if batch else validation_error(errors)) from None
-        idem_key = header(scope, b"idempotency-key")
         if idem_key is not None and not 0 < len(idem_key) <= MAX_KEY_LENGTH:
             raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
                                  param="Idempotency-Key")
@@ -427,14 +440,14 @@ class UsageEndpoint:
         claimed = [rk for rk, state in zip(record_keys, claim.records, strict=True)
                    if state == "n"] if record_keys else record_keys
         try:
-            response, message, record_ids = await self._build(tenant, req, claim, idem_key,
-                                                              digest)
-            if message.records:
-                await self._publish(producer, message)
+            response, (payload, key, count), record_ids = await self._build(
+                tenant, req, claim, idem_key, digest)
+            if count:
+                await self._publish(producer, payload, key)
         except BaseException:
             await self._release(request_key, digest, token, claimed)
             raise
-        M.ingest_records.inc(len(message.records))
+        M.ingest_records.inc(count)
         self._complete(request_key, digest, token, response[1],
                        list(zip(claimed, record_ids, strict=True)) if claimed else [])
         return response[0], False
@@ -546,8 +559,10 @@ class UsageEndpoint:
         return fresh, schedule
 
     async def _build(self, tenant: Tenant, req: _Request, claim: Claim, idem_key: str | None,
-                     digest: str) -> tuple[tuple[bytes, bytes], UsageMessage, list[str]]:
-        """((response, stored), Kafka message, ids of the claimed keyed records).
+                     digest: str
+                     ) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes, int], list[str]]:
+        """((response, stored), (Kafka message, its key, its record count), ids of the
+        claimed keyed records).
 
         Raises InvalidRequest/NotFound for records the rules refuse (naming every bad
         index), DependencyUnavailable when Postgres is needed and down.
@@ -587,13 +602,11 @@ class UsageEndpoint:
                                                                  req.sets, strict=True))
                    if i not in duplicates] if duplicates else list(
             zip(timestamps, req.quantities, req.sets, strict=True))
-        message = UsageMessage(
-            id=request_id, account_id=tenant.account_id, livemode=tenant.livemode,
-            item_pk=meta.pk, period_start=spot.period_start, period_end=spot.period_end,
-            accepted_at=created, records=records)
+        message = encode_usage_fields(request_id, tenant.account_id, tenant.livemode, meta.pk,
+                                      spot.period_start, spot.period_end, created, records)
         response = _render(req, tenant.livemode, request_id, created, now, duplicates)
-        return (response, _Stored.dumps(request_id, created, now, duplicates)), message, \
-            record_ids
+        return ((response, _Stored.dumps(request_id, created, now, duplicates)),
+                (message, item_key(meta.pk), len(records)), record_ids)
 
     def _calendar(self, meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
         if schedule is not None:
@@ -607,7 +620,7 @@ class UsageEndpoint:
         self._calendars[id(meta)] = (meta, cal)
         return cal
 
-    async def _publish(self, producer: Any, message: UsageMessage) -> None:
+    async def _publish(self, producer: Any, message: bytes, key: bytes) -> None:
         # What ``asyncio.timeout`` does (cancel the task at the deadline, turn that
         # cancellation into a timeout), at a third of its cost per request.
         task = asyncio.current_task()
@@ -617,8 +630,7 @@ class UsageEndpoint:
         handle = asyncio.get_running_loop().call_later(self._cfg.publish_timeout_s, deadline)
         try:
             # send_and_wait, one coroutine less: queue the record, wait for the broker's ack.
-            delivered = await producer.send(self._cfg.usage_topic, encode_usage(message),
-                                            key=item_key(message.item_pk))
+            delivered = await producer.send(self._cfg.usage_topic, message, key=key)
             await delivered
         except asyncio.CancelledError:
             if deadline.expired and task.uncancel() <= cancelling:
