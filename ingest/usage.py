@@ -292,12 +292,6 @@ class _Deadline:
         self.task.cancel()
 
 
-def _log_settle_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("could not mark idempotency keys done (%s); their lease will expire",
-                    future.exception())
-
-
 class _Metrics:
     """Pre-resolved metric children: ``labels()`` per request costs more than the work."""
 
@@ -499,9 +493,8 @@ class UsageEndpoint:
         republishes the same derived id, which the ledger drops."""
         if request_key is None and not records:
             return
-        future = self._s.idempotency.settle(request_key, digest, token, ok=True,
-                                            stored=stored, records=records)
-        future.add_done_callback(_log_settle_failure)
+        self._s.idempotency.settle_detached(request_key, digest, token, stored=stored,
+                                            records=records)
 
     async def _meta(self, tenant: Tenant, item_id: str, raw: bytes) -> ItemMeta:
         if raw:
