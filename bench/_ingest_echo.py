@@ -37,7 +37,8 @@ def main(argv: list[str]) -> int:
     # The same Config as vinr.roles builds for `vinr api` (loop installed by the caller).
     config = uvicorn.Config(echo, host="127.0.0.1", port=int(argv[0]), loop="none",
                             http="httptools", lifespan="off", access_log=False,
-                            log_config=None, backlog=4096)
+                            log_config=None, backlog=4096, proxy_headers=False,
+                            server_header=False)
     asyncio.run(uvicorn.Server(config).serve())
     return 0
 

@@ -25,12 +25,14 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; raises PayloadTooLarge past ``limit`` bytes."""
+async def read_body(receive: Receive, limit: int, first: Message | None = None) -> bytes:
+    """The whole request body; raises PayloadTooLarge past ``limit`` bytes. ``first``: the
+    first message, when the caller has received it already."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        message = await receive() if first is None else first
+        first = None
         if message["type"] == "http.disconnect":
             break
         chunk = message.get("body", b"")

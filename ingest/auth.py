@@ -37,6 +37,17 @@ class KeyAuthenticator:
         self._pool = pool
         self._cache: dict[str, tuple[Tenant, float]] = {}
 
+    def cached(self, authorization: str | None) -> Tenant | None:
+        """The tenant of a key looked up in the last minute (only valid keys are kept),
+        without a coroutine; None means: call ``authenticate``."""
+        if authorization is None:
+            return None
+        scheme, _, key = authorization.partition(" ")
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > time.monotonic() and scheme.lower() == "bearer":
+            return hit[0]
+        return None
+
     async def authenticate(self, authorization: str | None) -> Tenant:
         """Raises AuthenticationFailed for a missing, malformed, unknown or revoked key."""
         if not authorization:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
@@ -27,6 +28,8 @@ from redis.asyncio import Redis
 
 __all__ = ["Begin", "Claim", "Coalescer", "IdempotencyStore", "RecordKey",
            "RedisIdempotencyStore", "body_digest"]
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 _DIGEST_LEN = 32
@@ -156,6 +159,10 @@ return out
 """
 
 
+def _log_settle_failure(exc: BaseException) -> None:
+    log.warning("could not mark idempotency keys done (%s); their lease will expire", exc)
+
+
 def body_digest(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=_DIGEST_LEN // 2).hexdigest()
 
@@ -175,7 +182,7 @@ class RecordKey:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """What Redis said about a usage request.
 
@@ -206,15 +213,19 @@ class Coalescer(Generic[T, R]):
     """Runs the items submitted during one event-loop iteration as one batch call.
 
     At most ``max_concurrent`` batch calls run at once; items submitted meanwhile wait and
-    go out together in the next call. A failed call fails every item in it.
+    go out together in the next call. A failed call fails every item in it; items queued
+    with ``push`` (no future, nobody waits for them) are reported to ``on_push_error``,
+    once per failed call.
     """
 
     def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int,
-                 max_concurrent: int) -> None:
+                 max_concurrent: int,
+                 on_push_error: Callable[[BaseException], None] | None = None) -> None:
         self._run = run
         self._max_batch = max_batch
         self._max_concurrent = max_concurrent
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._on_push_error = on_push_error
+        self._queue: list[tuple[T, asyncio.Future[R] | None]] = []
         self._running = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -231,6 +242,14 @@ class Coalescer(Generic[T, R]):
             self._scheduled = True
             loop.call_soon(self._kick)
         return future
+
+    def push(self, item: T) -> None:
+        """Queue ``item`` like ``enqueue``, for a caller that does not wait for its result
+        (no future per item: the hot path's settlements)."""
+        self._queue.append((item, None))
+        if not self._scheduled and self._running < self._max_concurrent:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
 
     async def drain(self) -> None:
         """Until the queue is empty and no batch call is running."""
@@ -249,20 +268,26 @@ class Coalescer(Generic[T, R]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _call(self, batch: list[tuple[T, asyncio.Future[R] | None]]) -> None:
         try:
             results = await self._run([item for item, _ in batch])
         except asyncio.CancelledError:
             for _, future in batch:
-                future.cancel()
+                if future is not None:
+                    future.cancel()
             raise
         except Exception as exc:
+            pushed = False
             for _, future in batch:
-                if not future.done():
+                if future is None:
+                    pushed = True
+                elif not future.done():
                     future.set_exception(exc)
+            if pushed and self._on_push_error is not None:
+                self._on_push_error(exc)
         else:
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_result(result)
         finally:
             self._running -= 1
@@ -271,7 +296,7 @@ class Coalescer(Generic[T, R]):
                 asyncio.get_running_loop().call_soon(self._kick)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _ClaimIn:
     meta_key: str
     request_key: str | None
@@ -280,7 +305,7 @@ class _ClaimIn:
     records: Sequence[RecordKey]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _SettleIn:
     request_key: str | None
     ok: bool
@@ -302,7 +327,8 @@ class RedisIdempotencyStore:
         self._ttl_ms = ttl_s * 1000
         self._lease_ms = int(lease_s * 1000)
         self._ops: Coalescer[_ClaimIn | _SettleIn, Claim | None] = Coalescer(
-            self._run_ops, max_batch=max_batch, max_concurrent=max_concurrent)
+            self._run_ops, max_batch=max_batch, max_concurrent=max_concurrent,
+            on_push_error=_log_settle_failure)
 
     async def begin(self, key: str, digest: str, token: str, extra_key: str | None = None
                     ) -> Begin:
@@ -321,8 +347,8 @@ class RedisIdempotencyStore:
                     records: Sequence[RecordKey] = ()) -> Claim:
         """Read the item metadata and claim the request key and the per-record keys, all
         or nothing. Raises RedisError/OSError when Redis is unavailable."""
-        claim = await self._ops.submit(_ClaimIn(meta_key, request_key, digest, token,
-                                                records))
+        claim = await self._ops.enqueue(_ClaimIn(meta_key, request_key, digest, token,
+                                                 records))
         if claim is None:
             raise RuntimeError("a claim got a settlement's answer")
         return claim
@@ -335,6 +361,12 @@ class RedisIdempotencyStore:
         future to know it is in Redis (it fails with RedisError/OSError when Redis is
         unavailable)."""
         return self._ops.enqueue(_SettleIn(request_key, ok, digest, token, stored, records))
+
+    def settle_detached(self, request_key: str | None, digest: str, token: str, *,
+                        stored: bytes, records: Sequence[tuple[RecordKey, str]]) -> None:
+        """``settle(ok=True)`` for a caller that does not wait: queued at once, in order
+        with the claims after it; a failure is logged (the keys' lease then expires)."""
+        self._ops.push(_SettleIn(request_key, True, digest, token, stored, records))
 
     async def drain(self) -> None:
         """Wait until every queued operation has been sent and answered."""

@@ -22,8 +22,8 @@ from vinr.errors import InvalidRequest
 from vinr.itemmeta import ItemMeta
 from vinr.periods import Interval, period_at, period_containing
 
-__all__ = ["Calendar", "Placement", "Schedule", "calendar", "check_item", "needs_schedule",
-           "place", "place_each"]
+__all__ = ["Calendar", "Placement", "Schedule", "cached_calendar", "calendar", "check_item",
+           "needs_schedule", "place", "place_each"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,16 @@ def needs_schedule(meta: ItemMeta, timestamps: list[int], now: int) -> bool:
     return now >= meta.period_end or any(ts >= meta.period_end for ts in timestamps)
 
 
+def cached_calendar(meta: ItemMeta) -> Calendar:
+    """The periods the cached metadata knows (nothing past its period): ``calendar``
+    without a schedule while ``now`` is before the cached period's end. Depends on
+    ``meta`` alone, so callers may keep it as long as they keep ``meta``."""
+    cached_prev = (Placement(meta.prev_period_start, meta.period_start)
+                   if meta.prev_period_start is not None else None)
+    return Calendar(Placement(meta.period_start, meta.period_end), cached_prev,
+                    meta.prev_open, None)
+
+
 def calendar(meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
     """The periods around ``now``; without ``schedule`` nothing past the cached period is
     placeable.
@@ -89,13 +99,13 @@ def calendar(meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
     Raises:
         ValueError: ``now`` is past the cached period and no schedule was given.
     """
-    cached = Placement(meta.period_start, meta.period_end)
-    cached_prev = (Placement(meta.prev_period_start, meta.period_start)
-                   if meta.prev_period_start is not None else None)
     if schedule is None:
         if now >= meta.period_end:
             raise ValueError("the cached period has ended: a schedule is needed")
-        return Calendar(cached, cached_prev, meta.prev_open, None)
+        return cached_calendar(meta)
+    cached = Placement(meta.period_start, meta.period_end)
+    cached_prev = (Placement(meta.prev_period_start, meta.period_start)
+                   if meta.prev_period_start is not None else None)
     if now < meta.period_end:
         following = (None if schedule.cancel_at_period_end
                      else _next(schedule, meta.period_end))

@@ -15,12 +15,35 @@ PREFIXES = frozenset(
 )
 
 
+# Two base62 digits per step, least significant first (as one digit per step would give).
+_PAIRS = tuple(_ALPHABET[n % 62] + _ALPHABET[n // 62] for n in range(62 * 62))
+
+
 def _base62(raw: bytes, length: int) -> str:
+    """``length`` base62 digits of ``raw`` (big-endian), least significant digit first."""
     number = int.from_bytes(raw, "big")
+    pairs = _PAIRS
+    if length == 24:        # every id: unrolled
+        number, a = divmod(number, 3844)
+        number, b = divmod(number, 3844)
+        number, c = divmod(number, 3844)
+        number, d = divmod(number, 3844)
+        number, e = divmod(number, 3844)
+        number, f = divmod(number, 3844)
+        number, g = divmod(number, 3844)
+        number, h = divmod(number, 3844)
+        number, i = divmod(number, 3844)
+        number, j = divmod(number, 3844)
+        number, k = divmod(number, 3844)
+        return "".join((pairs[a], pairs[b], pairs[c], pairs[d], pairs[e], pairs[f],
+                        pairs[g], pairs[h], pairs[i], pairs[j], pairs[k],
+                        pairs[number % 3844]))
     chars = []
-    for _ in range(length):
-        number, rem = divmod(number, 62)
-        chars.append(_ALPHABET[rem])
+    for _ in range(length // 2):
+        number, rem = divmod(number, 3844)
+        chars.append(pairs[rem])
+    if length % 2:
+        chars.append(_ALPHABET[number % 62])
     return "".join(chars)
 
 

@@ -46,9 +46,12 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn(app: Any, host: str, port: int) -> _Server:
+    # No proxy-headers middleware (a layer of ASGI per request, and no role reads the
+    # client address) and no ``server`` header; the ``date`` header stays (RFC 9110).
     config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools",
                             lifespan="on", access_log=False, log_config=None,
-                            timeout_graceful_shutdown=int(_DRAIN_S), backlog=4096)
+                            timeout_graceful_shutdown=int(_DRAIN_S), backlog=4096,
+                            proxy_headers=False, server_header=False)
     return _Server(config)
 
 

@@ -72,3 +72,17 @@ async def test_enqueue_and_drain() -> None:
     assert all(f.done() for f in futures)
     assert [f.result() for f in futures] == [i * 10 for i in range(7)]
 
+
+
+async def test_pushed_items_go_out_in_order_and_a_failure_is_reported_once() -> None:
+    run = _Recorder(fail_on=3)
+    errors: list[BaseException] = []
+    coalescer: Coalescer[int, int] = Coalescer(run, max_batch=5, max_concurrent=1,
+                                               on_push_error=errors.append)
+    waited = coalescer.enqueue(0)
+    for i in range(1, 10):
+        coalescer.push(i)
+    await coalescer.drain()
+    assert run.calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert isinstance(waited.exception(), ConnectionError)
+    assert len(errors) == 1 and isinstance(errors[0], ConnectionError)
