@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from aggregator.fold import InvalidRecords, Op, collapse, merge_ops
-from vinr.wire import VERSION
+from vinr.wire import decode_envelope
 
 __all__ = ["BatchBuilder", "PartitionRange", "PreparedBatch", "Request", "WindowDelta",
            "WindowKey", "decode_request", "prepare", "window_deltas"]
@@ -82,10 +82,6 @@ class PreparedBatch:
         return sum(r.count for r in self.requests)
 
 
-class _Undecodable(ValueError):
-    pass
-
-
 def decode_request(raw: bytes, partition: int, offset: int) -> Request:
     """Decode one usage message (``vinr.wire`` format) without per-record Python work.
 
@@ -94,19 +90,15 @@ def decode_request(raw: bytes, partition: int, offset: int) -> Request:
             by ``collapse``; a request whose records are bad comes back with ``ops=None``).
     """
     try:
-        d = orjson.loads(raw)
-        if not isinstance(d, dict) or d.get("v") != VERSION:
-            raise _Undecodable("unknown usage message version")
-        records = d["r"]
-        if not isinstance(records, list):
-            raise _Undecodable("records are not a list")
-        request = Request(
-            id=str(d["id"]), account_id=str(d["a"]), livemode=bool(d["l"]),
-            item_pk=int(d["i"]), period_start=int(d["ps"]), period_end=int(d["pe"]),
-            accepted_at=int(d["at"]), partition=partition, offset=offset,
-            count=len(records), payload=orjson.dumps(records), ops=None)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        e = decode_envelope(raw)
+    except ValueError as exc:
         raise ValueError(f"undecodable usage message: {exc}") from exc
+    records = e.records
+    request = Request(
+        id=e.id, account_id=e.account_id, livemode=e.livemode, item_pk=e.item_pk,
+        period_start=e.period_start, period_end=e.period_end, accepted_at=e.accepted_at,
+        partition=partition, offset=offset, count=len(records),
+        payload=orjson.dumps(records), ops=None)
     try:
         request.ops = collapse(records, request.period_start, request.period_end)
     except InvalidRecords as exc:

@@ -14,10 +14,12 @@ recomputes period boundaries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-__all__ = ["UsageMessage", "decode_usage", "encode_usage", "encode_usage_fields", "item_key"]
+__all__ = ["Envelope", "UsageMessage", "decode_envelope", "decode_usage", "encode_usage",
+           "encode_usage_fields", "item_key"]
 
 VERSION = 1
 
@@ -53,13 +55,42 @@ def encode_usage_fields(id: str, account_id: str, livemode: bool, item_pk: int,
     })
 
 
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message whose records are left as decoded JSON, unchecked: the aggregator
+    validates and collapses them in one pass of its own."""
+
+    id: str
+    account_id: str
+    livemode: bool
+    item_pk: int
+    period_start: int
+    period_end: int
+    accepted_at: int
+    records: list[Any]
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Raises ValueError for bytes that are not a usage message of this version."""
+    try:
+        d = orjson.loads(raw)
+        if not isinstance(d, dict) or d.get("v") != VERSION:
+            raise ValueError("unknown usage message version")
+        records = d["r"]
+        if not isinstance(records, list):
+            raise ValueError("records are not a list")
+        return Envelope(str(d["id"]), str(d["a"]), bool(d["l"]), int(d["i"]), int(d["ps"]),
+                        int(d["pe"]), int(d["at"]), records)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"missing or malformed field: {exc}") from exc
+
+
 def decode_usage(raw: bytes) -> UsageMessage:
     """Raises ValueError for a message this version cannot read."""
-    d = orjson.loads(raw)
-    if not isinstance(d, dict) or d.get("v") != VERSION:
-        raise ValueError("unknown usage message version")
-    return UsageMessage(
-        id=d["id"], account_id=d["a"], livemode=bool(d["l"]), item_pk=int(d["i"]),
-        period_start=int(d["ps"]), period_end=int(d["pe"]), accepted_at=int(d["at"]),
-        records=[(int(ts), int(q), bool(s)) for ts, q, s in d["r"]],
-    )
+    e = decode_envelope(raw)
+    try:
+        records = [(int(ts), int(q), bool(s)) for ts, q, s in e.records]
+    except TypeError as exc:
+        raise ValueError(f"malformed records: {exc}") from exc
+    return UsageMessage(e.id, e.account_id, e.livemode, e.item_pk, e.period_start,
+                        e.period_end, e.accepted_at, records)
