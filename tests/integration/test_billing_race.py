@@ -33,16 +33,23 @@ async def _subscriptions(client: httpx.AsyncClient, clock: str, price_id: str
     return list(await asyncio.gather(*(one(n) for n in range(SUBSCRIPTIONS))))
 
 
-async def test_two_invoicers_racing_write_one_invoice_per_period(
-        client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool,
-        aggregator: Aggregator) -> None:
+async def _due_subscriptions(client: httpx.AsyncClient, aggregator: Aggregator, *, until: int
+                             ) -> list[dict[str, Any]]:
+    """SUBSCRIPTIONS subscriptions with usage on one clock, advanced to ``until``."""
     p = await price(client, unitAmount=100)
     clock = await post(client, "/v1/test_helpers/test_clocks", {"frozenTime": T0})
     subs = await _subscriptions(client, clock["id"], p["id"])
     await aggregator.drain()
-    # Three periods due at once; small batches so the two interleave on the same rows.
     await post(client, f"/v1/test_helpers/test_clocks/{clock['id']}/advance",
-               {"frozenTime": APR})
+               {"frozenTime": until})
+    return subs
+
+
+async def test_two_invoicers_racing_write_one_invoice_per_period(
+        client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool,
+        aggregator: Aggregator) -> None:
+    # Three periods due at once; small batches so the two interleave on the same rows.
+    subs = await _due_subscriptions(client, aggregator, until=APR)
     racing = settings.model_copy(update={"invoicer_batch": 3})
     async with Invoicer(racing, pool=pool) as first, Invoicer(racing, pool=pool) as second:
         steps = await asyncio.gather(first.tick(), second.tick(), first.tick(), second.tick())
@@ -78,12 +85,7 @@ async def test_a_period_held_by_one_transaction_is_skipped_by_another(
         client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool,
         aggregator: Aggregator) -> None:
     """The same due subscriptions closed from two connections at the same moment."""
-    p = await price(client, unitAmount=100)
-    clock = await post(client, "/v1/test_helpers/test_clocks", {"frozenTime": T0})
-    subs = await _subscriptions(client, clock["id"], p["id"])
-    await aggregator.drain()
-    await post(client, f"/v1/test_helpers/test_clocks/{clock['id']}/advance",
-               {"frozenTime": FEB})
+    subs = await _due_subscriptions(client, aggregator, until=FEB)
     rules = InvoiceRules.from_settings(settings)
     ids = [s["id"] for s in subs]
 
