@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from aggregator.fold import InvalidRecords, Op, collapse, merge_ops
-from vinr.wire import decode_envelope
+from vinr.fold import InvalidRecords, Op, merge_ops, ops_of
+from vinr.wire import decode_head, records_of
 
 __all__ = ["BatchBuilder", "PartitionRange", "PreparedBatch", "Request", "WindowDelta",
-           "WindowKey", "decode_request", "prepare", "window_deltas"]
+           "WindowKey", "decode_requests", "prepare", "window_deltas"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,22 @@ class Request:
     partition: int
     offset: int
     count: int                     # records in the request
-    payload: bytes                 # the records, for the ledger (replay) and dead letters
-    ops: dict[int, Op] | None      # None: the records are invalid (dead-lettered)
+    payload: bytes                 # its ops, for the ledger (replay)
+    ops: dict[int, Op] | None      # None: the request is invalid (dead-lettered)
     error: str | None = None
+    raw: bytes = b""               # the Kafka message it came in, and its place there:
+    index: int = 0                 # the records are read from it only for dead letters
 
     @property
     def window(self) -> WindowKey:
         return (self.item_pk, self.period_start)
+
+    def records(self) -> list[Any]:
+        """The request's records as published (for dead letters; parsed on demand)."""
+        try:
+            return records_of(self.raw, self.index)
+        except (ValueError, TypeError):
+            return []
 
 
 @dataclass(slots=True)
@@ -82,28 +91,33 @@ class PreparedBatch:
         return sum(r.count for r in self.requests)
 
 
-def decode_request(raw: bytes, partition: int, offset: int) -> Request:
-    """Decode one usage message (``vinr.wire`` format) without per-record Python work.
+def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
+    """The requests of one usage message (``vinr.wire``), reading only its header.
 
     Raises:
-        ValueError: not a usage message of this version (the records themselves are checked
-            by ``collapse``; a request whose records are bad comes back with ``ops=None``).
+        ValueError: not a usage message of this version (a request whose ops are bad comes
+            back with ``ops=None`` and the reason in ``error``).
     """
     try:
-        e = decode_envelope(raw)
+        entries = decode_head(raw)
     except ValueError as exc:
         raise ValueError(f"undecodable usage message: {exc}") from exc
-    records = e.records
-    request = Request(
-        id=e.id, account_id=e.account_id, livemode=e.livemode, item_pk=e.item_pk,
-        period_start=e.period_start, period_end=e.period_end, accepted_at=e.accepted_at,
-        partition=partition, offset=offset, count=len(records),
-        payload=orjson.dumps(records), ops=None)
-    try:
-        request.ops = collapse(records, request.period_start, request.period_end)
-    except InvalidRecords as exc:
-        request.error = str(exc)
-    return request
+    out = []
+    for index, (id_, account, livemode, item_pk, start, end, at, count, ops) in enumerate(
+            entries):
+        request = Request(id_, str(account), livemode is True, item_pk, start, end, at,
+                          partition, offset, count, b"", None, None, raw, index)
+        try:
+            if (type(item_pk) is not int or type(start) is not int or type(end) is not int
+                    or type(at) is not int or type(count) is not int or type(ops) is not list
+                    or not 0 < len(ops) <= count):
+                raise InvalidRecords("malformed request entry")
+            request.ops = ops_of(ops, start, end)
+            request.payload = orjson.dumps(ops)
+        except InvalidRecords as exc:
+            request.error = str(exc)
+        out.append(request)
+    return out
 
 
 def window_deltas(requests: Iterable[Request]) -> dict[WindowKey, WindowDelta]:
@@ -148,15 +162,16 @@ class BatchBuilder:
             last = msg.offset
             batch.messages += 1
             try:
-                request = decode_request(msg.value, partition, msg.offset)
+                decoded = decode_requests(msg.value, partition, msg.offset)
             except ValueError as exc:
                 batch.undecodable += 1
                 log.error("partition %d offset %d skipped: %s", partition, msg.offset, exc)
                 continue
-            if request.id in requests:
-                batch.duplicates_in_batch += 1
-            else:
-                requests[request.id] = request
+            for request in decoded:
+                if request.id in requests:
+                    batch.duplicates_in_batch += 1
+                else:
+                    requests[request.id] = request
         if last is not None:
             self._ranges[partition] = PartitionRange(
                 start if span is None else span.start, last + 1)

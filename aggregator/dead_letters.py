@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 
 from aggregator.batch import Request
 from vinr.clock import now_s
@@ -67,7 +66,7 @@ async def insert_dead_letters(conn: asyncpg.Connection[Any], requests: Sequence[
         [r.livemode for r in requests], [r.id for r in requests],
         [r.item_pk for r in requests], [r.period_start for r in requests],
         [reason] * len(requests),
-        [{"records": _records(r.payload), "periodEnd": r.period_end,
+        [{"records": r.records(), "periodEnd": r.period_end,
           "acceptedAt": r.accepted_at, "error": r.error,
           "kafka": {"partition": r.partition, "offset": r.offset}} for r in requests],
         [now] * len(requests))
@@ -80,13 +79,6 @@ async def insert_dead_letters(conn: asyncpg.Connection[Any], requests: Sequence[
         await emit_event(conn, row["account_id"], row["livemode"], "usage_record.dead_lettered",
                          render_dead_letter(row, ids.get(row["item_pk"])))
     log.warning("dead-lettered %d request(s): %s", len(rows), reason)
-
-
-def _records(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return []
 
 
 async def list_dead_letters(db: asyncpg.Pool | asyncpg.Connection[Any], *,

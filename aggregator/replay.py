@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from aggregator.fold import InvalidRecords, Op, WindowState, collapse, merge_ops
 from aggregator.store import window_state
+from vinr.fold import InvalidRecords, Op, WindowState, collapse, merge_ops
 
 __all__ = ["Rebuild", "rebuild_window", "rebuild_windows", "state_of"]
 

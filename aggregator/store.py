@@ -27,8 +27,8 @@ import asyncpg
 
 from aggregator.batch import PreparedBatch, Request, WindowDelta, WindowKey, window_deltas
 from aggregator.dead_letters import insert_dead_letters
-from aggregator.fold import WindowState, fold_ops, points_to_read
 from vinr.clock import now_s
+from vinr.fold import WindowState, fold_ops, points_to_read
 
 __all__ = ["BatchResult", "PostgresWindowStore", "window_state"]
 

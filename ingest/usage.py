@@ -65,7 +65,7 @@ from vinr.errors import (
 from vinr.ids import derived_id, new_id
 from vinr.itemmeta import ItemMeta, load_item_meta
 from vinr.telemetry import M
-from vinr.wire import encode_usage_fields, item_key
+from vinr.wire import encode_entries, item_key, usage_entry
 
 __all__ = ["MAX_BATCH", "UsageBatchIn", "UsageEndpoint", "UsageRecordIn", "validation_error"]
 
@@ -581,8 +581,9 @@ class UsageEndpoint:
                                                                  req.sets, strict=True))
                    if i not in duplicates] if duplicates else list(
             zip(timestamps, req.quantities, req.sets, strict=True))
-        message = encode_usage_fields(request_id, tenant.account_id, tenant.livemode, meta.pk,
-                                      spot.period_start, spot.period_end, created, records)
+        entry, batched = usage_entry(request_id, tenant.account_id, tenant.livemode, meta.pk,
+                                     spot.period_start, spot.period_end, created, records)
+        message = encode_entries([entry], [batched])
         response = _render(req, tenant.livemode, request_id, created, now, duplicates)
         return ((response, _Stored.dumps(request_id, created, now, duplicates)),
                 (message, item_key(meta.pk), len(records)), record_ids)

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from aggregator.fold import WindowState, billable_quantity
+from vinr.fold import WindowState, billable_quantity
 
 __all__ = ["Ask", "PriceChange", "Segment", "measure", "price_at", "price_segments"]
 

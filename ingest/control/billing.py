@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from aggregator.fold import WindowState, billable_quantity
+from vinr.fold import WindowState, billable_quantity
 from ingest.control.common import (
     Json,
     StartingAfter,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from aggregator.fold import fold_map
+from vinr.fold import fold_map
 from vinr import devenv
 from vinr.settings import Settings
 from vinr.wire import UsageMessage, encode_usage, item_key

@@ -178,7 +178,8 @@ async def topic_messages(bootstrap: str, topic: str) -> list[UsageMessage]:
         out: list[UsageMessage] = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(decode_usage(m.value) for m in msgs)
+                for m in msgs:
+                    out.extend(decode_usage(m.value))
         return out
     finally:
         await consumer.stop()

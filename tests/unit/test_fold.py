@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.fold import (
+from vinr.fold import (
     InvalidRecords,
     Op,
     WindowState,

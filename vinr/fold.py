@@ -37,10 +37,12 @@ __all__ = [
     "apply",
     "billable_quantity",
     "collapse",
+    "collapse_valid",
     "combine",
     "fold_map",
     "fold_ops",
     "merge_ops",
+    "ops_of",
     "points_to_read",
     "then",
 ]
@@ -106,9 +108,6 @@ def collapse(records: Sequence[Sequence[Any]], period_start: int, period_end: in
              ) -> dict[int, Op]:
     """One request's records as one op per timestamp (arrival order within the request).
 
-    Fast paths keep the per-record work inside C builtins: increments only (runs of equal
-    timestamps summed with slices), sets only (the last set per timestamp wins), one record.
-
     Raises:
         InvalidRecords: a record is malformed or outside ``[period_start, period_end)``.
     """
@@ -121,6 +120,45 @@ def collapse(records: Sequence[Sequence[Any]], period_start: int, period_end: in
     except (TypeError, ValueError) as exc:
         raise InvalidRecords("records must be [timestamp, quantity, is_set] triples") from exc
     _check(ts_col, q_col, s_col, period_start, period_end)
+    return _collapse_columns(ts_col, q_col, s_col)
+
+
+def ops_of(ops: Sequence[Any], period_start: int, period_end: int) -> dict[int, Op]:
+    """A request's published ops (``[[timestamp, quantity, is_set], …]``, one per distinct
+    timestamp, as ``collapse`` made them), checked.
+
+    Raises:
+        InvalidRecords: an op is malformed, outside ``[period_start, period_end)``, or two
+            ops share a timestamp.
+    """
+    if len(ops) == 1:
+        return _collapse_one(ops[0], period_start, period_end)
+    try:
+        ts_col, q_col, s_col = zip(*ops, strict=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecords("records must be [timestamp, quantity, is_set] triples") from exc
+    _check(ts_col, q_col, s_col, period_start, period_end)
+    out = {ts: Op(bool(is_set), q) for ts, q, is_set in ops}
+    if len(out) != len(ops):
+        raise InvalidRecords("a request's ops must have distinct timestamps")
+    return out
+
+
+def collapse_valid(records: Sequence[tuple[int, int, bool]]) -> dict[int, Op]:
+    """``collapse`` for records already validated (the ingest's, before publishing)."""
+    if len(records) == 1:
+        ts, q, is_set = records[0]
+        return {ts: Op(is_set, q)}
+    if not records:
+        return {}
+    ts_col, q_col, s_col = zip(*records, strict=True)
+    return _collapse_columns(ts_col, q_col, s_col)
+
+
+def _collapse_columns(ts_col: Sequence[int], q_col: Sequence[int], s_col: Sequence[bool]
+                      ) -> dict[int, Op]:
+    """Fast paths keep the per-record work inside C builtins: increments only (runs of equal
+    timestamps summed with slices), sets only (the last set per timestamp wins)."""
     if not any(s_col):
         first, last = ts_col[0], ts_col[-1]
         if first == last and min(ts_col) == max(ts_col):
