@@ -109,6 +109,7 @@ class Aggregator(Service):
         self._positions: dict[int, int] = {}     # partition → where its next batch starts
         self._in_flight: asyncio.Task[BatchResult] | None = None
         self.records = 0
+        self.committed: dict[int, int] = {}      # partition → offset its last commit stored
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class Aggregator(Service):
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
         M.aggregator_batch_seconds.observe(time.perf_counter() - started)
+        self.committed.update(result.committed)
         return result
 
     def _account(self, result: BatchResult) -> None:

@@ -30,12 +30,12 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from vinr.fold import fold_map
 from aggregator.watermark import caught_up
 from aggregator.worker import Aggregator, tune_gc
 from bench.common import Figure
 from vinr.db import create_pool
 from vinr.devenv import isolated_settings
+from vinr.fold import fold_map
 from vinr.settings import Settings
 from vinr.wire import UsageMessage, decode_usage, encode_usage, item_key
 
@@ -125,10 +125,11 @@ async def preload(settings: Settings, workload: Workload) -> dict[int, int]:
     return {tp.partition: off for tp, off in ends.items()}
 
 
-async def bare_loop(settings: Settings, ends: dict[int, int], *, decode: bool = True
+async def bare_loop(settings: Settings, ends: dict[int, int], *, records_too: bool = False
                     ) -> tuple[float, int]:
-    """The ceiling: getmany, and (``decode``) both parts of every message decoded, nothing
-    else. Returns (seconds, records)."""
+    """The ceiling: ``getmany`` and each message's header decoded — the least any reader of
+    the topic does to learn what a message holds — nothing else; ``records_too`` decodes
+    the records that follow the header as well. Returns (seconds, records)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=1024 * 1024,
@@ -148,14 +149,11 @@ async def bare_loop(settings: Settings, ends: dict[int, int], *, decode: bool = 
             for tp, msgs in fetched.items():
                 for msg in msgs:
                     value = msg.value
-                    if decode:
-                        head, _, tail = value.partition(b"\n")
-                        for entry in loads(head)["q"]:
-                            records += entry[7]
-                        if tail:
-                            loads(tail)
-                    else:
-                        records += len(value) > 0     # touched; the caller knows the count
+                    cut = value.find(b"\n")
+                    for entry in loads(value if cut < 0 else memoryview(value)[:cut])["q"]:
+                        records += entry[7]
+                    if records_too and cut >= 0:
+                        loads(memoryview(value)[cut + 1:])
                 left[tp.partition] = ends[tp.partition] - (msgs[-1].offset + 1)
         return time.perf_counter() - started, records
     finally:
@@ -177,12 +175,16 @@ async def aggregator_round(settings: Settings, pool: asyncpg.Pool, ends: dict[in
     try:
         started = time.perf_counter()
         runner = asyncio.create_task(agg.run())
-        while not await caught_up(pool, settings.consumer_group, settings.usage_topic, ends):
+        # Watch the commits in memory (a Postgres poll would compete for the same loop and
+        # server), then confirm against the stored offsets.
+        while any(agg.committed.get(p, -1) < end for p, end in ends.items()):
             if runner.done():
                 runner.result()
                 raise RuntimeError("the aggregator stopped before catching up")
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
         elapsed = time.perf_counter() - started
+        if not await caught_up(pool, settings.consumer_group, settings.usage_topic, ends):
+            raise RuntimeError("the aggregator reported commits Postgres does not hold")
         agg.request_stop()
         await runner
     finally:
@@ -231,7 +233,7 @@ async def _run(broker: str) -> list[Figure]:
         pool = await create_pool(settings, min_size=1, max_size=2)
         try:
             bare: list[float] = []
-            fetch_only: list[float] = []
+            full: list[float] = []
             agg: list[float] = []
             wrong = 0
             counts: dict[str, int] = {}
@@ -242,13 +244,13 @@ async def _run(broker: str) -> list[Figure]:
                     if records != expected:
                         raise RuntimeError(f"bare loop read {records} records, not {expected}")
                     bare.append(records / seconds)
-                    seconds, _ = await bare_loop(settings, ends, decode=False)
-                    fetch_only.append(expected / seconds)
+                    seconds, _ = await bare_loop(settings, ends, records_too=True)
+                    full.append(expected / seconds)
                 seconds, counts = await aggregator_round(settings, pool, ends)
                 agg.append(workload.records / seconds)
                 wrong += await check_windows(pool, workload)
-                print(f"  round {n + 1}: bare loop {bare[-1]:,.0f} records/s (getmany only"
-                      f" {fetch_only[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
+                print(f"  round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records decoded"
+                      f" too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
                       flush=True)
         finally:
             await pool.close()
@@ -257,9 +259,9 @@ async def _run(broker: str) -> list[Figure]:
     ok = wrong == 0 and value >= 300_000 and value >= 0.5 * ceiling
     messages = len(workload.messages)
     return [
-        Figure(STAGE, "bare aiokafka loop (getmany + decode)", ceiling, "records/s"),
-        Figure(STAGE, "bare aiokafka loop (getmany only)", statistics.median(fetch_only),
-               "records/s"),
+        Figure(STAGE, "bare aiokafka loop (getmany + headers decoded)", ceiling, "records/s"),
+        Figure(STAGE, "bare aiokafka loop (getmany + headers and records decoded)",
+               statistics.median(full), "records/s"),
         Figure(STAGE, f"into Postgres windows ({workload.records:,} records,"
                f" {messages:,} messages)", value, "records/s",
                "≥ 300,000/s and ≥ 0.5 × bare loop", ceiling, "bare loop", ok),

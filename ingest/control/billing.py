@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from vinr.fold import WindowState, billable_quantity
 from ingest.control.common import (
     Json,
     StartingAfter,
@@ -18,6 +17,7 @@ from ingest.control.common import (
 from invoicer.billing import InvoiceRules, collect_invoices
 from invoicer.views import load_invoices
 from vinr.errors import Conflict, InvalidRequest
+from vinr.fold import WindowState, billable_quantity
 from vinr.ids import derived_id
 from vinr.objects import render_charge
 

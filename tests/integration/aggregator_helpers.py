@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from vinr.fold import fold_map
 from vinr import devenv
+from vinr.fold import fold_map
 from vinr.settings import Settings
 from vinr.wire import UsageMessage, encode_usage, item_key
 
