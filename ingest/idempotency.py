@@ -269,8 +269,10 @@ class Coalescer(Generic[T, R]):
             task.add_done_callback(self._tasks.discard)
 
     async def _call(self, batch: list[tuple[T, asyncio.Future[R] | None]]) -> None:
+        # An item whose caller gave up while it waited (a timeout) is not run at all.
+        batch = [entry for entry in batch if entry[1] is None or not entry[1].done()]
         try:
-            results = await self._run([item for item, _ in batch])
+            results = await self._run([item for item, _ in batch]) if batch else []
         except asyncio.CancelledError:
             for _, future in batch:
                 if future is not None:

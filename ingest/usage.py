@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from ingest.asgi import Receive, Scope, Send, read_body, send_error, send_json
 from ingest.auth import Tenant
 from ingest.idempotency import MAX_KEY_LENGTH, Claim, RecordKey
+from ingest.publisher import Records, UsagePublisher
 from ingest.rules import (
     Calendar,
     Schedule,
@@ -65,7 +66,7 @@ from vinr.errors import (
 from vinr.ids import derived_id, new_id
 from vinr.itemmeta import ItemMeta, load_item_meta
 from vinr.telemetry import M
-from vinr.wire import encode_entries, item_key, usage_entry
+from vinr.wire import Entry, item_key, usage_entry
 
 __all__ = ["MAX_BATCH", "UsageBatchIn", "UsageEndpoint", "UsageRecordIn", "validation_error"]
 
@@ -315,6 +316,7 @@ class UsageEndpoint:
         self._calendars: dict[int, tuple[ItemMeta, Calendar]] = {}
         self._fresh: dict[tuple[str, bool, str], tuple[float, ItemMeta, Schedule]] = {}
         self._kafka_down_until = 0.0
+        self._publisher = UsagePublisher(lambda: services.producer, self._cfg.usage_topic)
         # Lease tokens: unique per request (a random process prefix and a counter) — they
         # only tell this request's pending keys from another's; no secret, no syscall.
         self._token_prefix = secrets.token_hex(6)
@@ -397,7 +399,7 @@ class UsageEndpoint:
         s, cfg = self._s, self._cfg
         if time.monotonic() < self._kafka_down_until:
             raise DependencyUnavailable("kafka", "recent publish failures")
-        producer = s.producer          # 503 now, before claiming anything, if not connected
+        _ = s.producer                 # 503 now, before claiming anything, if not connected
         mode = "l" if tenant.livemode else "t"
         digest = _digest(req.canonical())
         token = f"{self._token_prefix}{next(self._tokens):x}"
@@ -420,10 +422,10 @@ class UsageEndpoint:
         claimed = [rk for rk, state in zip(record_keys, claim.records, strict=True)
                    if state == "n"] if record_keys else record_keys
         try:
-            response, (payload, key, count), record_ids = await self._build(
+            response, (entry, batched, key, count), record_ids = await self._build(
                 tenant, req, claim, idem_key, digest)
             if count:
-                await self._publish(producer, payload, key)
+                await self._publish(key, entry, batched)
         except BaseException:
             await self._release(request_key, digest, token, claimed)
             raise
@@ -539,9 +541,11 @@ class UsageEndpoint:
 
     async def _build(self, tenant: Tenant, req: _Request, claim: Claim, idem_key: str | None,
                      digest: str
-                     ) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes, int], list[str]]:
-        """((response, stored), (Kafka message, its key, its record count), ids of the
-        claimed keyed records).
+                     ) -> tuple[tuple[bytes, bytes], tuple[Entry, Records | None, bytes, int],
+                                list[str]]:
+        """((response, stored), (the request's entry in a Kafka message, its records when
+        they follow the entry, the item key, the record count), ids of the claimed keyed
+        records).
 
         Raises InvalidRequest/NotFound for records the rules refuse (naming every bad
         index), DependencyUnavailable when Postgres is needed and down.
@@ -583,10 +587,9 @@ class UsageEndpoint:
             zip(timestamps, req.quantities, req.sets, strict=True))
         entry, batched = usage_entry(request_id, tenant.account_id, tenant.livemode, meta.pk,
                                      spot.period_start, spot.period_end, created, records)
-        message = encode_entries([entry], [batched])
         response = _render(req, tenant.livemode, request_id, created, now, duplicates)
         return ((response, _Stored.dumps(request_id, created, now, duplicates)),
-                (message, item_key(meta.pk), len(records)), record_ids)
+                (entry, batched, item_key(meta.pk), len(records)), record_ids)
 
     def _calendar(self, meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
         if schedule is not None:
@@ -600,13 +603,12 @@ class UsageEndpoint:
         self._calendars[id(meta)] = (meta, cal)
         return cal
 
-    async def _publish(self, producer: Any, message: bytes, key: bytes) -> None:
-        """Queue the record and wait for the broker's ack, within ``publish_timeout_s``: the
-        invoicer's settle time (``close_settle_s``) relies on this deadline."""
+    async def _publish(self, key: bytes, entry: Entry, records: Records | None) -> None:
+        """Publish the request and wait for the broker's ack, within ``publish_timeout_s``:
+        the invoicer's settle time (``close_settle_s``) relies on this deadline."""
         try:
             async with asyncio.timeout(self._cfg.publish_timeout_s):
-                delivered = await producer.send(self._cfg.usage_topic, message, key=key)
-                await delivered
+                await self._publisher.publish(key, entry, records)
         except (KafkaError, TimeoutError) as exc:
             self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
             raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc

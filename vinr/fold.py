@@ -80,13 +80,17 @@ def combine(ops: Iterable[tuple[int, bool]]) -> Op:
             value += quantity
     return Op(is_set, value)
 
+_INT = {int}
+_BOOL = {bool}
+
+
 def _check(ts_col: Sequence[Any], q_col: Sequence[Any], s_col: Sequence[Any],
            period_start: int, period_end: int) -> None:
-    """C-speed checks over whole columns (``sum`` refuses strings, its type spots floats)."""
+    """C-speed checks over whole columns (exact types: JSON's true is not a 1, nor 1 a true)."""
     try:
-        ok = (type(sum(ts_col)) is int and type(sum(q_col)) is int
-              and min(q_col) >= 0 and period_start <= min(ts_col) and max(ts_col) < period_end
-              and set(s_col) <= {True, False})
+        ok = (set(map(type, ts_col)) == _INT and set(map(type, q_col)) == _INT
+              and set(map(type, s_col)) == _BOOL
+              and min(q_col) >= 0 and period_start <= min(ts_col) and max(ts_col) < period_end)
     except TypeError:
         ok = False
     if not ok:
@@ -99,7 +103,7 @@ def _collapse_one(record: Sequence[Any], period_start: int, period_end: int) -> 
     except (TypeError, ValueError) as exc:
         raise InvalidRecords("records must be [timestamp, quantity, is_set] triples") from exc
     if (type(ts) is not int or type(q) is not int or q < 0
-            or not period_start <= ts < period_end or is_set not in (True, False)):
+            or not period_start <= ts < period_end or type(is_set) is not bool):
         raise InvalidRecords("records must be [timestamp, quantity >= 0, is_set] with the"
                              f" timestamp in [{period_start}, {period_end})")
     return {ts: Op(bool(is_set), q)}

@@ -102,7 +102,8 @@ def decode_head(raw: bytes) -> list[Entry]:
     cut = raw.find(_HEAD_END)
     try:
         d = orjson.loads(raw if cut < 0 else memoryview(raw)[:cut])
-        entries = d["q"] if type(d) is dict and d.get("v") == VERSION else None
+        version = d.get("v") if type(d) is dict else None
+        entries = d["q"] if type(version) is int and version == VERSION else None
     except (orjson.JSONDecodeError, KeyError) as exc:
         raise ValueError(f"not a usage message: {exc}") from exc
     if type(entries) is not list or not entries:
