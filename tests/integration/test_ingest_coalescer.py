@@ -5,6 +5,7 @@ exactly its own items. (Pure asyncio: no services needed.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ingest.idempotency import Coalescer
 
@@ -86,3 +87,18 @@ async def test_pushed_items_go_out_in_order_and_a_failure_is_reported_once() -> 
     assert run.calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     assert isinstance(waited.exception(), ConnectionError)
     assert len(errors) == 1 and isinstance(errors[0], ConnectionError)
+
+
+async def test_an_item_whose_caller_gave_up_is_not_run() -> None:
+    """A request that timed out while queued must not be published after its 503."""
+    run = _Recorder()
+    run.gate.clear()
+    coalescer: Coalescer[int, int] = Coalescer(run, max_batch=100, max_concurrent=1)
+    first = asyncio.ensure_future(coalescer.submit(1))
+    await asyncio.sleep(0.01)                   # call [1] runs, held at the gate
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(coalescer.submit(2), 0.01)     # queued, then given up
+    third = asyncio.ensure_future(coalescer.submit(3))
+    run.gate.set()
+    assert await first == 10 and await third == 30
+    assert run.calls == [[1], [3]]
