@@ -66,7 +66,7 @@ async def rebuild_window(conn: asyncpg.Connection[Any], item_pk: int, period_sta
             return None
         ledger = await conn.fetch(
             "SELECT payload, records FROM usage_ledger WHERE item_pk = $1 AND period_start = $2"
-            " ORDER BY kafka_partition, kafka_offset", item_pk, period_start)
+            " ORDER BY kafka_partition, kafka_offset, kafka_index", item_pk, period_start)
         ops: dict[int, Op] = {}
         records = skipped = 0
         for entry in ledger:

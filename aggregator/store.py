@@ -163,16 +163,17 @@ class PostgresWindowStore:
         only a count comes back)."""
         row = await conn.fetchrow(
             "WITH ins AS (INSERT INTO usage_ledger (id, item_pk, period_start, records,"
-            " accepted_at, kafka_partition, kafka_offset, payload)"
+            " accepted_at, kafka_partition, kafka_offset, kafka_index, payload)"
             " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[],"
-            " $5::bigint[], $6::int[], $7::bigint[], $8::bytea[])"
+            " $5::bigint[], $6::int[], $7::bigint[], $8::int[], $9::bytea[])"
             " ON CONFLICT DO NOTHING RETURNING id)"
-            " SELECT count(*) AS n, CASE WHEN count(*) < $9 THEN array_agg(id) END AS ids"
+            " SELECT count(*) AS n, CASE WHEN count(*) < $10 THEN array_agg(id) END AS ids"
             " FROM ins",
             [r.id for r in requests], [r.item_pk for r in requests],
             [r.period_start for r in requests], [r.count for r in requests],
             [r.accepted_at for r in requests], [r.partition for r in requests],
-            [r.offset for r in requests], [r.payload for r in requests], len(requests))
+            [r.offset for r in requests], [r.index for r in requests],
+            [r.payload for r in requests], len(requests))
         if row["n"] == len(requests):
             return {r.id for r in requests}
         return set(row["ids"] or ())
