@@ -27,7 +27,7 @@ from tests.integration.aggregator_helpers import (
 from vinr.db import create_pool
 from vinr.devenv import isolated_settings
 from vinr.settings import Settings
-from vinr.wire import UsageMessage
+from vinr.wire import UsageMessage, encode_usage, item_key
 
 
 def metric(name: str, **labels: str) -> float:
@@ -243,3 +243,32 @@ async def test_windows_deleted_by_hand_come_back_and_replay_restores_them(
     assert set(after) == set(published.truth())
     await rebuild_windows(pool)      # the ledger still holds every request
     assert await windows(pool) == published.truth()
+
+
+async def test_requests_sharing_a_message_fold_and_replay_in_their_order(
+        env: tuple[Settings, asyncpg.Pool]) -> None:
+    """The ingest packs single records into one message; their order inside it is arrival
+    order — an increment then a set at one timestamp leaves the set's value, also on replay."""
+    from aiokafka import AIOKafkaProducer
+
+    settings, pool = env
+    ts = T + 7
+    msgs = [message(f"mbu_pack{i}", 9, [(ts, q, s)])
+            for i, (q, s) in enumerate([(5, False), (2, True), (4, False), (1, True)] * 5)]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.usage_topic, encode_usage(*msgs),
+                                     key=item_key(9))
+    finally:
+        await producer.stop()
+    expected = (1, 1, ts, 1, 20)      # the last set at ts wins; 20 records
+    async with Aggregator(settings, pool=pool, retention_s=None) as agg:
+        await agg.drain()
+    assert (await windows(pool))[(9, PERIOD[0])] == expected
+    rows = await pool.fetch("SELECT kafka_index FROM usage_ledger WHERE id LIKE 'mbu_pack%'"
+                            " ORDER BY kafka_index")
+    assert [r["kafka_index"] for r in rows] == list(range(20))
+    await pool.execute("UPDATE usage_windows SET total = 0, max = 0 WHERE item_pk = 9")
+    await rebuild_windows(pool)
+    assert (await windows(pool))[(9, PERIOD[0])] == expected
