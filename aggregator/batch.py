@@ -1,9 +1,10 @@
 """Turning fetched Kafka messages into one prepared, pre-aggregated batch. Pure: no I/O.
 
-Everything per record happens here, outside the database transaction (and, in the worker,
-while the previous batch's transaction runs): decoding, validation, collapsing each
-request's records to one op per timestamp, and merging the requests of each window in
-arrival order. The store then writes one row per touched timestamp and per window.
+Everything per request happens here, outside the database transaction (and, in the worker,
+while the previous batch's transaction runs): decoding message headers, checking each
+request's ops (its records collapsed per timestamp by the ingest, ``vinr.wire``), and
+merging the requests of each window in arrival order. The store then writes one row per
+touched timestamp and per window.
 
 A batch assumes every request in it is new; when the ledger says otherwise (a client retry
 that slipped past Redis), ``window_deltas`` rebuilds the affected windows from the fresh

@@ -56,9 +56,6 @@ class UsagePublisher:
             self._topic, encode_entries([entry], [records]), key=key)
         await delivered
 
-    async def drain(self) -> None:
-        await self._singles.drain()
-
     async def _send_singles(self, items: list[_Item]) -> list[BaseException | None]:
         producer = self._producer()
         groups: dict[int | None, list[int]] = {}

@@ -2,7 +2,8 @@
 
 Served as raw ASGI (no framework routing or dependency injection on the hot path). Per
 request: one *claim* in Redis (idempotency key → pending, per-record keys, item metadata
-read alongside), one Kafka send awaited until the broker acknowledged it, one *settle* in
+read alongside), one Kafka publish awaited until the broker acknowledged it (single
+records accepted together share one message per partition: ``ingest.publisher``), one *settle* in
 Redis (key → done, queued before the answer is written and not waited for). Claims and
 settles of concurrent requests share one Lua call per event-loop iteration
 (``ingest.idempotency.Coalescer``). The answer is sent only after Kafka has the record and
