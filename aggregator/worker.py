@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Collection
@@ -38,7 +37,7 @@ from vinr.lifecycle import Service
 from vinr.settings import Settings
 from vinr.telemetry import M
 
-__all__ = ["Aggregator", "tune_gc"]
+__all__ = ["Aggregator"]
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +53,6 @@ _RETENTION_S = 300.0
 _SLICE_BYTES = 64 * 1024
 # A batch takes what the consumer has fetched, up to about this many message bytes.
 _BATCH_BYTES = 2 * 1024 * 1024
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def tune_gc() -> None:
-    """Run the cyclic garbage collector rarely, for a process that decodes usage in bulk.
-
-    Decoding allocates one container per record (orjson's lists); with CPython's default
-    threshold (700 allocations) the collector runs every few messages and rescans the live
-    fetched data, which made preparing a batch ~2.5× slower in the aggregator benchmark.
-    Reference counting frees that data anyway; cycles are still collected. Process-wide, so
-    the ``vinr aggregator`` entry point calls it, not the class (tests embed the class).
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, aggregator: Aggregator) -> None:
         self._aggregator = aggregator

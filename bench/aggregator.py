@@ -31,11 +31,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from aggregator.watermark import caught_up
-from aggregator.worker import Aggregator, tune_gc
+from aggregator.worker import Aggregator
 from bench.common import Figure
 from vinr.db import create_pool
 from vinr.devenv import isolated_settings
 from vinr.fold import fold_map
+from vinr.roles import tune_gc
 from vinr.settings import Settings
 from vinr.wire import UsageMessage, decode_usage, encode_usage, item_key
 

@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     from vinr import roles
 
+    if command in ("api", "up", "aggregator"):
+        roles.tune_gc()
     broker = None
     if command == "up" and not settings.kafka_bootstrap:
         from vinr.devbroker import DevBroker
@@ -164,9 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _worker(command: str, settings: Settings, args: argparse.Namespace) -> Worker:
     if command == "aggregator":
-        from aggregator.worker import Aggregator, tune_gc
+        from aggregator.worker import Aggregator
 
-        tune_gc()
         parts = ([int(p) for p in args.partitions.split(",")] if args.partitions else None)
         return Aggregator(settings, partitions=parts, group=args.group)
     if command == "invoicer":

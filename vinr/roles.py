@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Generator, Sequence
@@ -23,11 +24,27 @@ from vinr.db import apply_migrations
 from vinr.health import DependencyProbe
 from vinr.settings import Settings
 
-__all__ = ["Worker", "run_api", "run_up", "run_workers"]
+__all__ = ["GC_THRESHOLDS", "Worker", "run_api", "run_up", "run_workers", "tune_gc"]
 
 log = logging.getLogger(__name__)
 
 _DRAIN_S = 25.0
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Run the cyclic garbage collector rarely, in the API and aggregator processes.
+
+    Both allocate many short-lived containers per unit of work (a request's coroutines,
+    futures and dicts; a message's decoded lists). With CPython's default threshold (700
+    allocations) the collector runs every few requests or messages and rescans the live
+    heap: it cost the aggregator's batch preparation ~2.5× and the API ~4% of its
+    throughput in their benchmarks. Reference counting frees that garbage anyway; cycles
+    are still collected, every 50,000 allocations. Start-up objects are frozen out of the
+    scans. Process-wide, so the role entry points call it (tests embed the classes).
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Worker(Protocol):
