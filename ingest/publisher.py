@@ -10,6 +10,13 @@ Batch requests, already large, are sent as one message each.
 
 Each request learns its own outcome: a partition whose send failed fails only the requests
 in its message.
+
+**Deadline.** Every request is answered within ``timeout_s`` of calling ``publish``: acked,
+failed, or ``TimeoutError`` (the message may still land later; the retry with the same key
+carries the same id, which the ledger drops). The invoicer's settle time relies on this
+bound. A single-record request's deadline travels with it through the coalescer and its
+message waits until the earliest deadline among the requests it carries: one timer per
+message, not one per request (a timer costs more than the rest of a request's publish).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ingest.idempotency import Coalescer
@@ -27,14 +35,15 @@ from vinr.wire import Entry, encode_entries
 __all__ = ["UsagePublisher"]
 
 Records = Sequence[tuple[int, int, bool]]
-_Item = tuple[bytes, Entry]          # (item key, header entry) of a single-record request
+_Item = tuple[bytes, Entry, float]   # a single-record request: (item key, entry, deadline)
 
 
 class UsagePublisher:
     def __init__(self, producer: Callable[[], AIOKafkaProducer], topic: str, *,
-                 max_batch: int = 500, max_concurrent: int = 4) -> None:
+                 timeout_s: float, max_batch: int = 500, max_concurrent: int = 4) -> None:
         self._producer = producer       # raises DependencyUnavailable when not connected
         self._topic = topic
+        self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._cache: dict[bytes, int] = {}
         self._cached_for = 0
@@ -42,39 +51,72 @@ class UsagePublisher:
             self._send_singles, max_batch=max_batch, max_concurrent=max_concurrent)
 
     async def publish(self, key: bytes, entry: Entry, records: Records | None) -> None:
-        """Until the broker acknowledged the request's message.
+        """Until the broker acknowledged the request's message, at most ``timeout_s``.
 
         Raises:
-            KafkaError: the send failed; DependencyUnavailable: no producer.
+            KafkaError: the send failed; TimeoutError: no ack within ``timeout_s``;
+            DependencyUnavailable: no producer.
         """
         if records is None:
-            error = await self._singles.submit((key, entry))
+            deadline = asyncio.get_running_loop().time() + self._timeout_s
+            error = await self._singles.enqueue((key, entry, deadline))
             if error is not None:
                 raise error
             return
-        delivered = await self._producer().send(
-            self._topic, encode_entries([entry], [records]), key=key)
-        await delivered
+        async with asyncio.timeout(self._timeout_s):
+            delivered = await self._producer().send(
+                self._topic, encode_entries([entry], [records]), key=key)
+            await delivered
 
     async def _send_singles(self, items: list[_Item]) -> list[BaseException | None]:
-        producer = self._producer()
-        groups: dict[int | None, list[int]] = {}
-        for index, (key, _) in enumerate(items):
-            groups.setdefault(self._partition_of(producer, key), []).append(index)
-        sends: list[tuple[list[int], Any]] = []
-        for partition, indexes in groups.items():
-            if partition is None:          # no metadata yet: one message each, by key
-                for i in indexes:
-                    sends.append(([i], await producer.send(
-                        self._topic, encode_entries([items[i][1]], [None]), key=items[i][0])))
-                continue
-            value = encode_entries([items[i][1] for i in indexes], [None] * len(indexes))
-            sends.append((indexes, await producer.send(
-                self._topic, value, key=items[indexes[0]][0], partition=partition)))
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         results: list[BaseException | None] = [None] * len(items)
-        outcomes = await asyncio.gather(*(f for _, f in sends), return_exceptions=True)
-        for (indexes, _), outcome in zip(sends, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
+        live = [i for i, item in enumerate(items) if item[2] > now]
+        if len(live) < len(items):      # queued past their deadline (sends were stuck)
+            late = TimeoutError(f"no ack from Kafka within {self._timeout_s} s")
+            for i in set(range(len(items))).difference(live):
+                results[i] = late
+            if not live:
+                return results
+        deadline = min(items[i][2] for i in live)
+        sends: list[tuple[list[int], asyncio.Future[Any]]] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                producer = self._producer()
+                groups: dict[int | None, list[int]] = {}
+                for index in live:
+                    groups.setdefault(self._partition_of(producer, items[index][0]),
+                                      []).append(index)
+                for partition, indexes in groups.items():
+                    if partition is None:      # no metadata yet: one message each, by key
+                        for i in indexes:
+                            sends.append(([i], await producer.send(
+                                self._topic, encode_entries([items[i][1]], [None]),
+                                key=items[i][0])))
+                        continue
+                    value = encode_entries([items[i][1] for i in indexes],
+                                           [None] * len(indexes))
+                    sends.append((indexes, await producer.send(
+                        self._topic, value, key=items[indexes[0]][0], partition=partition)))
+        except TimeoutError as exc:   # the send queue stayed full (a broker outage)
+            sent = {i for indexes, _ in sends for i in indexes}
+            for i in live:
+                if i not in sent:
+                    results[i] = exc
+        if sends:
+            # asyncio.wait, not a timeout around gather: the producer's delivery futures are
+            # its own and must not be cancelled.
+            await asyncio.wait([f for _, f in sends], timeout=max(0.0, deadline - loop.time()))
+        for indexes, delivery in sends:
+            outcome: BaseException | None
+            if not delivery.done():
+                outcome = TimeoutError(f"no ack from Kafka within {self._timeout_s} s")
+            elif delivery.cancelled():
+                outcome = KafkaError("the producer cancelled the send")
+            else:
+                outcome = delivery.exception()
+            if outcome is not None:
                 for i in indexes:
                     results[i] = outcome
         return results

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from ingest.auth import KeyAuthenticator
 from ingest.idempotency import RedisIdempotencyStore
+from ingest.scriptpipe import ScriptPipe
 from vinr.db import create_pool
 from vinr.errors import DependencyUnavailable
 from vinr.itemmeta import ItemMetaStore
@@ -44,6 +45,7 @@ class Services:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         self._redis: Redis | None = None
+        self._pipe: ScriptPipe | None = None
         self._producer: AIOKafkaProducer | None = None
         self._meta: ItemMetaStore | None = None
         self._idempotency: RedisIdempotencyStore | None = None
@@ -95,9 +97,12 @@ class Services:
         self._redis = Redis.from_url(s.redis_url.get_secret_value(), decode_responses=False,
                                      socket_timeout=5, socket_connect_timeout=2,
                                      max_connections=256)
+        self._pipe = ScriptPipe(s.redis_url.get_secret_value(), timeout_s=5,
+                                connect_timeout_s=2)
         self._meta = ItemMetaStore(self._redis, s)
         self._idempotency = RedisIdempotencyStore(
-            self._redis, ttl_s=s.idempotency_ttl_s, lease_s=s.idempotency_lease_s)
+            self._redis, ttl_s=s.idempotency_ttl_s, lease_s=s.idempotency_lease_s,
+            pipe=self._pipe)
         if not await self._connect_once():
             self._connector = asyncio.create_task(self._keep_connecting())
         # What exists now (modules, the app, the clients: ~90k objects) lives as long as
@@ -164,6 +169,9 @@ class Services:
             except TimeoutError:
                 log.warning("idempotency settlements still queued at shutdown; their"
                             " leases will expire")
+        if self._pipe is not None:
+            pipe, self._pipe = self._pipe, None
+            await pipe.close()
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await redis.aclose()

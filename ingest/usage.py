@@ -25,7 +25,6 @@ ledger drops if it already has it — so retrying is always safe.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import logging
@@ -280,21 +279,11 @@ def _render(req: _Request, livemode: bool, request_id: str, created: int, now: i
         "duplicates": len(duplicates), "data": data})
 
 
-class _Metrics:
-    """Pre-resolved metric children: ``labels()`` per request costs more than the work."""
+class _Rejections:
+    """Pre-resolved counter children: ``labels()`` per request costs more than the work."""
 
     def __init__(self) -> None:
-        self._requests: dict[tuple[str, int], Any] = {}
         self._rejected: dict[str, Any] = {}
-        self.seconds = {r: M.ingest_seconds.labels(r) for r in ("single", "batch")}
-        self.ok = {r: M.ingest_requests.labels(r, "200") for r in ("single", "batch")}
-
-    def request(self, route: str, status: int) -> None:
-        child = self._requests.get((route, status))
-        if child is None:
-            child = self._requests[(route, status)] = M.ingest_requests.labels(route,
-                                                                               str(status))
-        child.inc()
 
     def rejected(self, code: str) -> None:
         child = self._rejected.get(code)
@@ -311,13 +300,14 @@ class UsageEndpoint:
         self._cfg = services.settings
         self._inflight = 0
         self._max_inflight = services.settings.max_inflight_requests
-        self._metrics = _Metrics()
+        self._rejections = _Rejections()
         self._meta_cache: dict[bytes, ItemMeta] = {}
         # cached_calendar(meta) by id(meta); the entry keeps meta alive, so the id is its own
         self._calendars: dict[int, tuple[ItemMeta, Calendar]] = {}
         self._fresh: dict[tuple[str, bool, str], tuple[float, ItemMeta, Schedule]] = {}
         self._kafka_down_until = 0.0
-        self._publisher = UsagePublisher(lambda: services.producer, self._cfg.usage_topic)
+        self._publisher = UsagePublisher(lambda: services.producer, self._cfg.usage_topic,
+                                         timeout_s=self._cfg.publish_timeout_s)
         # Lease tokens: unique per request (a random process prefix and a counter) — they
         # only tell this request's pending keys from another's; no secret, no syscall.
         self._token_prefix = secrets.token_hex(6)
@@ -333,8 +323,8 @@ class UsageEndpoint:
             exc: VinrError = RateLimited(
                 f"this API process is at its limit of {self._max_inflight} requests in"
                 " flight; retry shortly", code="too_many_requests_in_flight")
-            self._metrics.rejected(exc.code)
-            self._metrics.request(route, exc.status)
+            self._rejections.rejected(exc.code)
+            M.usage.request(route, exc.status, time.perf_counter() - started)
             await send_error(send, exc)
             return
         self._inflight += 1
@@ -348,7 +338,7 @@ class UsageEndpoint:
             await send({"type": "http.response.body", "body": body})
         except VinrError as exc:
             status = exc.status
-            self._metrics.rejected(exc.code)
+            self._rejections.rejected(exc.code)
             await send_error(send, exc)
         except Exception:
             # A bug, not bad input: logged with its traceback, answered in the API's shape.
@@ -357,12 +347,7 @@ class UsageEndpoint:
             await send_json(send, 500, _INTERNAL)
         finally:
             self._inflight -= 1
-            metrics = self._metrics
-            if status == 200:
-                metrics.ok[route].inc()
-            else:
-                metrics.request(route, status)
-            metrics.seconds[route].observe(time.perf_counter() - started)
+            M.usage.request(route, status, time.perf_counter() - started)
 
     async def _handle(self, scope: Scope, receive: Receive, batch: bool) -> tuple[bytes, bool]:
         authorization = idem_key = None
@@ -430,7 +415,7 @@ class UsageEndpoint:
         except BaseException:
             await self._release(request_key, digest, token, claimed)
             raise
-        M.ingest_records.inc(count)
+        M.usage.records += count
         self._complete(request_key, digest, token, response[1],
                        list(zip(claimed, record_ids, strict=True)) if claimed else [])
         return response[0], False
@@ -608,8 +593,7 @@ class UsageEndpoint:
         """Publish the request and wait for the broker's ack, within ``publish_timeout_s``:
         the invoicer's settle time (``close_settle_s``) relies on this deadline."""
         try:
-            async with asyncio.timeout(self._cfg.publish_timeout_s):
-                await self._publisher.publish(key, entry, records)
+            await self._publisher.publish(key, entry, records)
         except (KafkaError, TimeoutError) as exc:
             self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
             raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc

@@ -62,6 +62,9 @@ def usage_entry(id: str, account_id: str, livemode: bool, item_pk: int, period_s
                 period_end: int, accepted_at: int, records: Sequence[tuple[int, int, bool]]
                 ) -> tuple[Entry, Sequence[tuple[int, int, bool]] | None]:
     """A request's header entry, and its records when they must follow the header."""
+    if len(records) == 1:       # a single record is its own op (most requests)
+        return [id, account_id, livemode, item_pk, period_start, period_end, accepted_at,
+                1, [records[0]]], None
     try:
         ops: list[Any] = [(ts, op.value, op.is_set)
                           for ts, op in collapse_valid(records).items()]

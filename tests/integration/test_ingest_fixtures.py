@@ -88,13 +88,22 @@ class PausableBroker:
 class TcpProxy:
     """Forwards 127.0.0.1:port to a target. ``cut()`` stops listening and drops every
     connection (the dependency is gone: connects are refused); ``restore()`` listens
-    again on the same port."""
+    again on the same port. ``pause()`` holds every byte while connections stay open (the
+    dependency hangs); ``resume()`` lets them through again."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def restore(self) -> None:
         if self._server is None:
@@ -119,6 +128,7 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while chunk := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(chunk)
                     await dst.drain()
             except (OSError, asyncio.IncompleteReadError):

@@ -5,6 +5,7 @@ order published; batch requests keep a message of their own."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ingest.publisher import UsagePublisher
+from tests.integration.test_ingest_fixtures import PausableBroker
 from vinr.kafka import create_producer
 from vinr.settings import Settings
 from vinr.wire import decode_head, decode_usage, item_key, usage_entry
@@ -56,7 +58,7 @@ async def test_concurrent_singles_share_messages_and_keep_order(
         settings: Settings, producer: AIOKafkaProducer) -> None:
     topic = f"pubtest-{uuid.uuid4().hex[:8]}"
     await producer.partitions_for(topic)
-    publisher = UsagePublisher(lambda: producer, topic)
+    publisher = UsagePublisher(lambda: producer, topic, timeout_s=5)
     items = range(20)
 
     async def reporter(item: int) -> None:
@@ -89,8 +91,46 @@ async def test_a_failed_send_fails_the_requests_in_it(settings: Settings) -> Non
     producer = await create_producer(settings, linger_ms=0)
     await producer.partitions_for(settings.usage_topic)
     await producer.stop()                       # sends now fail
-    publisher = UsagePublisher(lambda: producer, settings.usage_topic)
+    publisher = UsagePublisher(lambda: producer, settings.usage_topic, timeout_s=5)
     entry, records = usage_entry("mbu_fail", "acct_pub", False, 1, 0, 10**10, 0,
                                  [(5, 1, False)])
     with pytest.raises(KafkaError):
         await asyncio.wait_for(publisher.publish(item_key(1), entry, records), 5)
+
+
+async def test_every_request_is_answered_by_its_deadline_when_the_broker_hangs() -> None:
+    """The settle time of the invoicer's close relies on this bound: acked or failed within
+    ``timeout_s`` of publishing, for requests sent at once and for those queued behind
+    them while every send slot was stuck."""
+    broker = PausableBroker()
+    broker.start()
+    try:
+        settings = Settings(kafka_bootstrap=broker.address)
+        producer = await create_producer(settings, linger_ms=0)
+        topic = f"pubtest-{uuid.uuid4().hex[:8]}"
+        await producer.partitions_for(topic)
+        publisher = UsagePublisher(lambda: producer, topic, timeout_s=1.0, max_concurrent=1)
+
+        async def one(n: int) -> tuple[float, BaseException | None]:
+            entry, records = usage_entry(f"mbu_hang_{n}", "acct_pub", False, n % 3, 0,
+                                         10**10, n, [(1000 + n, 1, False)])
+            started = time.monotonic()
+            try:
+                await publisher.publish(item_key(n % 3), entry, records)
+            except BaseException as exc:
+                return time.monotonic() - started, exc
+            return time.monotonic() - started, None
+
+        try:
+            broker.pause()
+            first = [asyncio.ensure_future(one(n)) for n in range(20)]
+            await asyncio.sleep(0.4)        # queued behind the stuck send
+            later = [asyncio.ensure_future(one(n)) for n in range(20, 40)]
+            outcomes = await asyncio.gather(*first, *later)
+        finally:
+            broker.resume()
+            await producer.stop()
+        assert all(isinstance(error, TimeoutError) for _, error in outcomes), outcomes
+        assert max(waited for waited, _ in outcomes) < 1.5
+    finally:
+        broker.stop()
