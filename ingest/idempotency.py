@@ -231,13 +231,22 @@ class Coalescer(Generic[T, R]):
         self._running = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, looked up once: ``asyncio.get_running_loop`` makes a ``getpid``
+        system call on CPython 3.11, and the hot path queues two items per request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def submit(self, item: T) -> R:
         return await self.enqueue(item)
 
     def enqueue(self, item: T) -> asyncio.Future[R]:
         """Queue ``item`` for the next batch call; its future has the item's result."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._queue.append((item, future))
         if not self._scheduled and self._running < self._max_concurrent:
@@ -251,7 +260,7 @@ class Coalescer(Generic[T, R]):
         self._queue.append((item, None))
         if not self._scheduled and self._running < self._max_concurrent:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._kick)
+            self._running_loop().call_soon(self._kick)
 
     async def drain(self) -> None:
         """Until the queue is empty and no batch call is running."""
@@ -266,7 +275,7 @@ class Coalescer(Generic[T, R]):
             batch, self._queue = (self._queue[:self._max_batch],
                                   self._queue[self._max_batch:])
             self._running += 1
-            task = asyncio.get_running_loop().create_task(self._call(batch))
+            task = self._running_loop().create_task(self._call(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -297,7 +306,7 @@ class Coalescer(Generic[T, R]):
             self._running -= 1
             if self._queue and not self._scheduled:
                 self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._kick)
+                self._running_loop().call_soon(self._kick)
 
 
 @dataclass(slots=True)

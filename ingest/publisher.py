@@ -22,6 +22,7 @@ message, not one per request (a timer costs more than the rest of a request's pu
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from vinr.wire import Entry, encode_entries
 __all__ = ["UsagePublisher"]
 
 Records = Sequence[tuple[int, int, bool]]
-_Item = tuple[bytes, Entry, float]   # a single-record request: (item key, entry, deadline)
+_Item = tuple[bytes, Entry, float]   # a single record: (item key, entry, monotonic deadline)
 
 
 class UsagePublisher:
@@ -58,7 +59,7 @@ class UsagePublisher:
             DependencyUnavailable: no producer.
         """
         if records is None:
-            deadline = asyncio.get_running_loop().time() + self._timeout_s
+            deadline = time.monotonic() + self._timeout_s
             error = await self._singles.enqueue((key, entry, deadline))
             if error is not None:
                 raise error
@@ -70,7 +71,7 @@ class UsagePublisher:
 
     async def _send_singles(self, items: list[_Item]) -> list[BaseException | None]:
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         results: list[BaseException | None] = [None] * len(items)
         live = [i for i, item in enumerate(items) if item[2] > now]
         if len(live) < len(items):      # queued past their deadline (sends were stuck)
@@ -79,7 +80,7 @@ class UsagePublisher:
                 results[i] = late
             if not live:
                 return results
-        deadline = min(items[i][2] for i in live)
+        deadline = min(items[i][2] for i in live) - now + loop.time()   # on the loop's clock
         sends: list[tuple[list[int], asyncio.Future[Any]]] = []
         try:
             async with asyncio.timeout_at(deadline):

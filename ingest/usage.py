@@ -411,7 +411,14 @@ class UsageEndpoint:
             response, (entry, batched, key, count), record_ids = await self._build(
                 tenant, req, claim, idem_key, digest)
             if count:
-                await self._publish(key, entry, batched)
+                # Until the broker acked, within publish_timeout_s: the invoicer's settle
+                # time (close_settle_s) relies on this deadline (ingest.publisher).
+                try:
+                    await self._publisher.publish(key, entry, batched)
+                except (KafkaError, TimeoutError) as exc:
+                    self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
+                    raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__
+                                                ) from exc
         except BaseException:
             await self._release(request_key, digest, token, claimed)
             raise
@@ -588,12 +595,3 @@ class UsageEndpoint:
             self._calendars.clear()
         self._calendars[id(meta)] = (meta, cal)
         return cal
-
-    async def _publish(self, key: bytes, entry: Entry, records: Records | None) -> None:
-        """Publish the request and wait for the broker's ack, within ``publish_timeout_s``:
-        the invoicer's settle time (``close_settle_s``) relies on this deadline."""
-        try:
-            await self._publisher.publish(key, entry, records)
-        except (KafkaError, TimeoutError) as exc:
-            self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
-            raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc
