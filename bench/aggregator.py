@@ -1,34 +1,41 @@
 """Aggregator stage: Kafka usage topic → Postgres windows, against a bare consume loop.
 
-Preloads a fresh topic with N usage records as the ingest would publish them (``vinr.wire``
-messages keyed by item): most records in 1000-record batch requests, the rest as
-single-record requests, some requests published twice (client retries that slipped past
-Redis), gauge-like items reporting with ``set``, and some records out of timestamp order.
-Then, in alternating rounds over the same topic:
+Two workloads, each on a fresh topic, preloaded exactly as the ingest publishes
+(``vinr.wire``; ``ingest.publisher``): a batch request is a message of its own, keyed by
+its item; single-record requests share messages per partition, ``COALESCED`` at a time (what
+the ingest's publisher packs at ~18k requests/s), in arrival order. Both have some requests
+published twice (client retries that slipped past Redis, sent again later), gauge-like
+items reporting with ``set``, and records out of timestamp order.
 
-(a) the ceiling: a bare aiokafka loop — ``getmany`` and ``orjson.loads`` of every message;
+- **mixed**: the traffic of one ingest node at its SPEC §6 targets — 10,000 single-record
+  requests/s beside 250,000 records/s in 1000-record batches (4% of records, 97% of
+  requests, are single);
+- **batch requests only**: 1000-record batches.
+
+In alternating rounds over the same topic:
+
+(a) the ceiling: a bare aiokafka loop — ``getmany`` and each message's header decoded;
 (b) the aggregator: ``Aggregator.run`` from stored offsets at the log start until the stored
     offsets reach the log end (everything committed to Postgres), on fresh tables.
 
 Every round's windows are checked against a ground truth folded independently in memory.
-The dev broker keeps at most 5 MB per partition, so N is bounded (~600k records); set
-``VINR_BENCH_AGG_RECORDS`` to change it, and ``VINR_BENCH_AGG_SINGLE_SHARE`` (the share of
-records sent as single-record requests, default ≈ 0.038) to change the mix.
+The dev broker keeps at most 5 MB per partition, which bounds N (~600k records).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import random
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from aggregator.watermark import caught_up
 from aggregator.worker import Aggregator
@@ -38,16 +45,13 @@ from vinr.devenv import isolated_settings
 from vinr.fold import fold_map
 from vinr.roles import tune_gc
 from vinr.settings import Settings
-from vinr.wire import UsageMessage, decode_usage, encode_usage, item_key
+from vinr.wire import Entry, encode_entries, item_key, usage_entry
 
 STAGE = "aggregator"
-RECORDS = int(os.environ.get("VINR_BENCH_AGG_RECORDS", "500000"))
 ROUNDS = 3
 ITEMS = 1000
 BATCH = 1000
-# Of records, sent as single-record requests: by default the mix of one ingest node at its
-# SPEC §6 targets (10,000 single-record requests/s beside 250,000 records/s in batches).
-SINGLE_SHARE = float(os.environ.get("VINR_BENCH_AGG_SINGLE_SHARE", 10_000 / 260_000))
+COALESCED = 25             # single-record requests per message (measured: ingest publisher)
 DUPLICATE_SHARE = 0.02     # of requests, published a second time later
 GAUGE_SHARE = 0.1          # of items, reporting with `set`
 LATE_SHARE = 0.2           # of single records, up to 2 minutes behind the clock
@@ -55,28 +59,77 @@ BASE = 1_700_000_000
 PERIOD = (BASE - 3_600, BASE + 30 * 86_400)
 
 
+@dataclass(frozen=True)
+class Mix:
+    label: str
+    records: int
+    single_share: float    # of records, in single-record requests
+
+
+MIXES = (Mix("mixed", 500_000, 10_000 / 260_000), Mix("batch requests only", 600_000, 0.0))
+
+
 @dataclass
 class Workload:
-    messages: list[tuple[int, bytes]] = field(default_factory=list)   # (item, value)
+    messages: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # partition, key, value
     truth: dict[tuple[int, int], list[tuple[int, int, bool]]] = field(default_factory=dict)
-    records: int = 0
-    requests: int = 0
+    records: int = 0           # distinct records (first copies)
+    requests: int = 0          # distinct requests
+    published: int = 0         # records on the topic, copies included (what the loop reads)
 
 
-def build_workload(records: int, seed: int = 4) -> Workload:
-    """Requests in publish order, and each window's records in arrival order (first copy
+class _Packer:
+    """Messages as the ingest's publisher makes them: batches alone, single-record requests
+    together per partition; a partition's pending singles go out before its next batch."""
+
+    def __init__(self, w: Workload, partitions: list[int]) -> None:
+        self._w = w
+        self._partitions = partitions
+        self._partitioner = DefaultPartitioner()
+        self._pending: dict[int, list[Entry]] = {}
+
+    def add(self, item: int, entry: Entry, records: Sequence[tuple[int, int, bool]] | None
+            ) -> None:
+        key = item_key(item)
+        partition: int = self._partitioner(key, self._partitions, self._partitions)
+        self._w.published += entry[7]
+        if records is None:
+            pending = self._pending.setdefault(partition, [])
+            pending.append(entry)
+            if len(pending) == COALESCED:
+                self._flush(partition)
+            return
+        self._flush(partition)
+        self._w.messages.append((partition, key, encode_entries([entry], [records])))
+
+    def finish(self) -> None:
+        for partition in list(self._pending):
+            self._flush(partition)
+
+    def _flush(self, partition: int) -> None:
+        """One message of the partition's pending singles, keyed by the first one's item
+        (as the publisher keys it)."""
+        pending = self._pending.pop(partition, [])
+        if pending:
+            self._w.messages.append((partition, item_key(pending[0][3]),
+                                     encode_entries(pending, [None] * len(pending))))
+
+
+def build_workload(mix: Mix, partitions: list[int], seed: int = 4) -> Workload:
+    """Messages in publish order, and each window's records in arrival order (first copy
     of a request only: the ledger drops the second)."""
     rnd = random.Random(seed)
     w = Workload()
+    packer = _Packer(w, partitions)
     gauges = set(rnd.sample(range(ITEMS), int(ITEMS * GAUGE_SHARE)))
+    single_odds = mix.single_share * BATCH / (mix.single_share * BATCH + 1 - mix.single_share)
     clock = BASE
     n = 0
-    replays: list[tuple[int, bytes]] = []
-    while w.records < records:
-        single = rnd.random() < SINGLE_SHARE * BATCH / (SINGLE_SHARE * BATCH + 1 - SINGLE_SHARE)
+    replays: list[tuple[int, Entry, Sequence[tuple[int, int, bool]] | None]] = []
+    while w.records < mix.records:
         item = rnd.randrange(ITEMS)
         is_set = item in gauges
-        if single:
+        if rnd.random() < single_odds:
             ts = clock - rnd.randrange(120) if rnd.random() < LATE_SHARE else clock
             recs = [(ts, rnd.randrange(1, 50), is_set)]
         else:
@@ -84,31 +137,40 @@ def build_workload(records: int, seed: int = 4) -> Workload:
             recs = [(clock - 5 + j * 5 // BATCH, rnd.randrange(1, 50), is_set)
                     for j in range(BATCH)]
         n += 1
-        msg = UsageMessage(f"mbu_bench{n:09d}", "acct_bench", False, item, PERIOD[0], PERIOD[1],
-                           clock, recs)
-        value = encode_usage(msg)
-        w.messages.append((item, value))
+        entry, records = usage_entry(f"mbu_bench{n:09d}", "acct_bench", False, item,
+                                     PERIOD[0], PERIOD[1], clock, recs)
+        packer.add(item, entry, records)
         w.truth.setdefault((item, PERIOD[0]), []).extend(recs)
         w.records += len(recs)
         w.requests += 1
         if rnd.random() < DUPLICATE_SHARE:
-            replays.append((item, value))
+            replays.append((item, entry, records))
         if replays and rnd.random() < 0.05:
-            w.messages.append(replays.pop(0))
+            packer.add(*replays.pop(0))
         clock += rnd.random() < 0.02
-    w.messages.extend(replays)
+    for replay in replays:
+        packer.add(*replay)
+    packer.finish()
     return w
 
 
-async def preload(settings: Settings, workload: Workload) -> dict[int, int]:
+async def topic_partitions(settings: Settings) -> list[int]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        return sorted(await producer.partitions_for(settings.usage_topic))
+    finally:
+        await producer.stop()
+
+
+async def preload(settings: Settings, workload: Workload, parts: list[int]) -> dict[int, int]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
                                 max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
-        sends = [await producer.send(settings.usage_topic, value, key=item_key(item))
-                 for item, value in workload.messages]
+        sends = [await producer.send(settings.usage_topic, value, key=key, partition=partition)
+                 for partition, key, value in workload.messages]
         await asyncio.gather(*sends)
-        parts = sorted(await producer.partitions_for(settings.usage_topic))
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
@@ -122,7 +184,7 @@ async def preload(settings: Settings, workload: Workload) -> dict[int, int]:
         await consumer.stop()
     if any(begins.values()) or sum(ends.values()) != len(workload.messages):
         raise RuntimeError("the broker did not keep the whole preload (the dev broker keeps"
-                           " 5 MB per partition); lower VINR_BENCH_AGG_RECORDS")
+                           " 5 MB per partition); lower the workload's records")
     return {tp.partition: off for tp, off in ends.items()}
 
 
@@ -228,9 +290,18 @@ async def run(broker: str) -> list[Figure]:
 
 
 async def _run(broker: str) -> list[Figure]:
-    workload = build_workload(RECORDS)
+    figures: list[Figure] = []
+    for mix in MIXES:
+        print(f"  {mix.label}:", flush=True)
+        figures.extend(await _run_mix(broker, mix))
+    return figures
+
+
+async def _run_mix(broker: str, mix: Mix) -> list[Figure]:
     async with isolated_settings(broker, label="benchagg") as settings:
-        ends = await preload(settings, workload)
+        parts = await topic_partitions(settings)
+        workload = build_workload(mix, parts)
+        ends = await preload(settings, workload, parts)
         pool = await create_pool(settings, min_size=1, max_size=2)
         try:
             bare: list[float] = []
@@ -238,20 +309,20 @@ async def _run(broker: str) -> list[Figure]:
             agg: list[float] = []
             wrong = 0
             counts: dict[str, int] = {}
-            expected = workload.records + _duplicate_records(workload)
             for n in range(ROUNDS):
                 for _ in range(2):     # the bare loop is short (~0.1 s): two passes a round
                     seconds, records = await bare_loop(settings, ends)
-                    if records != expected:
-                        raise RuntimeError(f"bare loop read {records} records, not {expected}")
+                    if records != workload.published:
+                        raise RuntimeError(f"bare loop read {records} records, not"
+                                           f" {workload.published}")
                     bare.append(records / seconds)
                     seconds, _ = await bare_loop(settings, ends, records_too=True)
-                    full.append(expected / seconds)
+                    full.append(workload.published / seconds)
                 seconds, counts = await aggregator_round(settings, pool, ends)
                 agg.append(workload.records / seconds)
                 wrong += await check_windows(pool, workload)
-                print(f"  round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records decoded"
-                      f" too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
+                print(f"    round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records"
+                      f" decoded too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
                       flush=True)
         finally:
             await pool.close()
@@ -260,27 +331,17 @@ async def _run(broker: str) -> list[Figure]:
     ok = wrong == 0 and value >= 300_000 and value >= 0.5 * ceiling
     messages = len(workload.messages)
     return [
-        Figure(STAGE, "bare aiokafka loop (getmany + headers decoded)", ceiling, "records/s"),
-        Figure(STAGE, "bare aiokafka loop (getmany + headers and records decoded)",
+        Figure(STAGE, f"{mix.label}: bare aiokafka loop (getmany + headers decoded)",
+               ceiling, "records/s"),
+        Figure(STAGE, f"{mix.label}: bare loop, records decoded too",
                statistics.median(full), "records/s"),
-        Figure(STAGE, f"into Postgres windows ({workload.records:,} records,"
-               f" {messages:,} messages)", value, "records/s",
+        Figure(STAGE, f"{mix.label}: into Postgres windows ({workload.records:,} records,"
+               f" {workload.requests:,} requests, {messages:,} messages)", value, "records/s",
                "≥ 300,000/s and ≥ 0.5 × bare loop", ceiling, "bare loop", ok),
-        Figure(STAGE, "requests (ledger rows) per second", value * workload.requests
-               / workload.records, "requests/s"),
-        Figure(STAGE, "usage_points rows per record", counts.get("points", 0)
-               / workload.records, "rows"),
-        Figure(STAGE, f"windows differing from ground truth ({ROUNDS} rounds)", wrong,
+        Figure(STAGE, f"{mix.label}: requests (ledger rows) per second",
+               value * workload.requests / workload.records, "requests/s"),
+        Figure(STAGE, f"{mix.label}: usage_points rows per record",
+               counts.get("points", 0) / workload.records, "rows"),
+        Figure(STAGE, f"{mix.label}: windows off the ground truth ({ROUNDS} rounds)", wrong,
                "windows", "0", passed=wrong == 0),
     ]
-
-
-def _duplicate_records(workload: Workload) -> int:
-    """Records in messages published twice (the bare loop reads both copies)."""
-    seen: set[bytes] = set()
-    extra = 0
-    for _, value in workload.messages:
-        if value in seen:
-            extra += sum(len(m.records) for m in decode_usage(value))
-        seen.add(value)
-    return extra

@@ -95,7 +95,14 @@ async def test_api_role_ready_and_sigterm(settings: Settings) -> None:
         assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "kafka": "ok"}
         async with httpx.AsyncClient() as http:
             spec = await http.get(f"http://127.0.0.1:{port}/openapi.json")
+            refused = await http.post(f"http://127.0.0.1:{port}/v1/usage_records", json={})
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
         assert "/v1/usage_records" in spec.json()["paths"]
+        assert refused.status_code == 401
+        # The hot path's own collector, in the role's registry.
+        assert 'vinr_ingest_requests_total{route="single",status="401"} 1.0' in metrics
+        assert 'vinr_ingest_request_seconds_count{route="single"} 1.0' in metrics
+        assert "vinr_ingest_records_total 0.0" in metrics
         assert await _stop(proc) == 0
     finally:
         await _reap(proc)
