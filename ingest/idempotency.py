@@ -12,7 +12,9 @@ Values: ``P|<digest>|<token>`` while pending, ``D|<digest>|<stored>`` once done.
 The usage hot path does not call Redis per request: ``claim`` and ``settle`` go through a
 ``Coalescer`` that runs every call submitted during one event-loop iteration as one Lua
 script invocation (one round trip, one command to pack and parse), at most
-``max_concurrent`` at a time — so batches grow by themselves under load.
+``max_concurrent`` at a time — so batches grow by themselves under load. Those invocations
+go over ``ingest.scriptpipe`` (a lean pipelined connection) when the store is given one;
+the control plane's single calls use redis-py.
 """
 
 from __future__ import annotations
