@@ -106,8 +106,8 @@ class UsagePublisher:
                 if i not in sent:
                     results[i] = exc
         if sends:
-            # asyncio.wait, not a timeout around gather: the producer's delivery futures are
-            # its own and must not be cancelled.
+            # asyncio.wait, not a timeout around gather: when the deadline passes the
+            # delivery futures stay the producer's to settle (it may still deliver).
             await asyncio.wait([f for _, f in sends], timeout=max(0.0, deadline - loop.time()))
         for indexes, delivery in sends:
             outcome: BaseException | None
