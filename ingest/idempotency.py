@@ -13,8 +13,8 @@ The usage hot path does not call Redis per request: ``claim`` and ``settle`` go 
 ``Coalescer`` that runs every call submitted during one event-loop iteration as one Lua
 script invocation (one round trip, one command to pack and parse), at most
 ``max_concurrent`` at a time — so batches grow by themselves under load. Those invocations
-go over ``ingest.scriptpipe`` (a lean pipelined connection) when the store is given one;
-the control plane's single calls use redis-py.
+go over ``ingest.scriptpipe`` (a lean pipelined connection); the control plane's single
+calls use redis-py.
 """
 
 from __future__ import annotations
@@ -243,9 +243,6 @@ class Coalescer(Generic[T, R]):
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-    async def submit(self, item: T) -> R:
-        return await self.enqueue(item)
-
     def enqueue(self, item: T) -> asyncio.Future[R]:
         """Queue ``item`` for the next batch call; its future has the item's result."""
         loop = self._running_loop()
@@ -333,15 +330,13 @@ class _SettleIn:
 class RedisIdempotencyStore:
     """The Redis backend: single calls for the control plane, coalesced ones for usage."""
 
-    def __init__(self, redis: Redis, *, ttl_s: int, lease_s: float,
-                 pipe: ScriptPipe | None = None, max_batch: int = 512,
-                 max_concurrent: int = 2) -> None:
+    def __init__(self, redis: Redis, pipe: ScriptPipe, *, ttl_s: int, lease_s: float,
+                 max_batch: int = 512, max_concurrent: int = 2) -> None:
         self._begin = redis.register_script(_BEGIN)
         self._complete = redis.register_script(_COMPLETE)
         self._release = redis.register_script(_RELEASE)
-        self._ops_script = redis.register_script(_OPS)
-        self._pipe = pipe       # the hot path's lean connection, when given
-        self._ops_sha = pipe.register(_OPS) if pipe is not None else b""
+        self._pipe = pipe       # the hot path's lean connection
+        self._ops_sha = pipe.register(_OPS)
         self._ttl_ms = ttl_s * 1000
         self._lease_ms = int(lease_s * 1000)
         self._ops: Coalescer[_ClaimIn | _SettleIn, Claim | None] = Coalescer(
@@ -418,9 +413,7 @@ class RedisIdempotencyStore:
             lines.append(line)
         args: list[int | str | bytes] = [self._lease_ms, self._ttl_ms, "\n".join(lines),
                                          b"\n".join(stored)]
-        raw: list[bytes] = (await self._pipe.evalsha(self._ops_sha, keys, args)
-                            if self._pipe is not None
-                            else await self._ops_script(keys=keys, args=args))
+        raw: list[bytes] = await self._pipe.evalsha(self._ops_sha, keys, args)
         out: list[Claim | None] = []
         for op, answer in zip(ops, raw, strict=True):
             if isinstance(op, _SettleIn):

@@ -101,8 +101,8 @@ class Services:
                                 connect_timeout_s=2)
         self._meta = ItemMetaStore(self._redis, s)
         self._idempotency = RedisIdempotencyStore(
-            self._redis, ttl_s=s.idempotency_ttl_s, lease_s=s.idempotency_lease_s,
-            pipe=self._pipe)
+            self._redis, self._pipe, ttl_s=s.idempotency_ttl_s,
+            lease_s=s.idempotency_lease_s)
         if not await self._connect_once():
             self._connector = asyncio.create_task(self._keep_connecting())
         # What exists now (modules, the app, the clients: ~90k objects) lives as long as

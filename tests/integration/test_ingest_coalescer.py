@@ -36,7 +36,7 @@ class _Recorder:
 async def test_one_iteration_is_one_call() -> None:
     run = _Recorder()
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=100, max_concurrent=2)
-    results = await asyncio.gather(*(coalescer.submit(i) for i in range(50)))
+    results = await asyncio.gather(*(coalescer.enqueue(i) for i in range(50)))
     assert results == [i * 10 for i in range(50)]
     assert run.calls == [list(range(50))]
 
@@ -45,7 +45,7 @@ async def test_batches_are_bounded_in_size_and_concurrency() -> None:
     run = _Recorder()
     run.gate.clear()
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=10, max_concurrent=2)
-    pending = [asyncio.ensure_future(coalescer.submit(i)) for i in range(35)]
+    pending = [asyncio.ensure_future(coalescer.enqueue(i)) for i in range(35)]
     for _ in range(5):
         await asyncio.sleep(0)
     assert [len(c) for c in run.calls] == [10, 10]      # two in flight, the rest waits
@@ -59,7 +59,7 @@ async def test_batches_are_bounded_in_size_and_concurrency() -> None:
 async def test_a_failed_call_fails_its_items_only() -> None:
     run = _Recorder(fail_on=3)
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=5, max_concurrent=1)
-    results = await asyncio.gather(*(coalescer.submit(i) for i in range(10)),
+    results = await asyncio.gather(*(coalescer.enqueue(i) for i in range(10)),
                                    return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results[:5])
     assert results[5:] == [50, 60, 70, 80, 90]
@@ -94,11 +94,11 @@ async def test_an_item_whose_caller_gave_up_is_not_run() -> None:
     run = _Recorder()
     run.gate.clear()
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=100, max_concurrent=1)
-    first = asyncio.ensure_future(coalescer.submit(1))
+    first = asyncio.ensure_future(coalescer.enqueue(1))
     await asyncio.sleep(0.01)                   # call [1] runs, held at the gate
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(coalescer.submit(2), 0.01)     # queued, then given up
-    third = asyncio.ensure_future(coalescer.submit(3))
+        await asyncio.wait_for(coalescer.enqueue(2), 0.01)     # queued, then given up
+    third = asyncio.ensure_future(coalescer.enqueue(3))
     run.gate.set()
     assert await first == 10 and await third == 30
     assert run.calls == [[1], [3]]
