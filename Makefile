@@ -19,7 +19,7 @@ $(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
 
 install: $(STAMP) $(TS)/node_modules/.package-lock.json
 
-# Postgres and Redis on 127.0.0.1 (SPEC §2); started here when they do not answer.
+# Postgres and Redis on 127.0.0.1; started here when they do not answer.
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
 	  echo "starting PostgreSQL"; \
@@ -37,7 +37,9 @@ demo: install services
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-py: install services
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -2,7 +2,7 @@
 
 Everything per request happens here, outside the database transaction (and, in the worker,
 while the previous batch's transaction runs): decoding message headers, checking each
-request's ops (its records collapsed per timestamp by the ingest, ``vinr.wire``), and
+request's ops (its records collapsed per timestamp by the ingest, ``domain.wire``), and
 merging the requests of each window in arrival order. The store then writes one row per
 touched timestamp and per window.
 
@@ -20,11 +20,20 @@ from typing import Any
 
 import orjson
 
-from vinr.fold import InvalidRecords, Op, merge_ops, ops_of
-from vinr.wire import decode_head, records_of
+from domain.fold import InvalidRecords, Op, merge_ops, ops_of
+from domain.wire import decode_head, records_of
 
-__all__ = ["BatchBuilder", "PartitionRange", "PreparedBatch", "Request", "WindowDelta",
-           "WindowKey", "decode_requests", "prepare", "window_deltas"]
+__all__ = [
+    "BatchBuilder",
+    "PartitionRange",
+    "PreparedBatch",
+    "Request",
+    "WindowDelta",
+    "WindowKey",
+    "decode_requests",
+    "prepare",
+    "window_deltas",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +53,12 @@ class Request:
     accepted_at: int
     partition: int
     offset: int
-    count: int                     # records in the request
-    payload: bytes                 # its ops, for the ledger (replay)
-    ops: dict[int, Op] | None      # None: the request is invalid (dead-lettered)
+    count: int  # records in the request
+    payload: bytes  # its ops, for the ledger (replay)
+    ops: dict[int, Op] | None  # None: the request is invalid (dead-lettered)
     error: str | None = None
-    raw: bytes = b""               # the Kafka message it came in, and its place there:
-    index: int = 0                 # the records are read from it only for dead letters
+    raw: bytes = b""  # the Kafka message it came in, and its place there:
+    index: int = 0  # the records are read from it only for dead letters
 
     @property
     def window(self) -> WindowKey:
@@ -74,15 +83,15 @@ class WindowDelta:
 
 @dataclass(frozen=True, slots=True)
 class PartitionRange:
-    start: int        # must equal the stored offset (fencing)
-    next: int         # the stored offset once the batch commits
+    start: int  # must equal the stored offset (fencing)
+    next: int  # the stored offset once the batch commits
 
 
 @dataclass(slots=True)
 class PreparedBatch:
     ranges: dict[int, PartitionRange]
-    requests: list[Request]                 # first occurrence of each id, arrival order
-    windows: dict[WindowKey, WindowDelta]   # assuming every request is new
+    requests: list[Request]  # first occurrence of each id, arrival order
+    windows: dict[WindowKey, WindowDelta]  # assuming every request is new
     messages: int = 0
     duplicates_in_batch: int = 0
     undecodable: int = 0
@@ -93,7 +102,7 @@ class PreparedBatch:
 
 
 def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
-    """The requests of one usage message (``vinr.wire``), reading only its header.
+    """The requests of one usage message (``domain.wire``), reading only its header.
 
     Raises:
         ValueError: not a usage message of this version (a request whose ops are bad comes
@@ -104,14 +113,34 @@ def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
     except ValueError as exc:
         raise ValueError(f"undecodable usage message: {exc}") from exc
     out = []
-    for index, (id_, account, livemode, item_pk, start, end, at, count, ops) in enumerate(
-            entries):
-        request = Request(id_, str(account), livemode is True, item_pk, start, end, at,
-                          partition, offset, count, b"", None, None, raw, index)
+    for index, (id_, account, livemode, item_pk, start, end, at, count, ops) in enumerate(entries):
+        request = Request(
+            id_,
+            str(account),
+            livemode is True,
+            item_pk,
+            start,
+            end,
+            at,
+            partition,
+            offset,
+            count,
+            b"",
+            None,
+            None,
+            raw,
+            index,
+        )
         try:
-            if (type(item_pk) is not int or type(start) is not int or type(end) is not int
-                    or type(at) is not int or type(count) is not int or type(ops) is not list
-                    or not 0 < len(ops) <= count):
+            if (
+                type(item_pk) is not int
+                or type(start) is not int
+                or type(end) is not int
+                or type(at) is not int
+                or type(count) is not int
+                or type(ops) is not list
+                or not 0 < len(ops) <= count
+            ):
                 raise InvalidRecords("malformed request entry")
             request.ops = ops_of(ops, start, end)
             request.payload = orjson.dumps(ops)
@@ -175,7 +204,8 @@ class BatchBuilder:
                     requests[request.id] = request
         if last is not None:
             self._ranges[partition] = PartitionRange(
-                start if span is None else span.start, last + 1)
+                start if span is None else span.start, last + 1
+            )
 
     def build(self) -> PreparedBatch:
         batch = self._batch

@@ -1,13 +1,13 @@
 """Operator commands for the aggregator's data, wired into ``vinr`` (``vinr.cli``).
 
-    vinr watermark [--wait S]            per partition: stored offset, end offset, lag;
-                                         exit 0 when caught up, 1 when not (after S seconds)
-    vinr deadletters list [--item si_…] [--reason R] [--limit N]
-                                         dead-lettered requests, newest first (JSON lines)
-    vinr replay [--item si_…] [--check]  rebuild open windows from the ledger (--check only
-                                         reports windows that differ)
-    vinr retention                       purge points and ledger rows of windows closed
-                                         longer than the idempotency TTL ago
+vinr watermark [--wait S]            per partition: stored offset, end offset, lag;
+                                     exit 0 when caught up, 1 when not (after S seconds)
+vinr deadletters list [--item si_…] [--reason R] [--limit N]
+                                     dead-lettered requests, newest first (JSON lines)
+vinr replay [--item si_…] [--check]  rebuild open windows from the ledger (--check only
+                                     reports windows that differ)
+vinr retention                       purge points and ledger rows of windows closed
+                                     longer than the idempotency TTL ago
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from vinr.settings import Settings
+from infra.settings import Settings
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
@@ -30,19 +30,26 @@ COMMANDS = ("watermark", "deadletters", "replay", "retention")
 def add_commands(sub: Any) -> None:
     """Register the commands on ``vinr``'s subparsers."""
     wm = sub.add_parser("watermark", help="has the aggregator consumed the whole topic?")
-    wm.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                    help="wait up to this long for the aggregator to catch up")
+    wm.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for the aggregator to catch up",
+    )
     dl = sub.add_parser("deadletters", help="usage the aggregator could not fold")
     dl_sub = dl.add_subparsers(dest="deadletters_command", required=True)
     listing = dl_sub.add_parser("list", help="newest first, as JSON lines")
     listing.add_argument("--item", default=None, help="a subscription item id (si_…)")
-    listing.add_argument("--reason", default=None, choices=("period_invoiced",
-                                                            "invalid_records"))
+    listing.add_argument("--reason", default=None, choices=("period_invoiced", "invalid_records"))
     listing.add_argument("--limit", type=int, default=100)
     replay = sub.add_parser("replay", help="rebuild open usage windows from the ledger")
     replay.add_argument("--item", default=None, help="only this subscription item (si_…)")
-    replay.add_argument("--check", action="store_true",
-                        help="report windows that differ from the ledger; change nothing")
+    replay.add_argument(
+        "--check",
+        action="store_true",
+        help="report windows that differ from the ledger; change nothing",
+    )
     sub.add_parser("retention", help="purge points and ledger rows of long-closed windows")
 
 
@@ -59,20 +66,21 @@ async def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run one of ``COMMANDS``; the process exit code."""
     if args.command == "watermark":
         return await _watermark(settings, args.wait)
-    from vinr.db import create_pool
+    from infra.db import create_pool
 
     pool = await create_pool(settings, min_size=1, max_size=2)
     try:
         if args.command == "deadletters":
-            from aggregator.dead_letters import list_dead_letters
+            from domain.deadletters import list_dead_letters
 
             async with pool.acquire() as conn:
                 pks = await _item_pks(conn, args.item)
             targets: list[int | None] = list(pks) if pks is not None else [None]
             rows: list[dict[str, Any]] = []
             for pk in targets:
-                rows += await list_dead_letters(pool, item_pk=pk, reason=args.reason,
-                                                limit=args.limit)
+                rows += await list_dead_letters(
+                    pool, item_pk=pk, reason=args.reason, limit=args.limit
+                )
             for row in rows:
                 sys.stdout.write(orjson.dumps(row).decode() + "\n")
             print(f"{len(rows)} dead letter(s)", file=sys.stderr)
@@ -87,26 +95,32 @@ async def run_command(settings: Settings, args: argparse.Namespace) -> int:
             for r in changed:
                 verb = "differs" if args.check else "rebuilt"
                 points = " (usage map differs)" if r.points_differ else ""
-                print(f"window (item {r.item_pk}, period {r.period_start}) {verb}:"
-                      f" {r.before} -> {r.after}{points}")
+                print(
+                    f"window (item {r.item_pk}, period {r.period_start}) {verb}:"
+                    f" {r.before} -> {r.after}{points}"
+                )
             skipped = sum(r.skipped for r in rebuilt)
-            print(f"{len(rebuilt)} open window(s) checked, {len(changed)}"
-                  f" {'differ' if args.check else 'rebuilt'}, {skipped} ledger request(s)"
-                  " without usable records")
+            print(
+                f"{len(rebuilt)} open window(s) checked, {len(changed)}"
+                f" {'differ' if args.check else 'rebuilt'}, {skipped} ledger request(s)"
+                " without usable records"
+            )
             return 1 if args.check and changed else 0
         from aggregator.retention import purge_closed_windows
 
         purged = await purge_closed_windows(pool, ledger_ttl_s=settings.idempotency_ttl_s)
-        print(f"purged {purged.windows} closed window(s): {purged.points} point(s),"
-              f" {purged.ledger} ledger row(s)")
+        print(
+            f"purged {purged.windows} closed window(s): {purged.points} point(s),"
+            f" {purged.ledger} ledger row(s)"
+        )
         return 0
     finally:
         await pool.close()
 
 
 async def _watermark(settings: Settings, wait_s: float) -> int:
-    from aggregator.watermark import Watermark
-    from vinr.db import create_pool
+    from domain.watermark import Watermark
+    from infra.db import create_pool
 
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:

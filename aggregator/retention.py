@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from vinr.clock import now_s
+from domain.clock import now_s
 
 __all__ = ["PurgeResult", "purge_closed_windows"]
 
@@ -43,8 +43,9 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def purge_closed_windows(pool: asyncpg.Pool, *, ledger_ttl_s: int,
-                               now: int | None = None, batch: int = 500) -> PurgeResult:
+async def purge_closed_windows(
+    pool: asyncpg.Pool, *, ledger_ttl_s: int, now: int | None = None, batch: int = 500
+) -> PurgeResult:
     """Purge windows closed more than ``ledger_ttl_s`` ago, ``batch`` windows per transaction.
 
     Safe to run beside aggregators and other purgers (an advisory lock lets one through).
@@ -58,28 +59,49 @@ async def purge_closed_windows(pool: asyncpg.Pool, *, ledger_ttl_s: int,
             rows = await conn.fetch(
                 "SELECT item_pk, period_start, period_end FROM usage_windows"
                 " WHERE invoice_id IS NOT NULL AND purged_at IS NULL AND closed_at < $1"
-                " ORDER BY closed_at LIMIT $2 FOR UPDATE", cutoff, batch)
+                " ORDER BY closed_at LIMIT $2 FOR UPDATE",
+                cutoff,
+                batch,
+            )
             if not rows:
                 break
             items = [r["item_pk"] for r in rows]
             starts = [r["period_start"] for r in rows]
             ends = [r["period_end"] for r in rows]
-            result.points += _count(await conn.execute(
-                "DELETE FROM usage_points p USING unnest($1::bigint[], $2::bigint[],"
-                " $3::bigint[]) AS w(i, s, e) WHERE p.item_pk = w.i AND p.ts >= w.s"
-                " AND p.ts < w.e", items, starts, ends))
-            result.ledger += _count(await conn.execute(
-                "DELETE FROM usage_ledger l USING unnest($1::bigint[], $2::bigint[]) AS w(i, s)"
-                " WHERE l.item_pk = w.i AND l.period_start = w.s", items, starts))
+            result.points += _count(
+                await conn.execute(
+                    "DELETE FROM usage_points p USING unnest($1::bigint[], $2::bigint[],"
+                    " $3::bigint[]) AS w(i, s, e) WHERE p.item_pk = w.i AND p.ts >= w.s"
+                    " AND p.ts < w.e",
+                    items,
+                    starts,
+                    ends,
+                )
+            )
+            result.ledger += _count(
+                await conn.execute(
+                    "DELETE FROM usage_ledger l USING unnest($1::bigint[], $2::bigint[]) AS w(i, s)"
+                    " WHERE l.item_pk = w.i AND l.period_start = w.s",
+                    items,
+                    starts,
+                )
+            )
             await conn.execute(
                 "UPDATE usage_windows w SET purged_at = $3"
                 " FROM unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
                 " WHERE w.item_pk = k.i AND w.period_start = k.s",
-                items, starts, now_s())
+                items,
+                starts,
+                now_s(),
+            )
             result.windows += len(rows)
         if len(rows) < batch:
             break
     if result.windows:
-        log.info("retention: purged %d closed window(s): %d point(s), %d ledger row(s)",
-                 result.windows, result.points, result.ledger)
+        log.info(
+            "retention: purged %d closed window(s): %d point(s), %d ledger row(s)",
+            result.windows,
+            result.points,
+            result.ledger,
+        )
     return result

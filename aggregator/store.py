@@ -31,9 +31,9 @@ from typing import Any
 import asyncpg
 
 from aggregator.batch import PreparedBatch, Request, WindowDelta, WindowKey, window_deltas
-from aggregator.dead_letters import insert_dead_letters
-from vinr.clock import now_s
-from vinr.fold import WindowState, fold_ops, points_to_read
+from domain.clock import now_s
+from domain.deadletters import insert_dead_letters
+from domain.fold import WindowState, fold_ops, points_to_read
 
 __all__ = ["BatchResult", "PostgresWindowStore", "window_state"]
 
@@ -44,27 +44,34 @@ _INT64 = 2**63 - 1
 
 @dataclass(slots=True)
 class BatchResult:
-    fenced: dict[int, int] = field(default_factory=dict)   # partition → stored offset
+    fenced: dict[int, int] = field(default_factory=dict)  # partition → stored offset
     committed: dict[int, int] = field(default_factory=dict)  # partition → new stored offset
-    requests: int = 0          # new requests folded or dead-lettered
-    records: int = 0           # records folded into windows
-    duplicates: int = 0        # requests already in the ledger (or twice in the batch)
+    requests: int = 0  # new requests folded or dead-lettered
+    records: int = 0  # records folded into windows
+    duplicates: int = 0  # requests already in the ledger (or twice in the batch)
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason → requests
-    points: int = 0            # usage_points rows written
-    windows: int = 0           # windows updated
+    points: int = 0  # usage_points rows written
+    windows: int = 0  # windows updated
 
 
 def window_state(row: asyncpg.Record) -> WindowState:
-    return WindowState(int(row["total"]), int(row["max"]), row["last_ts"],
-                       int(row["last_quantity"]), int(row["records"]))
+    return WindowState(
+        int(row["total"]),
+        int(row["max"]),
+        row["last_ts"],
+        int(row["last_quantity"]),
+        int(row["records"]),
+    )
 
 
 def _offsets_update(n: int) -> str:
     """The stored offsets' advance; parameters from ``$n``: group, topic, partitions,
     their next offsets, the time."""
-    return (f"UPDATE consumer_offsets o SET next_offset = v.n, updated = ${n + 4}"
-            f" FROM unnest(${n + 2}::int[], ${n + 3}::bigint[]) AS v(p, n)"
-            f" WHERE o.consumer_group = ${n} AND o.topic = ${n + 1} AND o.partition = v.p")
+    return (
+        f"UPDATE consumer_offsets o SET next_offset = v.n, updated = ${n + 4}"
+        f" FROM unnest(${n + 2}::int[], ${n + 3}::bigint[]) AS v(p, n)"
+        f" WHERE o.consumer_group = ${n} AND o.topic = ${n + 1} AND o.partition = v.p"
+    )
 
 
 def _numeric_type(values: list[int]) -> str:
@@ -97,7 +104,10 @@ class PostgresWindowStore:
         rows = await self._pool.fetch(
             "SELECT partition, next_offset FROM consumer_offsets"
             " WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])",
-            self._group, self._topic, partitions)
+            self._group,
+            self._topic,
+            partitions,
+        )
         return {r["partition"]: r["next_offset"] for r in rows}
 
     async def init_offsets(self, start: dict[int, int]) -> None:
@@ -106,7 +116,12 @@ class PostgresWindowStore:
             "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, updated)"
             " SELECT $1, $2, p, o, $5 FROM unnest($3::int[], $4::bigint[]) AS v(p, o)"
             " ON CONFLICT DO NOTHING",
-            self._group, self._topic, list(start), list(start.values()), now_s())
+            self._group,
+            self._topic,
+            list(start),
+            list(start.values()),
+            now_s(),
+        )
 
     async def reset_offset(self, partition: int, offset: int, *, expected: int) -> bool:
         """Move a stored offset, only if it still is ``expected`` (another consumer may have
@@ -115,7 +130,13 @@ class PostgresWindowStore:
             "UPDATE consumer_offsets SET next_offset = $4, updated = $6"
             " WHERE consumer_group = $1 AND topic = $2 AND partition = $3"
             " AND next_offset = $5",
-            self._group, self._topic, partition, offset, expected, now_s())
+            self._group,
+            self._topic,
+            partition,
+            offset,
+            expected,
+            now_s(),
+        )
         return bool(status == "UPDATE 1")
 
     async def apply_batch(self, batch: PreparedBatch) -> BatchResult:
@@ -136,8 +157,9 @@ class PostgresWindowStore:
             self._known.clear()
         return result
 
-    async def _apply(self, conn: asyncpg.Connection[Any], batch: PreparedBatch,
-                     created: list[WindowKey]) -> BatchResult:
+    async def _apply(
+        self, conn: asyncpg.Connection[Any], batch: PreparedBatch, created: list[WindowKey]
+    ) -> BatchResult:
         result = BatchResult(duplicates=batch.duplicates_in_batch)
         parts = sorted(batch.ranges)
         stored, inserted = await self._fence_and_ledger(conn, batch, parts)
@@ -159,12 +181,19 @@ class PostgresWindowStore:
                 requests, windows = self._without_duplicates(requests, windows, fresh)
             result.requests = len(requests)
         if not await self._fold(conn, requests, windows, result, created):
-            await conn.execute(_offsets_update(1), self._group, self._topic,
-                               list(result.committed), list(result.committed.values()), now_s())
+            await conn.execute(
+                _offsets_update(1),
+                self._group,
+                self._topic,
+                list(result.committed),
+                list(result.committed.values()),
+                now_s(),
+            )
         return result
 
-    async def _fence_and_ledger(self, conn: asyncpg.Connection[Any], batch: PreparedBatch,
-                                parts: list[int]) -> tuple[dict[int, int], set[str] | None]:
+    async def _fence_and_ledger(
+        self, conn: asyncpg.Connection[Any], batch: PreparedBatch, parts: list[int]
+    ) -> tuple[dict[int, int], set[str] | None]:
         """One statement: lock this group's stored offsets, and insert into the ledger the
         requests of the partitions whose batch starts at the stored offset (the others are
         fenced). Returns the stored offsets and the ids that were new — None when all
@@ -188,18 +217,27 @@ class PostgresWindowStore:
             " (SELECT array_agg(next_offset) FROM o) AS offsets,"
             " CASE WHEN (SELECT count(*) FROM ins) < (SELECT count(*) FROM r)"
             " THEN coalesce((SELECT array_agg(id) FROM ins), '{}') END AS ids",
-            self._group, self._topic, parts, [batch.ranges[p].start for p in parts],
-            [r.id for r in requests], [r.item_pk for r in requests],
-            [r.period_start for r in requests], [r.count for r in requests],
-            [r.accepted_at for r in requests], [r.partition for r in requests],
-            [r.offset for r in requests], [r.index for r in requests],
-            [r.payload for r in requests])
+            self._group,
+            self._topic,
+            parts,
+            [batch.ranges[p].start for p in parts],
+            [r.id for r in requests],
+            [r.item_pk for r in requests],
+            [r.period_start for r in requests],
+            [r.count for r in requests],
+            [r.accepted_at for r in requests],
+            [r.partition for r in requests],
+            [r.offset for r in requests],
+            [r.index for r in requests],
+            [r.payload for r in requests],
+        )
         stored = dict(zip(row["parts"] or (), row["offsets"] or (), strict=True))
         return stored, (None if row["ids"] is None else set(row["ids"]))
 
     @staticmethod
-    def _without_duplicates(requests: list[Request], windows: dict[WindowKey, WindowDelta],
-                            fresh: set[str]) -> tuple[list[Request], dict[WindowKey, WindowDelta]]:
+    def _without_duplicates(
+        requests: list[Request], windows: dict[WindowKey, WindowDelta], fresh: set[str]
+    ) -> tuple[list[Request], dict[WindowKey, WindowDelta]]:
         """Drop requests the ledger already held; rebuild only the windows they touched."""
         kept = [r for r in requests if r.id in fresh]
         stale = {r.window for r in requests if r.id not in fresh}
@@ -208,19 +246,24 @@ class PostgresWindowStore:
         merged.update(rebuilt)
         return kept, merged
 
-    async def _fold(self, conn: asyncpg.Connection[Any], requests: list[Request],
-                    windows: dict[WindowKey, WindowDelta], result: BatchResult,
-                    created: list[WindowKey]) -> bool:
+    async def _fold(
+        self,
+        conn: asyncpg.Connection[Any],
+        requests: list[Request],
+        windows: dict[WindowKey, WindowDelta],
+        result: BatchResult,
+        created: list[WindowKey],
+    ) -> bool:
         """Fold the new requests; True when the stored offsets were advanced with the
         windows (there was an open window to write)."""
         invalid = [r for r in requests if r.ops is None]
         keys = sorted({r.window for r in requests if r.ops is not None})
         states, closed = await self._lock_windows(
-            conn, keys, [k for k in keys if k not in self._known], windows, created)
+            conn, keys, [k for k in keys if k not in self._known], windows, created
+        )
         missing = [k for k in keys if k not in states and k not in closed]
-        if missing:   # known to exist, yet gone (deleted by hand): create them again
-            more, more_closed = await self._lock_windows(conn, missing, missing, windows,
-                                                         created)
+        if missing:  # known to exist, yet gone (deleted by hand): create them again
+            more, more_closed = await self._lock_windows(conn, missing, missing, windows, created)
             states.update(more)
             closed |= more_closed
         late = [r for r in requests if r.ops is not None and r.window in closed]
@@ -235,16 +278,22 @@ class PostgresWindowStore:
                 "UPDATE usage_windows w SET purged_at = NULL"
                 " FROM unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
                 " WHERE w.item_pk = k.i AND w.period_start = k.s AND w.purged_at IS NOT NULL",
-                [k[0] for k in late_keys], [k[1] for k in late_keys])
+                [k[0] for k in late_keys],
+                [k[1] for k in late_keys],
+            )
         if not states:
             return False
         await self._fold_open(conn, {k: windows[k] for k in states}, states, result)
         return True
 
-    async def _lock_windows(self, conn: asyncpg.Connection[Any], keys: list[WindowKey],
-                            new: list[WindowKey], windows: dict[WindowKey, WindowDelta],
-                            created: list[WindowKey]
-                            ) -> tuple[dict[WindowKey, WindowState], set[WindowKey]]:
+    async def _lock_windows(
+        self,
+        conn: asyncpg.Connection[Any],
+        keys: list[WindowKey],
+        new: list[WindowKey],
+        windows: dict[WindowKey, WindowDelta],
+        created: list[WindowKey],
+    ) -> tuple[dict[WindowKey, WindowState], set[WindowKey]]:
         """Create the ``new`` windows if missing, then lock and read ``keys``: the open
         windows' states, and the keys of closed ones."""
         states: dict[WindowKey, WindowState] = {}
@@ -256,8 +305,11 @@ class PostgresWindowStore:
                 "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
                 " SELECT i, s, e, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
                 " AS v(i, s, e) ON CONFLICT DO NOTHING",
-                [k[0] for k in new], [k[1] for k in new], [windows[k].period_end for k in new],
-                now_s())
+                [k[0] for k in new],
+                [k[1] for k in new],
+                [windows[k].period_end for k in new],
+                now_s(),
+            )
             created.extend(new)
         rows = await conn.fetch(
             "SELECT w.item_pk, w.period_start, w.total, w.max, w.last_ts, w.last_quantity,"
@@ -265,7 +317,9 @@ class PostgresWindowStore:
             " JOIN unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
             " ON w.item_pk = k.i AND w.period_start = k.s"
             " ORDER BY w.item_pk, w.period_start FOR UPDATE OF w",
-            [k[0] for k in keys], [k[1] for k in keys])
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
         for r in rows:
             key = (r["item_pk"], r["period_start"])
             if r["closed"]:
@@ -274,9 +328,13 @@ class PostgresWindowStore:
                 states[key] = window_state(r)
         return states, closed
 
-    async def _fold_open(self, conn: asyncpg.Connection[Any],
-                         windows: dict[WindowKey, WindowDelta],
-                         states: dict[WindowKey, WindowState], result: BatchResult) -> None:
+    async def _fold_open(
+        self,
+        conn: asyncpg.Connection[Any],
+        windows: dict[WindowKey, WindowDelta],
+        states: dict[WindowKey, WindowState],
+        result: BatchResult,
+    ) -> None:
         wanted_items: list[int] = []
         wanted_ts: list[int] = []
         for key, delta in windows.items():
@@ -288,7 +346,10 @@ class PostgresWindowStore:
             rows = await conn.fetch(
                 "SELECT p.item_pk, p.ts, p.quantity FROM usage_points p"
                 " JOIN unnest($1::bigint[], $2::bigint[]) AS k(i, t)"
-                " ON p.item_pk = k.i AND p.ts = k.t", wanted_items, wanted_ts)
+                " ON p.item_pk = k.i AND p.ts = k.t",
+                wanted_items,
+                wanted_ts,
+            )
             for r in rows:
                 old.setdefault(r["item_pk"], {})[r["ts"]] = int(r["quantity"])
         p_items: list[int] = []
@@ -322,11 +383,23 @@ class PostgresWindowStore:
             f" FROM unnest($4::bigint[], $5::bigint[], $6::{w_kind}[], $7::{w_kind}[],"
             f" $8::bigint[], $9::{w_kind}[], $10::bigint[]) AS v(i, s, total, max, lts, lq, n)"
             " WHERE w.item_pk = v.i AND w.period_start = v.s) " + _offsets_update(12),
-            p_items, p_ts, p_values,
-            [k[0] for k in keys], [k[1] for k in keys], totals, maxes,
-            [states[k].last_ts for k in keys], lasts, [states[k].records for k in keys],
-            now_s(), self._group, self._topic, list(result.committed),
-            list(result.committed.values()), now_s())
+            p_items,
+            p_ts,
+            p_values,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            totals,
+            maxes,
+            [states[k].last_ts for k in keys],
+            lasts,
+            [states[k].records for k in keys],
+            now_s(),
+            self._group,
+            self._topic,
+            list(result.committed),
+            list(result.committed.values()),
+            now_s(),
+        )
         result.points += len(p_ts)
         result.windows += len(keys)
         if recompute:
@@ -336,4 +409,6 @@ class PostgresWindowStore:
                 " AND p.ts < w.period_end), 0)"
                 " FROM unnest($1::bigint[], $2::bigint[]) AS k(i, s)"
                 " WHERE w.item_pk = k.i AND w.period_start = k.s",
-                [k[0] for k in recompute], [k[1] for k in recompute])
+                [k[0] for k in recompute],
+                [k[1] for k in recompute],
+            )

@@ -30,12 +30,12 @@ from aiokafka.errors import KafkaError
 from aggregator.batch import BatchBuilder, PreparedBatch, window_deltas
 from aggregator.retention import purge_closed_windows
 from aggregator.store import BatchResult, PostgresWindowStore
-from vinr.db import create_pool
-from vinr.errors import DependencyUnavailable
-from vinr.kafka import bootstrap
-from vinr.lifecycle import Service
-from vinr.settings import Settings
-from vinr.telemetry import M
+from infra.db import create_pool
+from infra.errors import DependencyUnavailable
+from infra.kafka import bootstrap
+from infra.lifecycle import Service
+from infra.settings import Settings
+from infra.telemetry import M
 
 __all__ = ["Aggregator"]
 
@@ -53,6 +53,8 @@ _RETENTION_S = 300.0
 _SLICE_BYTES = 64 * 1024
 # A batch takes what the consumer has fetched, up to about this many message bytes.
 _BATCH_BYTES = 2 * 1024 * 1024
+
+
 class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, aggregator: Aggregator) -> None:
         self._aggregator = aggregator
@@ -77,9 +79,15 @@ class Aggregator(Service):
             (None: never; ``vinr retention`` does the same on demand).
     """
 
-    def __init__(self, settings: Settings, *, partitions: list[int] | None = None,
-                 pool: asyncpg.Pool | None = None, group: bool = False,
-                 retention_s: float | None = _RETENTION_S) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        partitions: list[int] | None = None,
+        pool: asyncpg.Pool | None = None,
+        group: bool = False,
+        retention_s: float | None = _RETENTION_S,
+    ) -> None:
         super().__init__()
         self._settings = settings
         self._wanted = partitions
@@ -89,10 +97,10 @@ class Aggregator(Service):
         self._own_pool = pool is None
         self._consumer: AIOKafkaConsumer | None = None
         self._store: PostgresWindowStore | None = None
-        self._positions: dict[int, int] = {}     # partition → where its next batch starts
+        self._positions: dict[int, int] = {}  # partition → where its next batch starts
         self._in_flight: asyncio.Task[BatchResult] | None = None
         self.records = 0
-        self.committed: dict[int, int] = {}      # partition → offset its last commit stored
+        self.committed: dict[int, int] = {}  # partition → offset its last commit stored
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -100,8 +108,7 @@ class Aggregator(Service):
         s = self._settings
         if self._pool is None:
             self._pool = await create_pool(s, min_size=1, max_size=4)
-        self._store = PostgresWindowStore(self._pool, group=s.consumer_group,
-                                          topic=s.usage_topic)
+        self._store = PostgresWindowStore(self._pool, group=s.consumer_group, topic=s.usage_topic)
         servers = bootstrap(s)
         try:
             meta = AIOKafkaProducer(bootstrap_servers=servers)
@@ -111,17 +118,22 @@ class Aggregator(Service):
             finally:
                 await meta.stop()
             self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=servers, enable_auto_commit=False,
-                auto_offset_reset="earliest", group_id=s.consumer_group if self._group else None,
-                max_partition_fetch_bytes=_PARTITION_FETCH_BYTES, fetch_max_bytes=_FETCH_BYTES)
+                bootstrap_servers=servers,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                group_id=s.consumer_group if self._group else None,
+                max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
+                fetch_max_bytes=_FETCH_BYTES,
+            )
             await self._consumer.start()
         except KafkaError as exc:
             await self.stop()
             raise DependencyUnavailable("kafka", str(exc)) from exc
         if self._group:
             self._consumer.subscribe([s.usage_topic], listener=_SeekOnAssign(self))
-            log.info("aggregator consuming %s as a member of group %s", s.usage_topic,
-                     s.consumer_group)
+            log.info(
+                "aggregator consuming %s as a member of group %s", s.usage_topic, s.consumer_group
+            )
             return
         if self._wanted is not None:
             parts = [p for p in parts if p in self._wanted]
@@ -166,9 +178,15 @@ class Aggregator(Service):
             if offset > ends[tp] or offset < begins[tp]:
                 # A replaced dev broker (offsets start again at 0), or retention passed
                 # unconsumed messages. The ledger drops anything already applied.
-                log.error("stored offset %d for partition %d is outside the log [%d, %d];"
-                          " restarting from %d", offset, tp.partition, begins[tp], ends[tp],
-                          begins[tp])
+                log.error(
+                    "stored offset %d for partition %d is outside the log [%d, %d];"
+                    " restarting from %d",
+                    offset,
+                    tp.partition,
+                    begins[tp],
+                    ends[tp],
+                    begins[tp],
+                )
                 if await store.reset_offset(tp.partition, begins[tp], expected=offset):
                     offset = begins[tp]
                 else:
@@ -212,7 +230,7 @@ class Aggregator(Service):
                 for i, msg in enumerate(msgs):
                     size += len(msg.value)
                     if size >= _SLICE_BYTES:
-                        builder.add(tp.partition, msgs[lo:i + 1])
+                        builder.add(tp.partition, msgs[lo : i + 1])
                         total, lo, size = total + size, i + 1, 0
                         await asyncio.sleep(0)
                 builder.add(tp.partition, msgs[lo:])
@@ -251,8 +269,9 @@ class Aggregator(Service):
         topic = self._settings.usage_topic
         for partition, offset in result.fenced.items():
             M.aggregator_fenced.inc()
-            log.warning("partition %d fenced: stored offset is %d; seeking there",
-                        partition, offset)
+            log.warning(
+                "partition %d fenced: stored offset is %d; seeking there", partition, offset
+            )
             if offset >= 0 and partition in self._positions:
                 self._positions[partition] = offset
                 consumer.seek(TopicPartition(topic, partition), offset)
@@ -281,8 +300,14 @@ class Aggregator(Service):
         if not ranges:
             return None
         requests = [r for r in batch.requests if r.partition in ranges]
-        return PreparedBatch(ranges, requests, window_deltas(requests), batch.messages,
-                             batch.duplicates_in_batch, batch.undecodable)
+        return PreparedBatch(
+            ranges,
+            requests,
+            window_deltas(requests),
+            batch.messages,
+            batch.duplicates_in_batch,
+            batch.undecodable,
+        )
 
     async def step(self, timeout_ms: int) -> int:
         """Fetch one batch and apply it (no pipelining); the number of records folded."""
@@ -305,14 +330,21 @@ class Aggregator(Service):
         dropped — it was never applied, and the next start reads it again from the stored
         offsets.
         """
-        retention = (asyncio.create_task(self._retention_loop())
-                     if self._retention_s is not None else None)
+        retention = (
+            asyncio.create_task(self._retention_loop()) if self._retention_s is not None else None
+        )
         try:
             while not self._stopping.is_set():
                 try:
                     await self._pipeline()
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                        KafkaError, DependencyUnavailable) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    KafkaError,
+                    DependencyUnavailable,
+                ) as exc:
                     log.error("aggregator batch failed: %s; resyncing in %.0fs", exc, _RETRY_S)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), _RETRY_S)
@@ -324,8 +356,9 @@ class Aggregator(Service):
                 retention.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await retention
-        log.info("aggregator stopped; next offsets %s committed", dict(sorted(
-            self._positions.items())))
+        log.info(
+            "aggregator stopped; next offsets %s committed", dict(sorted(self._positions.items()))
+        )
 
     async def _pipeline(self) -> None:
         poll_ms = self._settings.aggregator_poll_ms
@@ -338,10 +371,10 @@ class Aggregator(Service):
                     self._account(result)
                     if batch is not None and result.fenced:
                         batch = self._without(batch, result.fenced)
-                if batch is None:                    # idle: positions are what is stored
+                if batch is None:  # idle: positions are what is stored
                     self._update_lag(self._positions)
                     continue
-                if self._stopping.is_set():      # dropped: never applied, read again later
+                if self._stopping.is_set():  # dropped: never applied, read again later
                     for partition, span in batch.ranges.items():
                         self._positions[partition] = span.start
                 else:
@@ -361,8 +394,10 @@ class Aggregator(Service):
         consumer, _ = self._require()
         total = 0
         deadline = time.monotonic() + 30
-        while self._group and (not consumer.assignment() or any(
-                tp.partition not in self._positions for tp in consumer.assignment())):
+        while self._group and (
+            not consumer.assignment()
+            or any(tp.partition not in self._positions for tp in consumer.assignment())
+        ):
             if time.monotonic() > deadline:
                 raise DependencyUnavailable("kafka", "no partitions assigned to this member")
             total += await self.step(idle_ms)
@@ -381,7 +416,8 @@ class Aggregator(Service):
             if self._stopping.is_set():
                 return
             try:
-                await purge_closed_windows(self._pool,
-                                           ledger_ttl_s=self._settings.idempotency_ttl_s)
+                await purge_closed_windows(
+                    self._pool, ledger_ttl_s=self._settings.idempotency_ttl_s
+                )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.error("retention pass failed: %s", exc)

@@ -1,7 +1,7 @@
 """Run the benchmarks: ``python -m bench [stage ...]`` (default: every stage).
 
 Each stage module exposes ``async def run(broker: str) -> list[Figure]`` and sets up its
-own isolated environment (``vinr.devenv.isolated_settings``).
+own isolated environment (``infra.devenv.isolated_settings``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib.util
 import sys
 
 from bench.common import Figure, print_table, write_results
-from vinr.devenv import dev_broker
+from infra.devenv import dev_broker
 
 STAGES = ("ingest", "aggregator", "invoicer", "end_to_end")
 

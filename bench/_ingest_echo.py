@@ -26,19 +26,35 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body", False):
             break
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def main(argv: list[str]) -> int:
     uvloop.install()
     # The same Config as vinr.roles builds for `vinr api` (loop installed by the caller).
-    config = uvicorn.Config(echo, host="127.0.0.1", port=int(argv[0]), loop="none",
-                            http="httptools", lifespan="off", access_log=False,
-                            log_config=None, backlog=4096, proxy_headers=False,
-                            server_header=False)
+    config = uvicorn.Config(
+        echo,
+        host="127.0.0.1",
+        port=int(argv[0]),
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        backlog=4096,
+        proxy_headers=False,
+        server_header=False,
+    )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
 

@@ -68,7 +68,7 @@ class _Connection(asyncio.Protocol):
             length = 0
             if at >= 0:
                 stop = head.find(b"\r\n", at)
-                length = int(head[at + len(_CONTENT_LENGTH): stop if stop >= 0 else None])
+                length = int(head[at + len(_CONTENT_LENGTH) : stop if stop >= 0 else None])
             total = end + 4 + length
             if len(buf) < total:
                 return
@@ -89,9 +89,11 @@ class _Run:
         self.key_prefix: str | None = spec.get("key_prefix")
         body = spec["body"].encode()
         headers = "".join(f"{k}: {v}\r\n" for k, v in spec.get("headers", {}).items())
-        self._head = (f"POST {spec['path']} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
-                      f"Content-Type: application/json\r\n"
-                      f"Content-Length: {len(body)}\r\n").encode()
+        self._head = (
+            f"POST {spec['path']} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
+            f"Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        ).encode()
         self._body = b"\r\n" + body
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
@@ -105,8 +107,9 @@ class _Run:
     def request(self, index: int, n: int) -> bytes:
         if self.key_prefix is None:
             return self._head + self._body
-        return self._head + f"Idempotency-Key: {self.key_prefix}-{index}-{n}\r\n".encode() \
-            + self._body
+        return (
+            self._head + f"Idempotency-Key: {self.key_prefix}-{index}-{n}\r\n".encode() + self._body
+        )
 
     def done(self, conn: _Connection, status: int) -> None:
         now = time.perf_counter()
@@ -147,8 +150,9 @@ class _Run:
         loop = asyncio.get_running_loop()
         conns: list[_Connection] = []
         for i in range(self.connections):
-            _, conn = await loop.create_connection(lambda i=i: _Connection(self, i),
-                                                   self.host, self.port)
+            _, conn = await loop.create_connection(
+                lambda i=i: _Connection(self, i), self.host, self.port
+            )
             conns.append(conn)
         begin = time.perf_counter()
         end = begin + self.warmup_s + self.duration_s
@@ -178,11 +182,16 @@ class _Run:
         def pct(p: float) -> float:
             return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else 0.0
 
-        return {"requests": self.completed, "elapsed_s": elapsed,
-                "rps": self.completed / elapsed if elapsed else 0.0,
-                "statuses": {str(k): v for k, v in self.statuses.items()},
-                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
-                "backlog": len(self.backlog)}
+        return {
+            "requests": self.completed,
+            "elapsed_s": elapsed,
+            "rps": self.completed / elapsed if elapsed else 0.0,
+            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": pct(1.0),
+            "backlog": len(self.backlog),
+        }
 
 
 def main(argv: list[str]) -> int:

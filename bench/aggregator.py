@@ -1,7 +1,7 @@
 """Aggregator stage: Kafka usage topic → Postgres windows, against a bare consume loop.
 
 Two workloads, each on a fresh topic, preloaded exactly as the ingest publishes
-(``vinr.wire``; ``ingest.publisher``): a batch request is a message of its own, keyed by
+(``domain.wire``; ``ingest.publisher``): a batch request is a message of its own, keyed by
 its item; single-record requests share messages per partition, ``COALESCED`` at a time (what
 the ingest's publisher packs at ~18k requests/s), in arrival order. Both have some requests
 published twice (client retries that slipped past Redis, sent again later), gauge-like
@@ -37,24 +37,24 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from aggregator.watermark import caught_up
 from aggregator.worker import Aggregator
 from bench.common import Figure
-from vinr.db import create_pool
-from vinr.devenv import isolated_settings
-from vinr.fold import fold_map
+from domain.fold import fold_map
+from domain.watermark import caught_up
+from domain.wire import Entry, encode_entries, item_key, usage_entry
+from infra.db import create_pool
+from infra.devenv import isolated_settings
+from infra.settings import Settings
 from vinr.roles import tune_gc
-from vinr.settings import Settings
-from vinr.wire import Entry, encode_entries, item_key, usage_entry
 
 STAGE = "aggregator"
 ROUNDS = 3
 ITEMS = 1000
 BATCH = 1000
-COALESCED = 25             # single-record requests per message (measured: ingest publisher)
-DUPLICATE_SHARE = 0.02     # of requests, published a second time later
-GAUGE_SHARE = 0.1          # of items, reporting with `set`
-LATE_SHARE = 0.2           # of single records, up to 2 minutes behind the clock
+COALESCED = 25  # single-record requests per message (measured: ingest publisher)
+DUPLICATE_SHARE = 0.02  # of requests, published a second time later
+GAUGE_SHARE = 0.1  # of items, reporting with `set`
+LATE_SHARE = 0.2  # of single records, up to 2 minutes behind the clock
 BASE = 1_700_000_000
 PERIOD = (BASE - 3_600, BASE + 30 * 86_400)
 
@@ -63,7 +63,7 @@ PERIOD = (BASE - 3_600, BASE + 30 * 86_400)
 class Mix:
     label: str
     records: int
-    single_share: float    # of records, in single-record requests
+    single_share: float  # of records, in single-record requests
 
 
 MIXES = (Mix("mixed", 500_000, 10_000 / 260_000), Mix("batch requests only", 600_000, 0.0))
@@ -73,9 +73,9 @@ MIXES = (Mix("mixed", 500_000, 10_000 / 260_000), Mix("batch requests only", 600
 class Workload:
     messages: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # partition, key, value
     truth: dict[tuple[int, int], list[tuple[int, int, bool]]] = field(default_factory=dict)
-    records: int = 0           # distinct records (first copies)
-    requests: int = 0          # distinct requests
-    published: int = 0         # records on the topic, copies included (what the loop reads)
+    records: int = 0  # distinct records (first copies)
+    requests: int = 0  # distinct requests
+    published: int = 0  # records on the topic, copies included (what the loop reads)
 
 
 class _Packer:
@@ -88,8 +88,7 @@ class _Packer:
         self._partitioner = DefaultPartitioner()
         self._pending: dict[int, list[Entry]] = {}
 
-    def add(self, item: int, entry: Entry, records: Sequence[tuple[int, int, bool]] | None
-            ) -> None:
+    def add(self, item: int, entry: Entry, records: Sequence[tuple[int, int, bool]] | None) -> None:
         key = item_key(item)
         partition: int = self._partitioner(key, self._partitions, self._partitions)
         self._w.published += entry[7]
@@ -111,8 +110,9 @@ class _Packer:
         (as the publisher keys it)."""
         pending = self._pending.pop(partition, [])
         if pending:
-            self._w.messages.append((partition, item_key(pending[0][3]),
-                                     encode_entries(pending, [None] * len(pending))))
+            self._w.messages.append(
+                (partition, item_key(pending[0][3]), encode_entries(pending, [None] * len(pending)))
+            )
 
 
 def build_workload(mix: Mix, partitions: list[int], seed: int = 4) -> Workload:
@@ -134,11 +134,13 @@ def build_workload(mix: Mix, partitions: list[int], seed: int = 4) -> Workload:
             recs = [(ts, rnd.randrange(1, 50), is_set)]
         else:
             # A reporter's batch: records taken over the last few seconds.
-            recs = [(clock - 5 + j * 5 // BATCH, rnd.randrange(1, 50), is_set)
-                    for j in range(BATCH)]
+            recs = [
+                (clock - 5 + j * 5 // BATCH, rnd.randrange(1, 50), is_set) for j in range(BATCH)
+            ]
         n += 1
-        entry, records = usage_entry(f"mbu_bench{n:09d}", "acct_bench", False, item,
-                                     PERIOD[0], PERIOD[1], clock, recs)
+        entry, records = usage_entry(
+            f"mbu_bench{n:09d}", "acct_bench", False, item, PERIOD[0], PERIOD[1], clock, recs
+        )
         packer.add(item, entry, records)
         w.truth.setdefault((item, PERIOD[0]), []).extend(recs)
         w.records += len(recs)
@@ -164,17 +166,24 @@ async def topic_partitions(settings: Settings) -> list[int]:
 
 
 async def preload(settings: Settings, workload: Workload, parts: list[int]) -> dict[int, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
-                                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
     await producer.start()
     try:
-        sends = [await producer.send(settings.usage_topic, value, key=key, partition=partition)
-                 for partition, key, value in workload.messages]
+        sends = [
+            await producer.send(settings.usage_topic, value, key=key, partition=partition)
+            for partition, key, value in workload.messages
+        ]
         await asyncio.gather(*sends)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(settings.usage_topic, p) for p in parts]
@@ -183,20 +192,26 @@ async def preload(settings: Settings, workload: Workload, parts: list[int]) -> d
     finally:
         await consumer.stop()
     if any(begins.values()) or sum(ends.values()) != len(workload.messages):
-        raise RuntimeError("the broker did not keep the whole preload (the dev broker keeps"
-                           " 5 MB per partition); lower the workload's records")
+        raise RuntimeError(
+            "the broker did not keep the whole preload (the dev broker keeps"
+            " 5 MB per partition); lower the workload's records"
+        )
     return {tp.partition: off for tp, off in ends.items()}
 
 
-async def bare_loop(settings: Settings, ends: dict[int, int], *, records_too: bool = False
-                    ) -> tuple[float, int]:
+async def bare_loop(
+    settings: Settings, ends: dict[int, int], *, records_too: bool = False
+) -> tuple[float, int]:
     """The ceiling: ``getmany`` and each message's header decoded — the least any reader of
     the topic does to learn what a message holds — nothing else; ``records_too`` decodes
     the records that follow the header as well. Returns (seconds, records)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=1024 * 1024,
-                                fetch_max_bytes=16 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(settings.usage_topic, p) for p in ends]
@@ -216,7 +231,7 @@ async def bare_loop(settings: Settings, ends: dict[int, int], *, records_too: bo
                     for entry in loads(value if cut < 0 else memoryview(value)[:cut])["q"]:
                         records += entry[7]
                     if records_too and cut >= 0:
-                        loads(memoryview(value)[cut + 1:])
+                        loads(memoryview(value)[cut + 1 :])
                 left[tp.partition] = ends[tp.partition] - (msgs[-1].offset + 1)
         return time.perf_counter() - started, records
     finally:
@@ -224,13 +239,15 @@ async def bare_loop(settings: Settings, ends: dict[int, int], *, records_too: bo
 
 
 async def reset_tables(pool: asyncpg.Pool) -> None:
-    await pool.execute("TRUNCATE usage_ledger, usage_points, usage_windows, consumer_offsets,"
-                       " usage_dead_letters")
+    await pool.execute(
+        "TRUNCATE usage_ledger, usage_points, usage_windows, consumer_offsets, usage_dead_letters"
+    )
     await pool.execute("VACUUM ANALYZE usage_ledger, usage_points, usage_windows")
 
 
-async def aggregator_round(settings: Settings, pool: asyncpg.Pool, ends: dict[int, int]
-                           ) -> tuple[float, dict[str, int]]:
+async def aggregator_round(
+    settings: Settings, pool: asyncpg.Pool, ends: dict[int, int]
+) -> tuple[float, dict[str, int]]:
     """One aggregator from the log start to the log end, committed. (seconds, counters)"""
     await reset_tables(pool)
     agg = Aggregator(settings, retention_s=None)
@@ -252,18 +269,25 @@ async def aggregator_round(settings: Settings, pool: asyncpg.Pool, ends: dict[in
         await runner
     finally:
         await agg.stop()
-    counts = dict(await pool.fetchrow(
-        "SELECT (SELECT count(*) FROM usage_ledger) AS requests,"
-        " (SELECT count(*) FROM usage_points) AS points,"
-        " (SELECT coalesce(sum(records), 0) FROM usage_windows) AS records"))
+    counts = dict(
+        await pool.fetchrow(
+            "SELECT (SELECT count(*) FROM usage_ledger) AS requests,"
+            " (SELECT count(*) FROM usage_points) AS points,"
+            " (SELECT coalesce(sum(records), 0) FROM usage_windows) AS records"
+        )
+    )
     return elapsed, {k: int(v) for k, v in counts.items()}
 
 
 async def check_windows(pool: asyncpg.Pool, workload: Workload) -> int:
     """Windows that differ from the ground truth (0 expected)."""
-    rows = {(r["item_pk"], r["period_start"]): r for r in await pool.fetch(
-        "SELECT item_pk, period_start, total, max, last_ts, last_quantity, records"
-        " FROM usage_windows")}
+    rows = {
+        (r["item_pk"], r["period_start"]): r
+        for r in await pool.fetch(
+            "SELECT item_pk, period_start, total, max, last_ts, last_quantity, records"
+            " FROM usage_windows"
+        )
+    }
     wrong = len(set(rows) ^ set(workload.truth))
     for key, recs in workload.truth.items():
         row = rows.get(key)
@@ -271,9 +295,13 @@ async def check_windows(pool: asyncpg.Pool, workload: Workload) -> int:
             continue
         usage = fold_map(recs)
         last = max(usage)
-        if (int(row["total"]), int(row["max"]), row["last_ts"], int(row["last_quantity"]),
-                row["records"]) != (sum(usage.values()), max(usage.values()), last, usage[last],
-                                    len(recs)):
+        if (
+            int(row["total"]),
+            int(row["max"]),
+            row["last_ts"],
+            int(row["last_quantity"]),
+            row["records"],
+        ) != (sum(usage.values()), max(usage.values()), last, usage[last], len(recs)):
             wrong += 1
     return wrong
 
@@ -310,20 +338,23 @@ async def _run_mix(broker: str, mix: Mix) -> list[Figure]:
             wrong = 0
             counts: dict[str, int] = {}
             for n in range(ROUNDS):
-                for _ in range(2):     # the bare loop is short (~0.1 s): two passes a round
+                for _ in range(2):  # the bare loop is short (~0.1 s): two passes a round
                     seconds, records = await bare_loop(settings, ends)
                     if records != workload.published:
-                        raise RuntimeError(f"bare loop read {records} records, not"
-                                           f" {workload.published}")
+                        raise RuntimeError(
+                            f"bare loop read {records} records, not {workload.published}"
+                        )
                     bare.append(records / seconds)
                     seconds, _ = await bare_loop(settings, ends, records_too=True)
                     full.append(workload.published / seconds)
                 seconds, counts = await aggregator_round(settings, pool, ends)
                 agg.append(workload.records / seconds)
                 wrong += await check_windows(pool, workload)
-                print(f"    round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records"
-                      f" decoded too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
-                      flush=True)
+                print(
+                    f"    round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records"
+                    f" decoded too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
+                    flush=True,
+                )
         finally:
             await pool.close()
     ceiling = statistics.median(bare)
@@ -331,17 +362,47 @@ async def _run_mix(broker: str, mix: Mix) -> list[Figure]:
     ok = wrong == 0 and value >= 300_000 and value >= 0.5 * ceiling
     messages = len(workload.messages)
     return [
-        Figure(STAGE, f"{mix.label}: bare aiokafka loop (getmany + headers decoded)",
-               ceiling, "records/s"),
-        Figure(STAGE, f"{mix.label}: bare loop, records decoded too",
-               statistics.median(full), "records/s"),
-        Figure(STAGE, f"{mix.label}: into Postgres windows ({workload.records:,} records,"
-               f" {workload.requests:,} requests, {messages:,} messages)", value, "records/s",
-               "≥ 300,000/s and ≥ 0.5 × bare loop", ceiling, "bare loop", ok),
-        Figure(STAGE, f"{mix.label}: requests (ledger rows) per second",
-               value * workload.requests / workload.records, "requests/s"),
-        Figure(STAGE, f"{mix.label}: usage_points rows per record",
-               counts.get("points", 0) / workload.records, "rows"),
-        Figure(STAGE, f"{mix.label}: windows off the ground truth ({ROUNDS} rounds)", wrong,
-               "windows", "0", passed=wrong == 0),
+        Figure(
+            STAGE,
+            f"{mix.label}: bare aiokafka loop (getmany + headers decoded)",
+            ceiling,
+            "records/s",
+        ),
+        Figure(
+            STAGE,
+            f"{mix.label}: bare loop, records decoded too",
+            statistics.median(full),
+            "records/s",
+        ),
+        Figure(
+            STAGE,
+            f"{mix.label}: into Postgres windows ({workload.records:,} records,"
+            f" {workload.requests:,} requests, {messages:,} messages)",
+            value,
+            "records/s",
+            "≥ 300,000/s and ≥ 0.5 × bare loop",
+            ceiling,
+            "bare loop",
+            ok,
+        ),
+        Figure(
+            STAGE,
+            f"{mix.label}: requests (ledger rows) per second",
+            value * workload.requests / workload.records,
+            "requests/s",
+        ),
+        Figure(
+            STAGE,
+            f"{mix.label}: usage_points rows per record",
+            counts.get("points", 0) / workload.records,
+            "rows",
+        ),
+        Figure(
+            STAGE,
+            f"{mix.label}: windows off the ground truth ({ROUNDS} rounds)",
+            wrong,
+            "windows",
+            "0",
+            passed=wrong == 0,
+        ),
     ]

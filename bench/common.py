@@ -17,12 +17,18 @@ from typing import Any
 import asyncpg
 import httpx
 
-from ingest.auth import create_account
-from vinr.devenv import role_env
-from vinr.settings import Settings
+from domain.accounts import create_account
+from infra.devenv import role_env
+from infra.settings import Settings
 
-__all__ = ["Figure", "bench_env", "metered_fixture", "print_table", "serve_process",
-           "write_results"]
+__all__ = [
+    "Figure",
+    "bench_env",
+    "metered_fixture",
+    "print_table",
+    "serve_process",
+    "write_results",
+]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,7 +44,7 @@ class Figure:
     target: str = ""
     ceiling: float | None = None
     ceiling_label: str = ""
-    passed: bool | None = None      # against the SPEC target, when it has one
+    passed: bool | None = None  # against the SPEC target, when it has one
 
     @property
     def ratio(self) -> float | None:
@@ -68,7 +74,9 @@ def write_results(figures: list[Figure], name: str = "latest.json") -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
     payload = {
-        "at": int(time.time()), "machine": platform.platform(), "python": platform.python_version(),
+        "at": int(time.time()),
+        "machine": platform.platform(),
+        "python": platform.python_version(),
         "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
     }
     path.write_text(json.dumps(payload, indent=2))
@@ -81,8 +89,9 @@ def bench_env(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serve_process(args: list[str], env: dict[str, str], port: int, ready_path: str
-                  ) -> AsyncIterator[str]:
+async def serve_process(
+    args: list[str], env: dict[str, str], port: int, ready_path: str
+) -> AsyncIterator[str]:
     """A server subprocess, up once ``ready_path`` answers; SIGTERM (graceful) on exit."""
     proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -109,7 +118,6 @@ async def serve_process(args: list[str], env: dict[str, str], port: int, ready_p
                 await proc.wait()
 
 
-
 async def metered_fixture(api: str, settings: Settings) -> tuple[str, str, int]:
     """(sandbox key, subscription item id, period start) for a metered sum price."""
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
@@ -117,8 +125,10 @@ async def metered_fixture(api: str, settings: Settings) -> tuple[str, str, int]:
         _, key, _ = await create_account(conn, "bench")
     finally:
         await conn.close()
-    async with httpx.AsyncClient(base_url=api, timeout=10,
-                                 headers={"Authorization": f"Bearer {key}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=api, timeout=10, headers={"Authorization": f"Bearer {key}"}
+    ) as c:
+
         async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
             response = await c.post(path, json=body)
             response.raise_for_status()
@@ -126,13 +136,18 @@ async def metered_fixture(api: str, settings: Settings) -> tuple[str, str, int]:
             return result
 
         product = await post("/v1/products", {"name": "bench"})
-        price = await post("/v1/prices", {
-            "product": product["id"], "currency": "EUR", "billingScheme": "usage",
-            "unitAmountDecimal": "0.2",
-            "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"}})
+        price = await post(
+            "/v1/prices",
+            {
+                "product": product["id"],
+                "currency": "EUR",
+                "billingScheme": "usage",
+                "unitAmountDecimal": "0.2",
+                "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"},
+            },
+        )
         customer = await post("/v1/customers", {"name": "bench", "paymentMethod": "pm_card_visa"})
-        sub = await post("/v1/subscriptions", {"customer": customer["id"],
-                                               "items": [{"price": price["id"]}]})
+        sub = await post(
+            "/v1/subscriptions", {"customer": customer["id"], "items": [{"price": price["id"]}]}
+        )
     return key, sub["items"]["data"][0]["id"], int(sub["currentPeriodStart"])
-
-

@@ -18,7 +18,7 @@ import uuid
 import httpx
 
 from bench.common import Figure, bench_env, metered_fixture, serve_process
-from vinr.devenv import free_port, isolated_settings
+from infra.devenv import free_port, isolated_settings
 
 __all__ = ["run"]
 
@@ -36,9 +36,11 @@ async def _background(c: httpx.AsyncClient, item: str, stop: asyncio.Event) -> i
     """Batches for the same item, back to back, until ``stop``: the records sent."""
     sent = 0
     while not stop.is_set():
-        response = await c.post("/v1/usage_records/batch", headers={
-            "Idempotency-Key": uuid.uuid4().hex}, json={
-            "subscriptionItem": item, "records": [{"quantity": 1}] * BACKGROUND_BATCH})
+        response = await c.post(
+            "/v1/usage_records/batch",
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+            json={"subscriptionItem": item, "records": [{"quantity": 1}] * BACKGROUND_BATCH},
+        )
         response.raise_for_status()
         sent += BACKGROUND_BATCH
     return sent
@@ -51,10 +53,14 @@ async def run(broker: str) -> list[Figure]:
         async with serve_process(args, bench_env(settings), port, "/readyz") as api:
             key, item, _ = await metered_fixture(api, settings)
             probe_key, probe_item, _ = await metered_fixture(api, settings)
-            async with httpx.AsyncClient(base_url=api, timeout=10, headers={
-                    "Authorization": f"Bearer {key}"}) as busy, httpx.AsyncClient(
-                    base_url=api, timeout=10,
-                    headers={"Authorization": f"Bearer {probe_key}"}) as c:
+            async with (
+                httpx.AsyncClient(
+                    base_url=api, timeout=10, headers={"Authorization": f"Bearer {key}"}
+                ) as busy,
+                httpx.AsyncClient(
+                    base_url=api, timeout=10, headers={"Authorization": f"Bearer {probe_key}"}
+                ) as c,
+            ):
                 stop = asyncio.Event()
                 background = asyncio.create_task(_background(busy, item, stop))
                 lags: list[float] = []
@@ -62,15 +68,21 @@ async def run(broker: str) -> list[Figure]:
                 expected = 0
                 for n in range(SAMPLES):
                     expected += n + 1
-                    response = await c.post("/v1/usage_records", json={
-                        "subscriptionItem": probe_item, "quantity": n + 1},
-                        headers={"Idempotency-Key": uuid.uuid4().hex})
+                    response = await c.post(
+                        "/v1/usage_records",
+                        json={"subscriptionItem": probe_item, "quantity": n + 1},
+                        headers={"Idempotency-Key": uuid.uuid4().hex},
+                    )
                     response.raise_for_status()
                     accepted = time.perf_counter()
                     while True:
                         asked = time.perf_counter()
-                        summary = (await c.get("/v1/usage_records/summaries",
-                                               params={"subscriptionItem": probe_item})).json()
+                        summary = (
+                            await c.get(
+                                "/v1/usage_records/summaries",
+                                params={"subscriptionItem": probe_item},
+                            )
+                        ).json()
                         floors.append(time.perf_counter() - asked)
                         if summary["data"][0]["totalUsage"] >= expected:
                             break
@@ -84,9 +96,23 @@ async def run(broker: str) -> list[Figure]:
     p99 = _p(lags, 0.99) * 1000
     floor = statistics.median(floors) * 1000
     return [
-        Figure(STAGE, "accepted → in summaries, p50", _p(lags, 0.5) * 1000, "ms",
-               ceiling=floor, ceiling_label="ms summaries round trip"),
-        Figure(STAGE, "accepted → in summaries, p99", p99, "ms", target="≤ 1000 ms",
-               ceiling=floor, ceiling_label="ms summaries round trip", passed=p99 <= 1000),
+        Figure(
+            STAGE,
+            "accepted → in summaries, p50",
+            _p(lags, 0.5) * 1000,
+            "ms",
+            ceiling=floor,
+            ceiling_label="ms summaries round trip",
+        ),
+        Figure(
+            STAGE,
+            "accepted → in summaries, p99",
+            p99,
+            "ms",
+            target="≤ 1000 ms",
+            ceiling=floor,
+            ceiling_label="ms summaries round trip",
+            passed=p99 <= 1000,
+        ),
         Figure(STAGE, "background records meanwhile", float(background_records), "records"),
     ]

@@ -22,11 +22,11 @@ from typing import Any
 import asyncpg
 
 from bench.common import Figure
+from domain.clock import now_s
+from domain.periods import period_at
+from infra.db import create_pool
+from infra.devenv import isolated_settings
 from invoicer.worker import Invoicer
-from vinr.clock import now_s
-from vinr.db import create_pool
-from vinr.devenv import isolated_settings
-from vinr.periods import period_at
 
 __all__ = ["run"]
 
@@ -34,9 +34,15 @@ SUBSCRIPTIONS = 10_000
 TARGET = 2_000.0
 _ACCOUNT = "acct_bench"
 
-_METERED = {"currency": "eur", "billingScheme": "per_unit", "unitAmount": None,
-            "unitAmountDecimal": "0.2", "tiers": None, "tiersMode": None,
-            "transformQuantity": None}
+_METERED = {
+    "currency": "eur",
+    "billingScheme": "per_unit",
+    "unitAmount": None,
+    "unitAmountDecimal": "0.2",
+    "tiers": None,
+    "tiersMode": None,
+    "transformQuantity": None,
+}
 _LICENSED = _METERED | {"unitAmount": 500, "unitAmountDecimal": None}
 
 
@@ -48,50 +54,81 @@ async def seed(conn: asyncpg.Connection[Any], n: int, *, anchor: int) -> None:
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO accounts (id, name, created) VALUES ($1, 'bench', $2::bigint)",
-            _ACCOUNT, anchor)
+            _ACCOUNT,
+            anchor,
+        )
         await conn.execute(
             "INSERT INTO products (id, account_id, livemode, name, created)"
-            " VALUES ('prod_bench', $1, false, 'API access', $2::bigint)", _ACCOUNT, anchor)
+            " VALUES ('prod_bench', $1, false, 'API access', $2::bigint)",
+            _ACCOUNT,
+            anchor,
+        )
         await conn.execute(
             "INSERT INTO prices (id, account_id, livemode, product_id, currency, terms,"
             " interval, interval_count, usage_type, aggregate_usage, created) VALUES"
             " ('price_bench_m', $1, false, 'prod_bench', 'eur', $2::jsonb, 'day', 1,"
             "  'metered', 'sum', $4::bigint),"
             " ('price_bench_l', $1, false, 'prod_bench', 'eur', $3::jsonb, 'day', 1,"
-            "  'licensed', NULL, $4::bigint)", _ACCOUNT, _METERED, _LICENSED, anchor)
+            "  'licensed', NULL, $4::bigint)",
+            _ACCOUNT,
+            _METERED,
+            _LICENSED,
+            anchor,
+        )
         await conn.execute(
             "INSERT INTO webhook_endpoints (id, account_id, livemode, url, enabled_events,"
             " secret, created) VALUES ('we_bench', $1, false, 'http://127.0.0.1:9/hooks',"
-            " '{*}', 'whsec_bench', $2::bigint)", _ACCOUNT, anchor)
+            " '{*}', 'whsec_bench', $2::bigint)",
+            _ACCOUNT,
+            anchor,
+        )
         await conn.execute(
             "INSERT INTO customers (id, account_id, livemode, name, default_pm, created)"
             " SELECT 'cust_b' || g, $1, false, 'bench ' || g, 'pm_b' || g, $2::bigint"
-            " FROM generate_series(1, $3::bigint) g", _ACCOUNT, anchor, n)
+            " FROM generate_series(1, $3::bigint) g",
+            _ACCOUNT,
+            anchor,
+            n,
+        )
         await conn.execute(
             "INSERT INTO payment_methods (id, account_id, livemode, customer_pk, kind, brand,"
             " last4, created) SELECT 'pm_b' || substr(c.id, 7), $1, false, c.pk,"
             " 'pm_card_visa', 'visa', '4242', $2::bigint FROM customers c"
-            " WHERE c.account_id = $1", _ACCOUNT, anchor)
+            " WHERE c.account_id = $1",
+            _ACCOUNT,
+            anchor,
+        )
         await conn.execute(
             "INSERT INTO subscriptions (id, account_id, livemode, customer_pk, status, currency,"
             " interval, interval_count, anchor, current_period_start, current_period_end,"
             " created) SELECT 'sub_b' || substr(c.id, 7), $1, false, c.pk, 'active', 'eur',"
             " 'day', 1, $2::bigint, $3::bigint, $4::bigint, $2::bigint FROM customers c"
-            " WHERE c.account_id = $1", _ACCOUNT, anchor, period.start, period.end)
+            " WHERE c.account_id = $1",
+            _ACCOUNT,
+            anchor,
+            period.start,
+            period.end,
+        )
         await conn.execute(
             "INSERT INTO subscription_items (id, account_id, livemode, subscription_id,"
             " price_id, quantity, created)"
             " SELECT 'si_bm' || substr(s.id, 6), $1, false, s.id, 'price_bench_m', NULL,"
             " $2::bigint FROM subscriptions s WHERE s.account_id = $1"
             " UNION ALL SELECT 'si_bl' || substr(s.id, 6), $1, false, s.id, 'price_bench_l', 2,"
-            " $2::bigint FROM subscriptions s WHERE s.account_id = $1", _ACCOUNT, anchor)
+            " $2::bigint FROM subscriptions s WHERE s.account_id = $1",
+            _ACCOUNT,
+            anchor,
+        )
         await conn.execute(
             "INSERT INTO usage_windows (item_pk, period_start, period_end, total, max, last_ts,"
             " last_quantity, records, updated)"
             " SELECT si.pk, $2::bigint, $3::bigint, substr(si.id, 6)::int * 7, 7, $2::bigint,"
             " 7, substr(si.id, 6)::int, $2::bigint FROM subscription_items si"
             " WHERE si.account_id = $1 AND si.price_id = 'price_bench_m'",
-            _ACCOUNT, period.start, period.end)
+            _ACCOUNT,
+            period.start,
+            period.end,
+        )
     await conn.execute("ANALYZE")
 
 
@@ -116,29 +153,45 @@ async def _ceiling(conn: asyncpg.Connection[Any], n: int, batch: int) -> float:
                 "INSERT INTO invoices (id, account_id, livemode, customer_pk, billing_reason,"
                 " status, currency, period_start, period_end, finalize_at, created)"
                 " SELECT id, $2, false, $3, 'ceiling', 'draft', 'eur', $4, $4, $4, $4"
-                " FROM unnest($1::text[]) id", ids, _ACCOUNT, cust_pk, ts)
+                " FROM unnest($1::text[]) id",
+                ids,
+                _ACCOUNT,
+                cust_pk,
+                ts,
+            )
             await conn.execute(
                 "INSERT INTO invoice_lines (id, invoice_id, position, type, description,"
                 " quantity, amount, period_start, period_end)"
                 " SELECT 'il_' || i || p, i, p, 'subscription', 'x', 1, 1, $2, $2"
-                " FROM unnest($1::text[]) i, generate_series(1, 2) p", ids, ts)
+                " FROM unnest($1::text[]) i, generate_series(1, 2) p",
+                ids,
+                ts,
+            )
             evt = [f"evt_{i}_{k}" for i in ids for k in (1, 2)]
             await conn.execute(
                 "INSERT INTO events (id, account_id, livemode, type, data, created)"
                 " SELECT e, $2, false, 'invoice.created', d, $3"
                 " FROM unnest($1::text[], $4::jsonb[]) AS v(e, d)",
-                evt, _ACCOUNT, ts, [event] * len(evt))
+                evt,
+                _ACCOUNT,
+                ts,
+                [event] * len(evt),
+            )
             await conn.execute(
                 "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at,"
                 " created) SELECT 'whd_' || md5(e), e, 'we_bench', $2::float8, $2::bigint"
-                " FROM unnest($1::text[]) e", evt, ts)
+                " FROM unnest($1::text[]) e",
+                evt,
+                ts,
+            )
     return time.perf_counter() - started
 
 
 async def run(broker: str) -> list[Figure]:
     n = SUBSCRIPTIONS
-    async with isolated_settings(broker, label="bench_invoicer",
-                                 finalization_grace_s=3_600) as settings:
+    async with isolated_settings(
+        broker, label="bench_invoicer", finalization_grace_s=3_600
+    ) as settings:
         pool = await create_pool(settings, min_size=1, max_size=4)
         try:
             # The day's period ended a minute ago: due, but its 1 h grace still runs.
@@ -149,19 +202,23 @@ async def run(broker: str) -> list[Figure]:
                 started = time.perf_counter()
                 closed = await _tick_until_idle(invoicer)
                 close_s = time.perf_counter() - started
-                drafts = await pool.fetchval(
-                    "SELECT count(*) FROM invoices WHERE status = 'draft'")
+                drafts = await pool.fetchval("SELECT count(*) FROM invoices WHERE status = 'draft'")
                 events = await pool.fetchval("SELECT count(*) FROM events")
-                print(f"  closed {closed} periods in {close_s:.2f}s: {drafts} drafts,"
-                      f" {events} events", flush=True)
+                print(
+                    f"  closed {closed} periods in {close_s:.2f}s: {drafts} drafts,"
+                    f" {events} events",
+                    flush=True,
+                )
                 await pool.execute("UPDATE invoices SET finalize_at = $1", now_s() - 1)
                 started = time.perf_counter()
                 await _tick_until_idle(invoicer)
                 settle_s = time.perf_counter() - started
                 paid = await pool.fetchval("SELECT count(*) FROM invoices WHERE status = 'paid'")
                 charges = await pool.fetchval("SELECT count(*) FROM charges")
-                print(f"  finalized and charged in {settle_s:.2f}s: {paid} paid,"
-                      f" {charges} charges", flush=True)
+                print(
+                    f"  finalized and charged in {settle_s:.2f}s: {paid} paid, {charges} charges",
+                    flush=True,
+                )
             async with pool.acquire() as conn:
                 ceiling_s = await _ceiling(conn, n, settings.invoicer_batch)
         finally:
@@ -170,8 +227,15 @@ async def run(broker: str) -> list[Figure]:
         raise RuntimeError(f"expected {n} invoices; got {drafts} drafts and {paid} paid")
     rate, settle_rate, ceiling = n / close_s, n / settle_s, n / ceiling_s
     return [
-        Figure("invoicer", f"close {n:,} periods: priced, written, events queued", rate,
-               "invoices/s", target="≥ 2,000", ceiling=ceiling,
-               ceiling_label="bulk INSERT of the same rows", passed=rate >= TARGET),
+        Figure(
+            "invoicer",
+            f"close {n:,} periods: priced, written, events queued",
+            rate,
+            "invoices/s",
+            target="≥ 2,000",
+            ceiling=ceiling,
+            ceiling_label="bulk INSERT of the same rows",
+            passed=rate >= TARGET,
+        ),
         Figure("invoicer", "finalize + charge (sandbox card)", settle_rate, "invoices/s"),
     ]

@@ -1,5 +1,5 @@
-"""The ``vinr api`` role: the usage ingest hot path and the control plane."""
+"""The ingest role: the usage hot path of ``vinr api`` (``POST /v1/usage_records[/batch]``)."""
 
-from ingest.app import create_app
+from ingest.usage import UsageBatchIn, UsageEndpoint, UsageRecordIn
 
-__all__ = ["create_app"]
+__all__ = ["UsageBatchIn", "UsageEndpoint", "UsageRecordIn"]

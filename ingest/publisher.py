@@ -3,7 +3,7 @@
 A single-record request is small (~150 bytes on the wire) and aiokafka's ``send`` costs more
 than everything else the ingest does for it, so the single-record requests accepted during
 one event-loop iteration (while at most ``max_concurrent`` earlier calls await their acks)
-go out together: one ``vinr.wire`` message per partition holding them in arrival order.
+go out together: one ``domain.wire`` message per partition holding them in arrival order.
 The partition is the one the item's key maps to (the producer's own partitioner), so one
 item's requests keep their order in one partition exactly as with one message each.
 Batch requests, already large, are sent as one message each.
@@ -30,26 +30,34 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from ingest.idempotency import Coalescer
-from vinr.wire import Entry, encode_entries
+from domain.idempotency import Coalescer
+from domain.wire import Entry, encode_entries
 
 __all__ = ["UsagePublisher"]
 
 Records = Sequence[tuple[int, int, bool]]
-_Item = tuple[bytes, Entry, float]   # a single record: (item key, entry, monotonic deadline)
+_Item = tuple[bytes, Entry, float]  # a single record: (item key, entry, monotonic deadline)
 
 
 class UsagePublisher:
-    def __init__(self, producer: Callable[[], AIOKafkaProducer], topic: str, *,
-                 timeout_s: float, max_batch: int = 500, max_concurrent: int = 4) -> None:
-        self._producer = producer       # raises DependencyUnavailable when not connected
+    def __init__(
+        self,
+        producer: Callable[[], AIOKafkaProducer],
+        topic: str,
+        *,
+        timeout_s: float,
+        max_batch: int = 500,
+        max_concurrent: int = 4,
+    ) -> None:
+        self._producer = producer  # raises DependencyUnavailable when not connected
         self._topic = topic
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._cache: dict[bytes, int] = {}
         self._cached_for = 0
         self._singles: Coalescer[_Item, BaseException | None] = Coalescer(
-            self._send_singles, max_batch=max_batch, max_concurrent=max_concurrent)
+            self._send_singles, max_batch=max_batch, max_concurrent=max_concurrent
+        )
 
     async def publish(self, key: bytes, entry: Entry, records: Records | None) -> None:
         """Until the broker acknowledged the request's message, at most ``timeout_s``.
@@ -66,7 +74,8 @@ class UsagePublisher:
             return
         async with asyncio.timeout(self._timeout_s):
             delivered = await self._producer().send(
-                self._topic, encode_entries([entry], [records]), key=key)
+                self._topic, encode_entries([entry], [records]), key=key
+            )
             await delivered
 
     async def _send_singles(self, items: list[_Item]) -> list[BaseException | None]:
@@ -74,33 +83,46 @@ class UsagePublisher:
         now = time.monotonic()
         results: list[BaseException | None] = [None] * len(items)
         live = [i for i, item in enumerate(items) if item[2] > now]
-        if len(live) < len(items):      # queued past their deadline (sends were stuck)
+        if len(live) < len(items):  # queued past their deadline (sends were stuck)
             late = TimeoutError(f"no ack from Kafka within {self._timeout_s} s")
             for i in set(range(len(items))).difference(live):
                 results[i] = late
             if not live:
                 return results
-        deadline = min(items[i][2] for i in live) - now + loop.time()   # on the loop's clock
+        deadline = min(items[i][2] for i in live) - now + loop.time()  # on the loop's clock
         sends: list[tuple[list[int], asyncio.Future[Any]]] = []
         try:
             async with asyncio.timeout_at(deadline):
                 producer = self._producer()
                 groups: dict[int | None, list[int]] = {}
                 for index in live:
-                    groups.setdefault(self._partition_of(producer, items[index][0]),
-                                      []).append(index)
+                    groups.setdefault(self._partition_of(producer, items[index][0]), []).append(
+                        index
+                    )
                 for partition, indexes in groups.items():
-                    if partition is None:      # no metadata yet: one message each, by key
+                    if partition is None:  # no metadata yet: one message each, by key
                         for i in indexes:
-                            sends.append(([i], await producer.send(
-                                self._topic, encode_entries([items[i][1]], [None]),
-                                key=items[i][0])))
+                            sends.append(
+                                (
+                                    [i],
+                                    await producer.send(
+                                        self._topic,
+                                        encode_entries([items[i][1]], [None]),
+                                        key=items[i][0],
+                                    ),
+                                )
+                            )
                         continue
-                    value = encode_entries([items[i][1] for i in indexes],
-                                           [None] * len(indexes))
-                    sends.append((indexes, await producer.send(
-                        self._topic, value, key=items[indexes[0]][0], partition=partition)))
-        except TimeoutError as exc:   # the send queue stayed full (a broker outage)
+                    value = encode_entries([items[i][1] for i in indexes], [None] * len(indexes))
+                    sends.append(
+                        (
+                            indexes,
+                            await producer.send(
+                                self._topic, value, key=items[indexes[0]][0], partition=partition
+                            ),
+                        )
+                    )
+        except TimeoutError as exc:  # the send queue stayed full (a broker outage)
             sent = {i for indexes, _ in sends for i in indexes}
             for i in live:
                 if i not in sent:
@@ -131,6 +153,6 @@ class UsagePublisher:
             self._cache.clear()
             self._cached_for = len(every)
         partition = self._cache.get(key)
-        if partition is None:      # murmur2 in pure Python: once per item, not per request
+        if partition is None:  # murmur2 in pure Python: once per item, not per request
             partition = self._cache[key] = self._partitioner(key, sorted(every), [])
         return partition

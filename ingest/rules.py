@@ -18,12 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vinr.errors import InvalidRequest
-from vinr.itemmeta import ItemMeta
-from vinr.periods import Interval, period_at, period_containing
+from domain.itemmeta import ItemMeta
+from domain.periods import Interval, period_at, period_containing
+from infra.errors import InvalidRequest
 
-__all__ = ["Calendar", "Placement", "Schedule", "cached_calendar", "calendar", "check_item",
-           "needs_schedule", "place", "place_each"]
+__all__ = [
+    "Calendar",
+    "Placement",
+    "Schedule",
+    "cached_calendar",
+    "calendar",
+    "check_item",
+    "needs_schedule",
+    "place",
+    "place_each",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +55,10 @@ class Schedule:
 class Calendar:
     """The periods around *now*: where records may land."""
 
-    current: Placement | None      # None: the subscription ended (cancel at period end)
+    current: Placement | None  # None: the subscription ended (cancel at period end)
     previous: Placement | None
-    previous_open: bool            # the previous period's invoice is not finalized
-    following: Placement | None    # the period after the current one, when known
+    previous_open: bool  # the previous period's invoice is not finalized
+    following: Placement | None  # the period after the current one, when known
 
 
 def _iso(ts: int) -> str:
@@ -63,17 +72,24 @@ def _when(ts: int) -> str:
 def check_item(meta: ItemMeta) -> None:
     """Raises InvalidRequest when the item cannot take usage at all."""
     if meta.deleted:
-        raise InvalidRequest(f"subscription item {meta.item_id} was removed from its subscription",
-                             param="subscriptionItem", code="subscription_item_deleted")
+        raise InvalidRequest(
+            f"subscription item {meta.item_id} was removed from its subscription",
+            param="subscriptionItem",
+            code="subscription_item_deleted",
+        )
     if meta.status in ("canceled", "incomplete_expired"):
         raise InvalidRequest(
             f"subscription {meta.subscription_id} is {meta.status}; it takes no more usage",
-            param="subscriptionItem", code="subscription_canceled")
+            param="subscriptionItem",
+            code="subscription_canceled",
+        )
     if meta.usage_type != "metered":
         raise InvalidRequest(
             f"subscription item {meta.item_id} has a licensed price; usage records need a"
             " metered price (recurring.usageType = 'metered')",
-            param="subscriptionItem", code="price_not_metered")
+            param="subscriptionItem",
+            code="price_not_metered",
+        )
 
 
 def needs_schedule(meta: ItemMeta, timestamps: list[int], now: int) -> bool:
@@ -86,10 +102,14 @@ def cached_calendar(meta: ItemMeta) -> Calendar:
     """The periods the cached metadata knows (nothing past its period): ``calendar``
     without a schedule while ``now`` is before the cached period's end. Depends on
     ``meta`` alone, so callers may keep it as long as they keep ``meta``."""
-    cached_prev = (Placement(meta.prev_period_start, meta.period_start)
-                   if meta.prev_period_start is not None else None)
-    return Calendar(Placement(meta.period_start, meta.period_end), cached_prev,
-                    meta.prev_open, None)
+    cached_prev = (
+        Placement(meta.prev_period_start, meta.period_start)
+        if meta.prev_period_start is not None
+        else None
+    )
+    return Calendar(
+        Placement(meta.period_start, meta.period_end), cached_prev, meta.prev_open, None
+    )
 
 
 def calendar(meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
@@ -104,11 +124,13 @@ def calendar(meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
             raise ValueError("the cached period has ended: a schedule is needed")
         return cached_calendar(meta)
     cached = Placement(meta.period_start, meta.period_end)
-    cached_prev = (Placement(meta.prev_period_start, meta.period_start)
-                   if meta.prev_period_start is not None else None)
+    cached_prev = (
+        Placement(meta.prev_period_start, meta.period_start)
+        if meta.prev_period_start is not None
+        else None
+    )
     if now < meta.period_end:
-        following = (None if schedule.cancel_at_period_end
-                     else _next(schedule, meta.period_end))
+        following = None if schedule.cancel_at_period_end else _next(schedule, meta.period_end)
         return Calendar(cached, cached_prev, meta.prev_open, following)
     if schedule.cancel_at_period_end:
         return Calendar(None, cached, True, None)
@@ -116,8 +138,12 @@ def calendar(meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
     prev = period_at(schedule.anchor, schedule.interval, schedule.interval_count, p.index - 1)
     nxt = period_at(schedule.anchor, schedule.interval, schedule.interval_count, p.index + 1)
     # Every period from the cached one on is still un-invoiced.
-    return Calendar(Placement(p.start, p.end), Placement(prev.start, prev.end), True,
-                    Placement(nxt.start, nxt.end))
+    return Calendar(
+        Placement(p.start, p.end),
+        Placement(prev.start, prev.end),
+        True,
+        Placement(nxt.start, nxt.end),
+    )
 
 
 def _next(schedule: Schedule, start: int) -> Placement:
@@ -125,23 +151,38 @@ def _next(schedule: Schedule, start: int) -> Placement:
     return Placement(p.start, p.end)
 
 
-def _place_one(meta: ItemMeta, cal: Calendar, ts: int, now: int, future_tolerance_s: int,
-               late_grace_s: int, param: str) -> Placement:
+def _place_one(
+    meta: ItemMeta,
+    cal: Calendar,
+    ts: int,
+    now: int,
+    future_tolerance_s: int,
+    late_grace_s: int,
+    param: str,
+) -> Placement:
     if ts > now + future_tolerance_s:
         raise InvalidRequest(
             f"timestamp {_when(ts)} is more than {future_tolerance_s}s in the future"
-            f" (now is {_when(now)})", param=param, code="timestamp_in_future")
+            f" (now is {_when(now)})",
+            param=param,
+            code="timestamp_in_future",
+        )
     current = cal.current
     if current is None:
         ended = cal.previous.period_end if cal.previous is not None else meta.period_end
-        if (cal.previous is not None and cal.previous.period_start <= ts < ended
-                and _late_ok(meta, cal, now, ended, late_grace_s)):
+        if (
+            cal.previous is not None
+            and cal.previous.period_start <= ts < ended
+            and _late_ok(meta, cal, now, ended, late_grace_s)
+        ):
             return cal.previous
         raise InvalidRequest(
             f"subscription {meta.subscription_id} ended at {_when(ended)}; it takes no usage"
-            " after that" + ("" if ts >= ended else _late_rule(meta, cal, now, ended,
-                                                                late_grace_s)),
-            param=param, code="subscription_canceled")
+            " after that"
+            + ("" if ts >= ended else _late_rule(meta, cal, now, ended, late_grace_s)),
+            param=param,
+            code="subscription_canceled",
+        )
     if current.period_start <= ts < current.period_end:
         return current
     if ts >= current.period_end:
@@ -150,43 +191,59 @@ def _place_one(meta: ItemMeta, cal: Calendar, ts: int, now: int, future_toleranc
             return following
         raise InvalidRequest(
             f"timestamp {_when(ts)} is after the current billing period, which ends at"
-            f" {_when(current.period_end)}", param=param, code="timestamp_after_period")
+            f" {_when(current.period_end)}",
+            param=param,
+            code="timestamp_after_period",
+        )
     previous = cal.previous
-    if (previous is not None and previous.period_start <= ts < previous.period_end
-            and _late_ok(meta, cal, now, current.period_start, late_grace_s)):
+    if (
+        previous is not None
+        and previous.period_start <= ts < previous.period_end
+        and _late_ok(meta, cal, now, current.period_start, late_grace_s)
+    ):
         return previous
     raise InvalidRequest(
         f"timestamp {_when(ts)} is before the current billing period, which started at"
         f" {_when(current.period_start)}; usage for an earlier period can't be reported"
         + _late_rule(meta, cal, now, current.period_start, late_grace_s),
-        param=param, code="timestamp_before_period")
+        param=param,
+        code="timestamp_before_period",
+    )
 
 
-def _late_ok(meta: ItemMeta, cal: Calendar, now: int, boundary: int, late_grace_s: int
-             ) -> bool:
-    return (meta.aggregate_usage == "sum" and cal.previous_open
-            and now < boundary + late_grace_s)
+def _late_ok(meta: ItemMeta, cal: Calendar, now: int, boundary: int, late_grace_s: int) -> bool:
+    return meta.aggregate_usage == "sum" and cal.previous_open and now < boundary + late_grace_s
 
 
-def _late_rule(meta: ItemMeta, cal: Calendar, now: int, boundary: int, late_grace_s: int
-               ) -> str:
+def _late_rule(meta: ItemMeta, cal: Calendar, now: int, boundary: int, late_grace_s: int) -> str:
     """Why the late-usage grace did not apply, when it might have been expected to."""
     if cal.previous is None:
         return ""
     if now >= boundary + late_grace_s:
-        return (f" (late usage for the previous period is accepted only during the first"
-                f" {late_grace_s}s of the next one)")
+        return (
+            f" (late usage for the previous period is accepted only during the first"
+            f" {late_grace_s}s of the next one)"
+        )
     if meta.aggregate_usage != "sum":
-        return (" (late usage for the previous period is accepted only for prices with"
-                " aggregateUsage 'sum')")
+        return (
+            " (late usage for the previous period is accepted only for prices with"
+            " aggregateUsage 'sum')"
+        )
     if not cal.previous_open:
         return " (the previous period's invoice is already finalized)"
     return ""
 
 
-def place_each(meta: ItemMeta, cal: Calendar, timestamps: list[int], now: int, *,
-               future_tolerance_s: int, late_grace_s: int, params: list[str]
-               ) -> tuple[Placement | None, list[InvalidRequest]]:
+def place_each(
+    meta: ItemMeta,
+    cal: Calendar,
+    timestamps: list[int],
+    now: int,
+    *,
+    future_tolerance_s: int,
+    late_grace_s: int,
+    params: list[str],
+) -> tuple[Placement | None, list[InvalidRequest]]:
     """Place every timestamp; returns the one period they share and every problem found
     (``params[i]`` names timestamp i). All records of one request must share a period."""
     chosen: Placement | None = None
@@ -200,22 +257,39 @@ def place_each(meta: ItemMeta, cal: Calendar, timestamps: list[int], now: int, *
         if chosen is None:
             chosen = spot
         elif spot != chosen:
-            errors.append(InvalidRequest(
-                f"timestamp {_when(ts)} is in the period starting {_when(spot.period_start)},"
-                f" but earlier records are in the one starting {_when(chosen.period_start)};"
-                " send each period's records in its own request", param=param,
-                code="records_span_periods"))
+            errors.append(
+                InvalidRequest(
+                    f"timestamp {_when(ts)} is in the period starting {_when(spot.period_start)},"
+                    f" but earlier records are in the one starting {_when(chosen.period_start)};"
+                    " send each period's records in its own request",
+                    param=param,
+                    code="records_span_periods",
+                )
+            )
     return chosen, errors
 
 
-def place(meta: ItemMeta, timestamps: list[int], now: int, *, future_tolerance_s: int,
-          late_grace_s: int, params: list[str], schedule: Schedule | None = None
-          ) -> Placement:
+def place(
+    meta: ItemMeta,
+    timestamps: list[int],
+    now: int,
+    *,
+    future_tolerance_s: int,
+    late_grace_s: int,
+    params: list[str],
+    schedule: Schedule | None = None,
+) -> Placement:
     """The one period every timestamp falls in; raises the first problem found."""
     cal = calendar(meta, now, schedule)
-    chosen, errors = place_each(meta, cal, timestamps, now,
-                                future_tolerance_s=future_tolerance_s,
-                                late_grace_s=late_grace_s, params=params)
+    chosen, errors = place_each(
+        meta,
+        cal,
+        timestamps,
+        now,
+        future_tolerance_s=future_tolerance_s,
+        late_grace_s=late_grace_s,
+        params=params,
+    )
     if errors:
         raise errors[0]
     if chosen is None:

@@ -6,7 +6,7 @@ read alongside), one Kafka publish awaited until the broker acknowledged it (sin
 records accepted together share one message per partition: ``ingest.publisher``), one *settle* in
 Redis (key → done, queued before the answer is written and not waited for). Claims and
 settles of concurrent requests share one Lua call per event-loop iteration
-(``ingest.idempotency.Coalescer``). The answer is sent only after Kafka has the record and
+(``domain.idempotency.Coalescer``). The answer is sent only after Kafka has the record and
 the key is marked done only then, so a failed publish leaves the key retryable — never
 "seen but lost". Postgres is read only on a cache miss (item metadata, API keys) and
 around period boundaries (``ingest.rules``).
@@ -40,9 +40,25 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
-from ingest.asgi import Receive, Scope, Send, read_body, send_error, send_json
-from ingest.auth import Tenant
-from ingest.idempotency import MAX_KEY_LENGTH, Claim, RecordKey
+from domain.accounts import Tenant
+from domain.clock import now_s, subscription_now
+from domain.idempotency import MAX_KEY_LENGTH, Claim, RecordKey
+from domain.itemmeta import ItemMeta, load_item_meta
+from domain.services import Services
+from domain.wire import Entry, item_key, usage_entry
+from infra.asgi import Receive, Scope, Send, read_body, send_error, send_json
+from infra.errors import (
+    DependencyUnavailable,
+    IdempotencyInFlight,
+    IdempotencyMismatch,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    VinrError,
+)
+from infra.ids import derived_id, new_id
+from infra.telemetry import M
+from infra.validation import combined_error, problem, validation_error
 from ingest.publisher import Records, UsagePublisher
 from ingest.rules import (
     Calendar,
@@ -52,23 +68,8 @@ from ingest.rules import (
     needs_schedule,
     place_each,
 )
-from ingest.services import Services
-from vinr.clock import now_s, subscription_now
-from vinr.errors import (
-    DependencyUnavailable,
-    IdempotencyInFlight,
-    IdempotencyMismatch,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    VinrError,
-)
-from vinr.ids import derived_id, new_id
-from vinr.itemmeta import ItemMeta, load_item_meta
-from vinr.telemetry import M
-from vinr.wire import Entry, item_key, usage_entry
 
-__all__ = ["MAX_BATCH", "UsageBatchIn", "UsageEndpoint", "UsageRecordIn", "validation_error"]
+__all__ = ["MAX_BATCH", "UsageBatchIn", "UsageEndpoint", "UsageRecordIn"]
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,18 @@ MAX_QUANTITY = 2**53
 MAX_BATCH = 1000
 _MAX_TS = 2**40
 _SINGLE_PARAMS = ["timestamp"]  # place_each's name for a single record's timestamp
-_NAMED_REASONS = 10          # a multi-error message explains this many problems in full
-_KAFKA_BACKOFF_S = 1.0       # after a failed publish, answer 503 at once for this long
-_FRESH_META_S = 1.0          # how long a Postgres re-read of a rolled-over item is reused
-_INTERNAL = orjson.dumps({"error": {
-    "type": "api_error", "code": "internal_error", "param": None,
-    "message": "an internal error occurred; retrying with the same Idempotency-Key is"
-               " safe"}})
+_KAFKA_BACKOFF_S = 1.0  # after a failed publish, answer 503 at once for this long
+_FRESH_META_S = 1.0  # how long a Postgres re-read of a rolled-over item is reused
+_INTERNAL = orjson.dumps(
+    {
+        "error": {
+            "type": "api_error",
+            "code": "internal_error",
+            "param": None,
+            "message": "an internal error occurred; retrying with the same Idempotency-Key is safe",
+        }
+    }
+)
 
 
 class UsageRecordIn(BaseModel):
@@ -110,62 +116,11 @@ class UsageBatchIn(BaseModel):
     records: list[BatchRecordIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _problem(error: Any) -> tuple[str, str, str]:
-    """(param, code, message) for one pydantic error."""
-    loc = tuple(p for p in error["loc"] if p not in ("body", "query", "path", "header"))
-    param = _param(loc)
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return param, "parameter_unknown", f"received unknown parameter: {param}"
-    if kind == "missing":
-        return param, "parameter_missing", f"missing required parameter: {param}"
-    return param, "parameter_invalid", f"invalid {param or 'body'}: {error['msg']}"
-
-
-def validation_error(errors: Sequence[Any]) -> InvalidRequest:
-    """The first problem of a pydantic error list, named by its camelCase path
-    (``records[3].quantity``); ``body``/``query``/``path`` location prefixes are dropped."""
-    if not errors:
-        return InvalidRequest("invalid request")
-    first = errors[0]
-    if first["type"] == "json_invalid":
-        return InvalidRequest(f"request body is not valid JSON: {first['msg']}",
-                              code="json_invalid")
-    param, code, message = _problem(first)
-    if code == "parameter_invalid" and len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problems)"
-    return InvalidRequest(message, param=param or None, code=code)
-
-
-def combined_error(problems: list[tuple[str, str, str]]) -> InvalidRequest:
-    """One 400 naming every bad parameter (``records[3].quantity, records[7].timestamp``),
-    with the reasons of the first few."""
-    if len(problems) == 1:
-        param, code, message = problems[0]
-        return InvalidRequest(message, param=param or None, code=code)
-    names = ", ".join(p or "body" for p, _, _ in problems)
-    reasons = "; ".join(m for _, _, m in problems[:_NAMED_REASONS])
-    more = (f"; and {len(problems) - _NAMED_REASONS} more"
-            if len(problems) > _NAMED_REASONS else "")
-    codes = {c for _, c, _ in problems}
-    return InvalidRequest(
-        f"{len(problems)} invalid parameters, nothing was recorded: {names}. {reasons}{more}",
-        param=problems[0][0] or None,
-        code=codes.pop() if len(codes) == 1 else "parameter_invalid")
-
-
 def _batch_validation_error(exc: ValidationError) -> InvalidRequest:
     errors = exc.errors(include_url=False)
     if errors and errors[0]["type"] == "json_invalid":
         return validation_error(errors)
-    return combined_error([_problem(e) for e in errors])
+    return combined_error([problem(e) for e in errors])
 
 
 @dataclass(slots=True)
@@ -182,13 +137,15 @@ class _Request:
     def canonical(self) -> bytes:
         """The request's meaning, independent of JSON spelling (key order, spaces,
         defaults written out or not): what the idempotency digest covers."""
-        return orjson.dumps([self.batch, self.item, self.quantities, self.timestamps,
-                             self.sets, self.record_keys])
+        return orjson.dumps(
+            [self.batch, self.item, self.quantities, self.timestamps, self.sets, self.record_keys]
+        )
 
 
 def _from_single(r: UsageRecordIn) -> _Request:
-    return _Request(False, r.subscriptionItem, [r.quantity], [r.timestamp],
-                    [r.action == "set"], [None])
+    return _Request(
+        False, r.subscriptionItem, [r.quantity], [r.timestamp], [r.action == "set"], [None]
+    )
 
 
 _SINGLE_FIELDS = frozenset(("subscriptionItem", "quantity", "timestamp", "action"))
@@ -210,10 +167,14 @@ def _parse_single(body: bytes) -> _Request:
         ts = d.get("timestamp")
         action = d.get("action", "increment")
         is_set = _ACTIONS.get(action) if type(action) is str else None
-        if (type(item) is str and 0 < len(item) <= 255 and type(q) is int
-                and 0 <= q <= MAX_QUANTITY
-                and (ts is None or (type(ts) is int and 0 <= ts <= _MAX_TS))
-                and is_set is not None):
+        if (
+            type(item) is str
+            and 0 < len(item) <= 255
+            and type(q) is int
+            and 0 <= q <= MAX_QUANTITY
+            and (ts is None or (type(ts) is int and 0 <= ts <= _MAX_TS))
+            and is_set is not None
+        ):
             return _Request(False, item, [q], [ts], [is_set], [None])
     return _from_single(UsageRecordIn.model_validate_json(body))
 
@@ -228,14 +189,21 @@ def _from_batch(b: UsageBatchIn) -> _Request:
             continue
         if key in seen:
             param = f"records[{i}].idempotencyKey"
-            problems.append((param, "parameter_invalid",
-                             f"{param} repeats records[{seen[key]}].idempotencyKey"))
+            problems.append(
+                (param, "parameter_invalid", f"{param} repeats records[{seen[key]}].idempotencyKey")
+            )
         else:
             seen[key] = i
     if problems:
         raise combined_error(problems)
-    return _Request(True, b.subscriptionItem, [r.quantity for r in recs],
-                    [r.timestamp for r in recs], [r.action == "set" for r in recs], keys)
+    return _Request(
+        True,
+        b.subscriptionItem,
+        [r.quantity for r in recs],
+        [r.timestamp for r in recs],
+        [r.action == "set" for r in recs],
+        keys,
+    )
 
 
 def _digest(raw: bytes, size: int = 16) -> str:
@@ -248,8 +216,7 @@ class _Stored:
 
     @staticmethod
     def dumps(request_id: str, created: int, now: int, duplicates: dict[int, str]) -> bytes:
-        return orjson.dumps([request_id, created, now, duplicates],
-                            option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps([request_id, created, now, duplicates], option=orjson.OPT_NON_STR_KEYS)
 
     @staticmethod
     def loads(raw: bytes) -> tuple[str, int, int, dict[int, str]]:
@@ -257,26 +224,56 @@ class _Stored:
         return request_id, created, now, {int(k): v for k, v in dups.items()}
 
 
-def _render(req: _Request, livemode: bool, request_id: str, created: int, now: int,
-            duplicates: dict[int, str]) -> bytes:
+def _render(
+    req: _Request,
+    livemode: bool,
+    request_id: str,
+    created: int,
+    now: int,
+    duplicates: dict[int, str],
+) -> bytes:
     action = ("increment", "set")
     if not req.batch:
         ts = req.timestamps[0]
-        return orjson.dumps({
-            "id": request_id, "object": "usage_record", "created": created,
-            "livemode": livemode, "subscriptionItem": req.item, "quantity": req.quantities[0],
-            "timestamp": now if ts is None else ts, "action": action[req.sets[0]]})
+        return orjson.dumps(
+            {
+                "id": request_id,
+                "object": "usage_record",
+                "created": created,
+                "livemode": livemode,
+                "subscriptionItem": req.item,
+                "quantity": req.quantities[0],
+                "timestamp": now if ts is None else ts,
+                "action": action[req.sets[0]],
+            }
+        )
     item = req.item
-    data = [{"id": duplicates.get(i) or f"{request_id}_{i}", "object": "usage_record",
-             "created": created, "livemode": livemode, "subscriptionItem": item,
-             "quantity": q, "timestamp": now if ts is None else ts, "action": action[s],
-             "duplicate": i in duplicates}
-            for i, (q, ts, s) in enumerate(zip(req.quantities, req.timestamps, req.sets,
-                                               strict=True))]
-    return orjson.dumps({
-        "id": request_id, "object": "usage_record_batch", "created": created,
-        "livemode": livemode, "subscriptionItem": item, "count": len(data),
-        "duplicates": len(duplicates), "data": data})
+    data = [
+        {
+            "id": duplicates.get(i) or f"{request_id}_{i}",
+            "object": "usage_record",
+            "created": created,
+            "livemode": livemode,
+            "subscriptionItem": item,
+            "quantity": q,
+            "timestamp": now if ts is None else ts,
+            "action": action[s],
+            "duplicate": i in duplicates,
+        }
+        for i, (q, ts, s) in enumerate(zip(req.quantities, req.timestamps, req.sets, strict=True))
+    ]
+    return orjson.dumps(
+        {
+            "id": request_id,
+            "object": "usage_record_batch",
+            "created": created,
+            "livemode": livemode,
+            "subscriptionItem": item,
+            "count": len(data),
+            "duplicates": len(duplicates),
+            "data": data,
+        }
+    )
 
 
 class _Rejections:
@@ -306,8 +303,9 @@ class UsageEndpoint:
         self._calendars: dict[int, tuple[ItemMeta, Calendar]] = {}
         self._fresh: dict[tuple[str, bool, str], tuple[float, ItemMeta, Schedule]] = {}
         self._kafka_down_until = 0.0
-        self._publisher = UsagePublisher(lambda: services.producer, self._cfg.usage_topic,
-                                         timeout_s=self._cfg.publish_timeout_s)
+        self._publisher = UsagePublisher(
+            lambda: services.producer, self._cfg.usage_topic, timeout_s=self._cfg.publish_timeout_s
+        )
         # Lease tokens: unique per request (a random process prefix and a counter) — they
         # only tell this request's pending keys from another's; no secret, no syscall.
         self._token_prefix = secrets.token_hex(6)
@@ -322,7 +320,9 @@ class UsageEndpoint:
         if self._inflight >= self._max_inflight:
             exc: VinrError = RateLimited(
                 f"this API process is at its limit of {self._max_inflight} requests in"
-                " flight; retry shortly", code="too_many_requests_in_flight")
+                " flight; retry shortly",
+                code="too_many_requests_in_flight",
+            )
             self._rejections.rejected(exc.code)
             M.usage.request(route, exc.status, time.perf_counter() - started)
             await send_error(send, exc)
@@ -330,8 +330,10 @@ class UsageEndpoint:
         self._inflight += 1
         try:
             body, replayed = await self._handle(scope, receive, batch)
-            headers = [(b"content-type", b"application/json"),
-                       (b"content-length", str(len(body)).encode())]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
             if replayed:
                 headers.append((b"idempotent-replayed", b"true"))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -351,7 +353,7 @@ class UsageEndpoint:
 
     async def _handle(self, scope: Scope, receive: Receive, batch: bool) -> tuple[bytes, bool]:
         authorization = idem_key = None
-        for name, value in scope["headers"]:       # both headers in one pass
+        for name, value in scope["headers"]:  # both headers in one pass
             if name == b"authorization":
                 if authorization is None:
                     authorization = value.decode("latin-1")
@@ -366,37 +368,56 @@ class UsageEndpoint:
                 raise DependencyUnavailable("postgres", str(exc)) from exc
         message = await receive()
         body = message.get("body", b"")
-        if message["type"] != "http.request" or message.get("more_body", False) \
-                or len(body) > self._cfg.max_body_bytes:
+        if (
+            message["type"] != "http.request"
+            or message.get("more_body", False)
+            or len(body) > self._cfg.max_body_bytes
+        ):
             body = await read_body(receive, self._cfg.max_body_bytes, message)
         try:
-            req = (_from_batch(UsageBatchIn.model_validate_json(body)) if batch
-                   else _parse_single(body))
+            req = (
+                _from_batch(UsageBatchIn.model_validate_json(body))
+                if batch
+                else _parse_single(body)
+            )
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             raise (_batch_validation_error(exc) if batch else validation_error(errors)) from None
         if idem_key is not None and not 0 < len(idem_key) <= MAX_KEY_LENGTH:
-            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
-                                 param="Idempotency-Key")
+            raise InvalidRequest(
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters", param="Idempotency-Key"
+            )
         return await self._accept(tenant, req, idem_key)
 
-    async def _accept(self, tenant: Tenant, req: _Request, idem_key: str | None
-                      ) -> tuple[bytes, bool]:
+    async def _accept(
+        self, tenant: Tenant, req: _Request, idem_key: str | None
+    ) -> tuple[bytes, bool]:
         s, cfg = self._s, self._cfg
         if time.monotonic() < self._kafka_down_until:
             raise DependencyUnavailable("kafka", "recent publish failures")
-        _ = s.producer                 # 503 now, before claiming anything, if not connected
+        _ = s.producer  # 503 now, before claiming anything, if not connected
         mode = "l" if tenant.livemode else "t"
         digest = _digest(req.canonical())
         token = f"{self._token_prefix}{next(self._tokens):x}"
-        request_key = (cfg.key("idem", "usage", tenant.account_id, mode, idem_key)
-                       if idem_key is not None else None)
-        record_keys = [
-            RecordKey(cfg.key("idem", "rec", tenant.account_id, mode, req.item, key),
-                      _digest(f"{q}|{ts}|{st}".encode(), 8))
-            for key, q, ts, st in zip(req.record_keys, req.quantities, req.timestamps,
-                                      req.sets, strict=True) if key is not None
-        ] if req.batch else []
+        request_key = (
+            cfg.key("idem", "usage", tenant.account_id, mode, idem_key)
+            if idem_key is not None
+            else None
+        )
+        record_keys = (
+            [
+                RecordKey(
+                    cfg.key("idem", "rec", tenant.account_id, mode, req.item, key),
+                    _digest(f"{q}|{ts}|{st}".encode(), 8),
+                )
+                for key, q, ts, st in zip(
+                    req.record_keys, req.quantities, req.timestamps, req.sets, strict=True
+                )
+                if key is not None
+            ]
+            if req.batch
+            else []
+        )
         store = s.idempotency
         meta_key = s.meta.key(tenant.account_id, tenant.livemode, req.item)
         try:
@@ -405,11 +426,15 @@ class UsageEndpoint:
             raise DependencyUnavailable("redis", str(exc)) from exc
         if claim.state != "new":
             return self._refuse_or_replay(claim, req, tenant)
-        claimed = [rk for rk, state in zip(record_keys, claim.records, strict=True)
-                   if state == "n"] if record_keys else record_keys
+        claimed = (
+            [rk for rk, state in zip(record_keys, claim.records, strict=True) if state == "n"]
+            if record_keys
+            else record_keys
+        )
         try:
             response, (entry, batched, key, count), record_ids = await self._build(
-                tenant, req, claim, idem_key, digest)
+                tenant, req, claim, idem_key, digest
+            )
             if count:
                 # Until the broker acked, within publish_timeout_s: the invoicer's settle
                 # time (close_settle_s) relies on this deadline (ingest.publisher).
@@ -417,65 +442,84 @@ class UsageEndpoint:
                     await self._publisher.publish(key, entry, batched)
                 except (KafkaError, TimeoutError) as exc:
                     self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
-                    raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__
-                                                ) from exc
+                    raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc
         except BaseException:
             await self._release(request_key, digest, token, claimed)
             raise
         M.usage.records += count
-        self._complete(request_key, digest, token, response[1],
-                       list(zip(claimed, record_ids, strict=True)) if claimed else [])
+        self._complete(
+            request_key,
+            digest,
+            token,
+            response[1],
+            list(zip(claimed, record_ids, strict=True)) if claimed else [],
+        )
         return response[0], False
 
-    def _refuse_or_replay(self, claim: Claim, req: _Request, tenant: Tenant
-                          ) -> tuple[bytes, bool]:
+    def _refuse_or_replay(self, claim: Claim, req: _Request, tenant: Tenant) -> tuple[bytes, bool]:
         if claim.state == "done":
             request_id, created, now, dups = _Stored.loads(claim.stored)
             return _render(req, tenant.livemode, request_id, created, now, dups), True
         if claim.state == "mismatch":
             raise IdempotencyMismatch(
                 "this Idempotency-Key was already used with a different request body;"
-                " use a new key for a new request", param="Idempotency-Key")
+                " use a new key for a new request",
+                param="Idempotency-Key",
+            )
         if claim.state == "inflight":
             raise IdempotencyInFlight(
-                "a request with this Idempotency-Key is still being processed;"
-                " retry in a moment")
+                "a request with this Idempotency-Key is still being processed; retry in a moment"
+            )
         keyed = [i for i, k in enumerate(req.record_keys) if k is not None]
-        other = [f"records[{keyed[j]}].idempotencyKey"
-                 for j, st in enumerate(claim.records) if st == "m"]
+        other = [
+            f"records[{keyed[j]}].idempotencyKey" for j, st in enumerate(claim.records) if st == "m"
+        ]
         if other:
             raise IdempotencyMismatch(
                 f"per-record idempotency keys already used with a different record: "
-                f"{', '.join(other)}; nothing was recorded", param=other[0])
-        pending = [f"records[{keyed[j]}].idempotencyKey"
-                   for j, st in enumerate(claim.records) if st == "p"]
+                f"{', '.join(other)}; nothing was recorded",
+                param=other[0],
+            )
+        pending = [
+            f"records[{keyed[j]}].idempotencyKey" for j, st in enumerate(claim.records) if st == "p"
+        ]
         raise IdempotencyInFlight(
             f"records with these idempotency keys are still being processed by another"
             f" request: {', '.join(pending)}; retry in a moment",
-            param=pending[0] if pending else None)
+            param=pending[0] if pending else None,
+        )
 
-    async def _release(self, request_key: str | None, digest: str, token: str,
-                       records: Sequence[RecordKey]) -> None:
+    async def _release(
+        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
+    ) -> None:
         """Free what a failed request claimed, before it is answered: the client's retry
         must find the key free, not pending."""
         if request_key is None and not records:
             return
         try:
-            await self._s.idempotency.settle(request_key, digest, token, ok=False,
-                                             records=[(r, "-") for r in records])
+            await self._s.idempotency.settle(
+                request_key, digest, token, ok=False, records=[(r, "-") for r in records]
+            )
         except (RedisError, OSError):
             log.warning("could not release idempotency keys; their lease will expire")
 
-    def _complete(self, request_key: str | None, digest: str, token: str, stored: bytes,
-                  records: Sequence[tuple[RecordKey, str]]) -> None:
+    def _complete(
+        self,
+        request_key: str | None,
+        digest: str,
+        token: str,
+        stored: bytes,
+        records: Sequence[tuple[RecordKey, str]],
+    ) -> None:
         """Mark the keys done, without waiting: Kafka has the record, it is accepted. The
         settlement is queued before the answer is written, ahead of any claim a retry could
         make; if it fails, the keys stay pending until their lease runs out and a retry then
         republishes the same derived id, which the ledger drops."""
         if request_key is None and not records:
             return
-        self._s.idempotency.settle_detached(request_key, digest, token, stored=stored,
-                                            records=records)
+        self._s.idempotency.settle_detached(
+            request_key, digest, token, stored=stored, records=records
+        )
 
     async def _meta(self, tenant: Tenant, item_id: str, raw: bytes) -> ItemMeta:
         if raw:
@@ -494,8 +538,7 @@ class UsageEndpoint:
 
     async def _load_meta(self, tenant: Tenant, item_id: str) -> ItemMeta:
         try:
-            loaded = await load_item_meta(self._s.pool, tenant.account_id, tenant.livemode,
-                                          item_id)
+            loaded = await load_item_meta(self._s.pool, tenant.account_id, tenant.livemode, item_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DependencyUnavailable("postgres", str(exc)) from exc
         if loaded is None:
@@ -514,14 +557,16 @@ class UsageEndpoint:
         try:
             row = await self._s.pool.fetchrow(
                 "SELECT s.anchor, s.interval, s.interval_count, s.cancel_at_period_end"
-                " FROM subscriptions s WHERE s.id = $1", fresh.subscription_id)
+                " FROM subscriptions s WHERE s.id = $1",
+                fresh.subscription_id,
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DependencyUnavailable("postgres", str(exc)) from exc
         if row is None:
-            raise NotFound(f"no such subscription item: '{meta.item_id}'",
-                           param="subscriptionItem")
-        schedule = Schedule(row["anchor"], row["interval"], row["interval_count"],
-                            row["cancel_at_period_end"])
+            raise NotFound(f"no such subscription item: '{meta.item_id}'", param="subscriptionItem")
+        schedule = Schedule(
+            row["anchor"], row["interval"], row["interval_count"], row["cancel_at_period_end"]
+        )
         if fresh.version > meta.version:
             try:
                 await self._s.meta.put([fresh])
@@ -532,10 +577,9 @@ class UsageEndpoint:
         self._fresh[key] = (now + _FRESH_META_S, fresh, schedule)
         return fresh, schedule
 
-    async def _build(self, tenant: Tenant, req: _Request, claim: Claim, idem_key: str | None,
-                     digest: str
-                     ) -> tuple[tuple[bytes, bytes], tuple[Entry, Records | None, bytes, int],
-                                list[str]]:
+    async def _build(
+        self, tenant: Tenant, req: _Request, claim: Claim, idem_key: str | None, digest: str
+    ) -> tuple[tuple[bytes, bytes], tuple[Entry, Records | None, bytes, int], list[str]]:
         """((response, stored), (the request's entry in a Kafka message, its records when
         they follow the entry, the item key, the record count), ids of the claimed keyed
         records).
@@ -551,17 +595,29 @@ class UsageEndpoint:
         if needs_schedule(meta, timestamps, now):
             meta, schedule = await self._fresh_meta(tenant, meta)
             check_item(meta)
-        params = ([f"records[{i}].timestamp" for i in range(len(timestamps))] if req.batch
-                  else _SINGLE_PARAMS)
-        spot, errors = place_each(meta, self._calendar(meta, now, schedule), timestamps, now,
-                                  future_tolerance_s=self._cfg.future_tolerance_s,
-                                  late_grace_s=self._cfg.late_grace_s, params=params)
+        params = (
+            [f"records[{i}].timestamp" for i in range(len(timestamps))]
+            if req.batch
+            else _SINGLE_PARAMS
+        )
+        spot, errors = place_each(
+            meta,
+            self._calendar(meta, now, schedule),
+            timestamps,
+            now,
+            future_tolerance_s=self._cfg.future_tolerance_s,
+            late_grace_s=self._cfg.late_grace_s,
+            params=params,
+        )
         if errors or spot is None:
             raise combined_error([(e.param or "", e.code, e.message) for e in errors])
         created = now_s()
         mode = "l" if tenant.livemode else "t"
-        request_id = (new_id("mbu") if idem_key is None
-                      else derived_id("mbu", tenant.account_id, mode, idem_key, digest))
+        request_id = (
+            new_id("mbu")
+            if idem_key is None
+            else derived_id("mbu", tenant.account_id, mode, idem_key, digest)
+        )
         duplicates: dict[int, str] = {}
         record_ids: list[str] = []
         keyed = 0
@@ -574,15 +630,33 @@ class UsageEndpoint:
                 duplicates[i] = state[1:]
             else:
                 record_ids.append(f"{request_id}_{i}")
-        records = [(ts, q, s) for i, (ts, q, s) in enumerate(zip(timestamps, req.quantities,
-                                                                 req.sets, strict=True))
-                   if i not in duplicates] if duplicates else list(
-            zip(timestamps, req.quantities, req.sets, strict=True))
-        entry, batched = usage_entry(request_id, tenant.account_id, tenant.livemode, meta.pk,
-                                     spot.period_start, spot.period_end, created, records)
+        records = (
+            [
+                (ts, q, s)
+                for i, (ts, q, s) in enumerate(
+                    zip(timestamps, req.quantities, req.sets, strict=True)
+                )
+                if i not in duplicates
+            ]
+            if duplicates
+            else list(zip(timestamps, req.quantities, req.sets, strict=True))
+        )
+        entry, batched = usage_entry(
+            request_id,
+            tenant.account_id,
+            tenant.livemode,
+            meta.pk,
+            spot.period_start,
+            spot.period_end,
+            created,
+            records,
+        )
         response = _render(req, tenant.livemode, request_id, created, now, duplicates)
-        return ((response, _Stored.dumps(request_id, created, now, duplicates)),
-                (entry, batched, item_key(meta.pk), len(records)), record_ids)
+        return (
+            (response, _Stored.dumps(request_id, created, now, duplicates)),
+            (entry, batched, item_key(meta.pk), len(records)),
+            record_ids,
+        )
 
     def _calendar(self, meta: ItemMeta, now: int, schedule: Schedule | None) -> Calendar:
         if schedule is not None:

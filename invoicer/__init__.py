@@ -1,1 +1,5 @@
-"""The ``vinr invoicer`` and ``vinr dispatcher`` roles: invoices, payments, webhooks."""
+"""The ``vinr invoicer`` role: drives the shared billing operations over whatever is due."""
+
+from invoicer.worker import Invoicer
+
+__all__ = ["Invoicer"]

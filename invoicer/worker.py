@@ -21,21 +21,22 @@ from typing import Any, TypeAlias
 import asyncpg
 from redis.asyncio import Redis
 
-from aggregator.watermark import Watermark
-from invoicer.billing import (
+from domain.billing import (
     InvoiceRules,
     close_periods,
     collect_invoices,
     finalize_invoices,
     mark_closing,
+    settle_clocks,
 )
-from vinr.clock import now_s
-from vinr.db import create_pool
-from vinr.itemmeta import ItemMetaStore
-from vinr.lifecycle import PollingService
-from vinr.settings import Settings
+from domain.clock import now_s
+from domain.itemmeta import ItemMetaStore
+from domain.watermark import Watermark
+from infra.db import create_pool
+from infra.lifecycle import PollingService
+from infra.settings import Settings
 
-__all__ = ["Invoicer", "settle_clocks"]
+__all__ = ["Invoicer"]
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +81,8 @@ SELECT id FROM (
 
 # Drafts due for finalization not yet marked closing (phase one of finalizing).
 _DUE_CLOSING = _DUE_INVOICES.format(column="i.finalize_at").replace(
-    "WHERE i.status = $3", "WHERE i.closing_at IS NULL AND i.status = $3")
-
-# A clock is "advancing" while anything it made due is still to do (see advance_clock).
-_SETTLE_CLOCKS = """
-UPDATE test_clocks c SET status = 'ready'
-WHERE c.status = 'advancing' AND ($1::text[] IS NULL OR c.id = ANY($1::text[]))
-  AND NOT EXISTS (
-      SELECT 1 FROM subscriptions s WHERE s.test_clock_id = c.id
-        AND (s.final_invoice_pending OR (s.status IN ('active', 'past_due', 'unpaid')
-                                          AND s.current_period_end <= c.frozen_time)))
-  AND NOT EXISTS (
-      SELECT 1 FROM invoices i JOIN subscriptions s ON s.id = i.subscription_id
-      WHERE s.test_clock_id = c.id
-        AND ((i.status = 'draft' AND i.finalize_at <= c.frozen_time)
-             OR (i.status = 'open' AND i.next_payment_attempt <= c.frozen_time)))
-RETURNING c.id
-"""
-
-
-async def settle_clocks(db: asyncpg.Pool | asyncpg.Connection[Any],
-                        clock_ids: list[str] | None = None) -> list[str]:
-    """Mark ``ready`` the advancing test clocks (all, or these) with nothing left due."""
-    return [r["id"] for r in await db.fetch(_SETTLE_CLOCKS, clock_ids)]
+    "WHERE i.status = $3", "WHERE i.closing_at IS NULL AND i.status = $3"
+)
 
 
 class Invoicer(PollingService):
@@ -164,8 +144,15 @@ class Invoicer(PollingService):
             await meta.refresh(conn, list({sub for _, sub in results if sub is not None}))
         return results
 
-    async def _drain(self, conn: asyncpg.Connection[Any], query: str, args: tuple[Any, ...],
-                     step: _Step, *, needs_usage: bool) -> int | None:
+    async def _drain(
+        self,
+        conn: asyncpg.Connection[Any],
+        query: str,
+        args: tuple[Any, ...],
+        step: _Step,
+        *,
+        needs_usage: bool,
+    ) -> int | None:
         """Batches of due rows through ``step``, ``_LANES`` at a time, until none is due;
         the number processed, or None when the aggregator is behind (nothing priced).
 
@@ -174,12 +161,14 @@ class Invoicer(PollingService):
         (the next period, the next retry)."""
         batch = self._settings.invoicer_batch
         done, passed = 0, list[str]()
-        while ids := [r["id"] for r in await conn.fetch(query, now_s(), batch * _LANES, *args,
-                                                         passed)]:
+        while ids := [
+            r["id"] for r in await conn.fetch(query, now_s(), batch * _LANES, *args, passed)
+        ]:
             if needs_usage and not await self._usage_complete():
                 return None
-            lanes = await asyncio.gather(*(self._run_step(step, ids[k:k + batch])
-                                           for k in range(0, len(ids), batch)))
+            lanes = await asyncio.gather(
+                *(self._run_step(step, ids[k : k + batch]) for k in range(0, len(ids), batch))
+            )
             processed = {row for results in lanes for row, _ in results}
             done += len(processed)
             passed.extend(i for i in ids if i not in processed)
@@ -196,8 +185,9 @@ class Invoicer(PollingService):
 
     async def _finalize(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         settled = time.time() - self._settings.close_settle_s
-        return [(inv, sub) for inv, sub in
-                await finalize_invoices(conn, ids, settled_before=settled)]
+        return [
+            (inv, sub) for inv, sub in await finalize_invoices(conn, ids, settled_before=settled)
+        ]
 
     async def _settle(self) -> None:
         """Wait out the settle time of drafts marked closing in this pass, so they can be
@@ -210,8 +200,10 @@ class Invoicer(PollingService):
 
     async def _collect(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         # A paid invoice of an active subscription changes nothing ingest caches.
-        return [(a.invoice_id, a.subscription_id if a.subscription_changed else None)
-                for a in await collect_invoices(conn, ids, self._rules)]
+        return [
+            (a.invoice_id, a.subscription_id if a.subscription_changed else None)
+            for a in await collect_invoices(conn, ids, self._rules)
+        ]
 
     async def tick(self) -> int:
         """Everything due, in batches, until nothing is: the number of steps taken (periods
@@ -221,8 +213,12 @@ class Invoicer(PollingService):
             (_DUE_SUBSCRIPTIONS, (), self._close, True),
             (_DUE_CLOSING, ("draft",), self._mark_closing, False),
             (_DUE_INVOICES.format(column="i.finalize_at"), ("draft",), self._finalize, True),
-            (_DUE_INVOICES.format(column="i.next_payment_attempt"), ("open",), self._collect,
-             False),
+            (
+                _DUE_INVOICES.format(column="i.next_payment_attempt"),
+                ("open",),
+                self._collect,
+                False,
+            ),
         ]
         steps = 0
         async with pool.acquire() as conn:

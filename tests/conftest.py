@@ -19,17 +19,21 @@ import pytest
 import uvicorn
 
 from aggregator.worker import Aggregator
-from ingest.app import create_app
-from ingest.auth import create_account
-from invoicer.dispatcher import Dispatcher
+from dispatcher.worker import Dispatcher
+from domain.accounts import create_account
+from infra.devenv import dev_broker, free_port, isolated_settings
+from infra.settings import Settings
 from invoicer.worker import Invoicer
-from vinr.devenv import dev_broker, free_port, isolated_settings
-from vinr.settings import Settings
+from vinr.api import create_app
 
 # Timings that keep tests quick; everything else is the production default.
 TEST_OVERRIDES: dict[str, Any] = {
-    "publish_timeout_s": 3.0, "watermark_timeout_s": 15.0, "invoicer_poll_s": 0.2,
-    "dispatcher_poll_s": 0.1, "aggregator_poll_ms": 50, "close_settle_s": 0.2,
+    "publish_timeout_s": 3.0,
+    "watermark_timeout_s": 15.0,
+    "invoicer_poll_s": 0.2,
+    "dispatcher_poll_s": 0.1,
+    "aggregator_poll_ms": 50,
+    "close_settle_s": 0.2,
 }
 
 
@@ -47,7 +51,7 @@ async def settings(broker: str) -> AsyncIterator[Settings]:
 
 @pytest.fixture(scope="session")
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    from vinr.db import create_pool
+    from infra.db import create_pool
 
     p = await create_pool(settings, min_size=1, max_size=8)
     yield p
@@ -56,8 +60,15 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 class LiveServer:
     def __init__(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none",
-                                lifespan="on", access_log=False, log_config=None)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="none",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+        )
         self.server = uvicorn.Server(config)
         self.url = f"http://127.0.0.1:{port}"
         self._task: asyncio.Task[None] | None = None
@@ -110,6 +121,7 @@ async def secret_key(pool: asyncpg.Pool) -> str:
 
 @pytest.fixture
 async def client(api: str, secret_key: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api, timeout=30,
-                                 headers={"Authorization": f"Bearer {secret_key}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=api, timeout=30, headers={"Authorization": f"Bearer {secret_key}"}
+    ) as c:
         yield c

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.guide_harness        (``make test-guide``)
 
 1. an isolated environment: its own database, Redis prefix, topic and consumer group on a
-   dev broker (``vinr.devenv``);
+   dev broker (``infra.devenv``);
 2. ``vinr up --port N`` as a subprocess configured for it, until ``/readyz`` answers;
 3. an account, and the fixture the guide assumes (``sdk/typescript/README.md``): customer
    ``cust_8aZ2`` paying with ``pm_card_visa``; a metered ``sum`` subscription item
@@ -33,9 +33,9 @@ from typing import Any, TextIO
 import asyncpg
 import httpx
 
-from ingest.auth import create_account
-from vinr.devenv import dev_broker, free_port, isolated_settings, role_env
-from vinr.settings import Settings
+from domain.accounts import create_account
+from infra.devenv import dev_broker, free_port, isolated_settings, role_env
+from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK_DIR = ROOT / "sdk" / "typescript"

@@ -1,15 +1,15 @@
 """The ``vinr`` command: one entry point per role, plus set-up and dev helpers.
 
-    vinr migrate                 apply the schema (idempotent)
-    vinr account create NAME     new account; prints its sandbox key on the last line
-    vinr api [--host H] [--port N]
-    vinr aggregator [--partitions 0,1 | --group]
-    vinr watermark | deadletters list | replay | retention   (see aggregator.commands)
-    vinr invoicer
-    vinr dispatcher
-    vinr up [--port N]           all roles in one process (dev); starts the dev broker if
-                                 VINR_KAFKA_BOOTSTRAP is unset
-    vinr devbroker               the in-memory dev Kafka broker; prints its address
+vinr migrate                 apply the schema (idempotent)
+vinr account create NAME     new account; prints its sandbox key on the last line
+vinr api [--host H] [--port N]
+vinr aggregator [--partitions 0,1 | --group]
+vinr watermark | deadletters list | replay | retention   (see aggregator.commands)
+vinr invoicer
+vinr dispatcher
+vinr up [--port N]           all roles in one process (dev); starts the dev broker if
+                             VINR_KAFKA_BOOTSTRAP is unset
+vinr devbroker               the in-memory dev Kafka broker; prints its address
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic import ValidationError
 
+from infra.settings import Settings
+from infra.telemetry import setup_logging
 from vinr.roles import Worker
-from vinr.settings import Settings
-from vinr.telemetry import setup_logging
 
 __all__ = ["main"]
 
@@ -41,16 +41,22 @@ def _parser() -> argparse.ArgumentParser:
     account_sub = account.add_subparsers(dest="account_command", required=True)
     create = account_sub.add_parser("create", help="create an account and its API keys")
     create.add_argument("name")
-    for name, text in (("api", "serve the HTTP API (ingest + control plane)"),
-                       ("up", "run every role in one process (development)")):
+    for name, text in (
+        ("api", "serve the HTTP API (ingest + control plane)"),
+        ("up", "run every role in one process (development)"),
+    ):
         role = sub.add_parser(name, help=text)
         role.add_argument("--host", default=None)
         role.add_argument("--port", type=int, default=None)
     agg = sub.add_parser("aggregator", help="fold usage from Kafka into Postgres windows")
-    agg.add_argument("--partitions", default=None,
-                     help="comma-separated partitions to own (default: all)")
-    agg.add_argument("--group", action="store_true",
-                     help="share partitions through Kafka consumer-group membership")
+    agg.add_argument(
+        "--partitions", default=None, help="comma-separated partitions to own (default: all)"
+    )
+    agg.add_argument(
+        "--group",
+        action="store_true",
+        help="share partitions through Kafka consumer-group membership",
+    )
     from aggregator.commands import add_commands
 
     add_commands(sub)
@@ -61,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _migrate(settings: Settings) -> None:
-    from vinr.db import apply_migrations, ensure_database
+    from infra.db import apply_migrations, ensure_database
 
     dsn = settings.database_url.get_secret_value()
     if await ensure_database(dsn):
@@ -75,7 +81,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _create_account(settings: Settings, name: str) -> None:
-    from ingest.auth import create_account
+    from domain.accounts import create_account
 
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
@@ -89,7 +95,7 @@ async def _create_account(settings: Settings, name: str) -> None:
 
 
 def _devbroker() -> int:
-    from vinr.devbroker import DevBroker
+    from infra.devbroker import DevBroker
 
     broker = DevBroker()
     address = broker.start()
@@ -131,12 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         roles.tune_gc()
     broker = None
     if command == "up" and not settings.kafka_bootstrap:
-        from vinr.devbroker import DevBroker
+        from infra.devbroker import DevBroker
 
         broker = DevBroker()
         settings = settings.model_copy(update={"kafka_bootstrap": broker.start()})
-        print(f"dev Kafka broker at {settings.kafka_bootstrap} (in-memory, not durable)",
-              flush=True)
+        print(
+            f"dev Kafka broker at {settings.kafka_bootstrap} (in-memory, not durable)", flush=True
+        )
     host = getattr(args, "host", None) or settings.api_host
     port = getattr(args, "port", None) or settings.api_port
     try:
@@ -151,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(roles.run_up(settings, host, port))
         else:
             needs = {"aggregator": ("postgres", "kafka"), "dispatcher": ("postgres",)}.get(
-                command, ("postgres", "redis", "kafka"))
+                command, ("postgres", "redis", "kafka")
+            )
             asyncio.run(roles.run_workers(settings, [_worker(command, settings, args)], needs))
     except KeyboardInterrupt:
         return 130
@@ -168,13 +176,13 @@ def _worker(command: str, settings: Settings, args: argparse.Namespace) -> Worke
     if command == "aggregator":
         from aggregator.worker import Aggregator
 
-        parts = ([int(p) for p in args.partitions.split(",")] if args.partitions else None)
+        parts = [int(p) for p in args.partitions.split(",")] if args.partitions else None
         return Aggregator(settings, partitions=parts, group=args.group)
     if command == "invoicer":
         from invoicer.worker import Invoicer
 
         return Invoicer(settings)
-    from invoicer.dispatcher import Dispatcher
+    from dispatcher.worker import Dispatcher
 
     return Dispatcher(settings)
 

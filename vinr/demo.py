@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from invoicer.pricing import format_amount
+from domain.pricing import format_amount
 from vinr.sdk import SignatureVerificationError, Vinr
 
 _WAIT_S = 30.0

@@ -20,9 +20,9 @@ import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from vinr.db import apply_migrations
-from vinr.health import DependencyProbe
-from vinr.settings import Settings
+from infra.db import apply_migrations
+from infra.health import DependencyProbe
+from infra.settings import Settings
 
 __all__ = ["GC_THRESHOLDS", "Worker", "run_api", "run_up", "run_workers", "tune_gc"]
 
@@ -65,10 +65,20 @@ class _Server(uvicorn.Server):
 def _uvicorn(app: Any, host: str, port: int) -> _Server:
     # No proxy-headers middleware (a layer of ASGI per request, and no role reads the
     # client address) and no ``server`` header; the ``date`` header stays (RFC 9110).
-    config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools",
-                            lifespan="on", access_log=False, log_config=None,
-                            timeout_graceful_shutdown=int(_DRAIN_S), backlog=4096,
-                            proxy_headers=False, server_header=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(_DRAIN_S),
+        backlog=4096,
+        proxy_headers=False,
+        server_header=False,
+    )
     return _Server(config)
 
 
@@ -94,12 +104,16 @@ def _health_app(probe: DependencyProbe) -> Any:
             checks = await probe.check()
             ready = all(v == "ok" for v in checks.values())
             status = 200 if ready else 503
-            body = orjson.dumps({"status": "ready" if ready else "unavailable",
-                                 "checks": checks})
+            body = orjson.dumps({"status": "ready" if ready else "unavailable", "checks": checks})
         else:
             status, body = 404, b'{"error":{"type":"invalid_request_error","message":"not found"}}'
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", ctype.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -114,7 +128,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def run_api(settings: Settings, host: str, port: int) -> None:
-    from ingest.app import create_app
+    from vinr.api import create_app
 
     server = _uvicorn(create_app(settings), host, port)
 
@@ -125,15 +139,21 @@ async def run_api(settings: Settings, host: str, port: int) -> None:
     await server.serve()
 
 
-async def run_workers(settings: Settings, workers: Sequence[Worker],
-                      needs: tuple[str, ...] = ("postgres", "redis", "kafka"),
-                      extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> None:
+async def run_workers(
+    settings: Settings,
+    workers: Sequence[Worker],
+    needs: tuple[str, ...] = ("postgres", "redis", "kafka"),
+    extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> None:
     """Start workers (and optional extra servers), run until a signal, then drain."""
     stopping = asyncio.Event()
     _on_signals(stopping.set)
     probe = DependencyProbe(settings, needs)
-    health = (_uvicorn(_health_app(probe), "0.0.0.0", settings.metrics_port)
-              if settings.metrics_port else None)
+    health = (
+        _uvicorn(_health_app(probe), "0.0.0.0", settings.metrics_port)
+        if settings.metrics_port
+        else None
+    )
     started: list[Worker] = []
     try:
         for worker in workers:
@@ -165,9 +185,9 @@ async def run_workers(settings: Settings, workers: Sequence[Worker],
 async def run_up(settings: Settings, host: str, port: int) -> None:
     """api + aggregator + invoicer + dispatcher in one process, for development."""
     from aggregator.worker import Aggregator
-    from ingest.app import create_app
-    from invoicer.dispatcher import Dispatcher
+    from dispatcher.worker import Dispatcher
     from invoicer.worker import Invoicer
+    from vinr.api import create_app
 
     await _migrate(settings)
     server = _uvicorn(create_app(settings), host, port)
@@ -185,6 +205,5 @@ async def run_up(settings: Settings, host: str, port: int) -> None:
         def request_stop(self) -> None:
             server.should_exit = True
 
-    workers: list[Worker] = [_Api(), Aggregator(settings), Invoicer(settings),
-                             Dispatcher(settings)]
+    workers: list[Worker] = [_Api(), Aggregator(settings), Invoicer(settings), Dispatcher(settings)]
     await run_workers(settings, workers)

@@ -14,44 +14,68 @@ DAY = 86_400
 JAN, FEB, MAR, APR, MAY = (T0, T0 + 31 * DAY, T0 + 59 * DAY, T0 + 90 * DAY, T0 + 120 * DAY)
 
 
-async def price(client: httpx.AsyncClient, *, metered: bool = True, aggregate: str = "sum",
-                currency: str = "EUR", interval: str = "month", product: str = "API access",
-                **pricing: Any) -> dict[str, Any]:
+async def price(
+    client: httpx.AsyncClient,
+    *,
+    metered: bool = True,
+    aggregate: str = "sum",
+    currency: str = "EUR",
+    interval: str = "month",
+    product: str = "API access",
+    **pricing: Any,
+) -> dict[str, Any]:
     prod = await post(client, "/v1/products", {"name": product})
-    recurring: dict[str, Any] = {"interval": interval,
-                                 "usageType": "metered" if metered else "licensed"}
+    recurring: dict[str, Any] = {
+        "interval": interval,
+        "usageType": "metered" if metered else "licensed",
+    }
     if metered:
         recurring["aggregateUsage"] = aggregate
-    body: dict[str, Any] = {"product": prod["id"], "currency": currency,
-                            "recurring": recurring}
+    body: dict[str, Any] = {"product": prod["id"], "currency": currency, "recurring": recurring}
     body.update(pricing or {"unitAmountDecimal": "0.2"})
     return await post(client, "/v1/prices", body)
 
 
-async def customer(client: httpx.AsyncClient, payment_method: str = "pm_card_visa"
-                   ) -> dict[str, Any]:
-    return await post(client, "/v1/customers", {"name": "Ada", "email": "ada@example.com",
-                                                "paymentMethod": payment_method})
+async def customer(
+    client: httpx.AsyncClient, payment_method: str = "pm_card_visa"
+) -> dict[str, Any]:
+    return await post(
+        client,
+        "/v1/customers",
+        {"name": "Ada", "email": "ada@example.com", "paymentMethod": payment_method},
+    )
 
 
-async def clocked_subscription(client: httpx.AsyncClient, items: list[dict[str, Any]], *,
-                               at: int = T0, payment_method: str = "pm_card_visa",
-                               **extra: Any) -> dict[str, Any]:
+async def clocked_subscription(
+    client: httpx.AsyncClient,
+    items: list[dict[str, Any]],
+    *,
+    at: int = T0,
+    payment_method: str = "pm_card_visa",
+    **extra: Any,
+) -> dict[str, Any]:
     """A new customer subscribed on a new test clock frozen at ``at``."""
     cust = await customer(client, payment_method)
     clock = await post(client, "/v1/test_helpers/test_clocks", {"frozenTime": at})
-    return await post(client, "/v1/subscriptions", {
-        "customer": cust["id"], "items": items, "testClock": clock["id"], **extra})
+    return await post(
+        client,
+        "/v1/subscriptions",
+        {"customer": cust["id"], "items": items, "testClock": clock["id"], **extra},
+    )
 
 
 async def advance(client: httpx.AsyncClient, sub: dict[str, Any], to: int) -> dict[str, Any]:
-    return await post(client, f"/v1/test_helpers/test_clocks/{sub['testClock']}/advance",
-                      {"frozenTime": to})
+    return await post(
+        client, f"/v1/test_helpers/test_clocks/{sub['testClock']}/advance", {"frozenTime": to}
+    )
 
 
 async def usage(client: httpx.AsyncClient, item: str, quantity: int, ts: int) -> None:
-    await post(client, "/v1/usage_records",
-               {"subscriptionItem": item, "quantity": quantity, "timestamp": ts})
+    await post(
+        client,
+        "/v1/usage_records",
+        {"subscriptionItem": item, "quantity": quantity, "timestamp": ts},
+    )
 
 
 async def invoices(client: httpx.AsyncClient, sub_id: str) -> list[dict[str, Any]]:

@@ -9,8 +9,14 @@ from typing import Any
 import httpx
 
 
-async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None,
-               *, key: str | None = None, status: int = 200) -> dict[str, Any]:
+async def post(
+    client: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    status: int = 200,
+) -> dict[str, Any]:
     headers = {"Idempotency-Key": key} if key else {}
     response = await client.post(path, json=body or {}, headers=headers)
     assert response.status_code == status, response.text
@@ -18,22 +24,33 @@ async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None
     return result
 
 
-async def metered_price(client: httpx.AsyncClient, *, aggregate: str = "sum",
-                        interval: str = "month", **pricing: Any) -> dict[str, Any]:
+async def metered_price(
+    client: httpx.AsyncClient, *, aggregate: str = "sum", interval: str = "month", **pricing: Any
+) -> dict[str, Any]:
     product = await post(client, "/v1/products", {"name": "API access"})
     body: dict[str, Any] = {
-        "product": product["id"], "currency": "EUR", "billingScheme": "usage",
+        "product": product["id"],
+        "currency": "EUR",
+        "billingScheme": "usage",
         "recurring": {"interval": interval, "usageType": "metered", "aggregateUsage": aggregate},
     }
     body.update(pricing or {"unitAmountDecimal": "0.2"})
     return await post(client, "/v1/prices", body)
 
 
-async def subscribe(client: httpx.AsyncClient, price_id: str, *, clock: int | None = None,
-                    payment_method: str = "pm_card_visa", **extra: Any) -> dict[str, Any]:
-    customer = await post(client, "/v1/customers",
-                          {"name": "Ada", "email": "ada@example.com",
-                           "paymentMethod": payment_method})
+async def subscribe(
+    client: httpx.AsyncClient,
+    price_id: str,
+    *,
+    clock: int | None = None,
+    payment_method: str = "pm_card_visa",
+    **extra: Any,
+) -> dict[str, Any]:
+    customer = await post(
+        client,
+        "/v1/customers",
+        {"name": "Ada", "email": "ada@example.com", "paymentMethod": payment_method},
+    )
     body: dict[str, Any] = {"customer": customer["id"], "items": [{"price": price_id}]}
     if clock is not None:
         test_clock = await post(client, "/v1/test_helpers/test_clocks", {"frozenTime": clock})

@@ -24,6 +24,10 @@ import asyncpg
 import httpx
 import pytest
 
+from domain.wire import UsageMessage
+from infra.db import create_pool
+from infra.devenv import isolated_settings
+from infra.settings import Settings
 from tests.integration.aggregator_helpers import (
     CLI,
     PERIOD,
@@ -34,14 +38,10 @@ from tests.integration.aggregator_helpers import (
     stored_offsets,
     windows,
 )
-from vinr.db import create_pool
-from vinr.devenv import isolated_settings
-from vinr.settings import Settings
-from vinr.wire import UsageMessage
 
 SEED = int(os.environ.get("VINR_CHAOS_SEED", "20240229"))
 ITEMS = 40
-BATCHES = 210            # × 1000 records
+BATCHES = 210  # × 1000 records
 SINGLES = 3_000
 WAVES = 12
 SECOND_PERIOD = (PERIOD[1], PERIOD[1] + 30 * 86_400)
@@ -70,11 +70,12 @@ def waves(rnd: random.Random) -> list[list[UsageMessage]]:
     requests = []
     for n in range(BATCHES):
         item = rnd.randrange(ITEMS)
-        period = SECOND_PERIOD if item % 4 == 0 and n % 2 else PERIOD   # two windows
+        period = SECOND_PERIOD if item % 4 == 0 and n % 2 else PERIOD  # two windows
         gauge = item % 5 == 0
         t0 = period[0] + 60 * n
-        records = [(t0 + j // 100, rnd.randrange(50), gauge or rnd.random() < 0.01)
-                   for j in range(1000)]
+        records = [
+            (t0 + j // 100, rnd.randrange(50), gauge or rnd.random() < 0.01) for j in range(1000)
+        ]
         requests.append(message(f"mbu_b{n}", item, records, period=period))
     for n in range(SINGLES):
         item = rnd.randrange(ITEMS)
@@ -87,7 +88,7 @@ def waves(rnd: random.Random) -> list[list[UsageMessage]]:
         out[i * WAVES // len(requests)].append(request)
     for wave in range(1, WAVES):
         earlier = [r for w in out[:wave] for r in w]
-        out[wave] += rnd.sample(earlier, 6)        # client retries past Redis
+        out[wave] += rnd.sample(earlier, 6)  # client retries past Redis
     return out
 
 
@@ -98,9 +99,12 @@ class Role:
         self.name = name
         fd, self.log = tempfile.mkstemp(prefix=f"vinr-chaos-{name}-", suffix=".log")
         try:
-            self.proc = subprocess.Popen([*CLI, "aggregator", "--partitions", "0,1,2,3"],
-                                         env=role_env(settings, **env), stdout=fd,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [*CLI, "aggregator", "--partitions", "0,1,2,3"],
+                env=role_env(settings, **env),
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+            )
         finally:
             os.close(fd)
 
@@ -131,8 +135,7 @@ class Role:
         return self.proc.returncode
 
 
-async def test_chaos_kill_freeze_and_double_consumers(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+async def test_chaos_kill_freeze_and_double_consumers(env: tuple[Settings, asyncpg.Pool]) -> None:
     settings, pool = env
     rnd = random.Random(SEED)
     traffic = waves(rnd)
@@ -152,9 +155,9 @@ async def test_chaos_kill_freeze_and_double_consumers(
     kills = 0
     try:
         while not producer.done() or kills < 4:
-            await asyncio.sleep(rnd.uniform(0.8, 1.8))   # the victim is up and working
+            await asyncio.sleep(rnd.uniform(0.8, 1.8))  # the victim is up and working
             if kills == 1:
-                victim.signal(signal.SIGSTOP)             # a zombie holding its batch
+                victim.signal(signal.SIGSTOP)  # a zombie holding its batch
                 await asyncio.sleep(1.0)
                 victim.signal(signal.SIGCONT)
                 await asyncio.sleep(rnd.uniform(0.2, 0.6))
@@ -194,8 +197,7 @@ async def test_chaos_kill_freeze_and_double_consumers(
     assert kills >= 4
     # the consumers really did collide: batches were refused (logged by every process,
     # counted in the metrics of the one that ran throughout)
-    assert any(line.startswith("vinr_aggregator_fenced_total ")
-               for line in scrape.splitlines())
+    assert any(line.startswith("vinr_aggregator_fenced_total ") for line in scrape.splitlines())
     assert sum(role.output().count("fenced: stored offset") for role in roles) > 0
     for role in roles:
         os.unlink(role.log)

@@ -17,6 +17,10 @@ from prometheus_client import REGISTRY
 
 from aggregator.replay import rebuild_windows
 from aggregator.worker import Aggregator
+from domain.wire import UsageMessage, encode_usage, item_key
+from infra.db import create_pool
+from infra.devenv import isolated_settings
+from infra.settings import Settings
 from tests.integration.aggregator_helpers import (
     PERIOD,
     message,
@@ -24,10 +28,6 @@ from tests.integration.aggregator_helpers import (
     stored_offsets,
     windows,
 )
-from vinr.db import create_pool
-from vinr.devenv import isolated_settings
-from vinr.settings import Settings
-from vinr.wire import UsageMessage, encode_usage, item_key
 
 
 def metric(name: str, **labels: str) -> float:
@@ -39,8 +39,9 @@ T = PERIOD[0] + 1_000
 
 @pytest.fixture
 async def env(broker: str) -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
-    async with isolated_settings(broker, label="aggx", aggregator_max_records=7,
-                                 aggregator_poll_ms=20) as settings:
+    async with isolated_settings(
+        broker, label="aggx", aggregator_max_records=7, aggregator_poll_ms=20
+    ) as settings:
         pool = await create_pool(settings, min_size=1, max_size=4)
         try:
             yield settings, pool
@@ -77,8 +78,7 @@ async def test_duplicates_sets_and_many_batches(env: tuple[Settings, asyncpg.Poo
     assert ledger == len(msgs)
 
 
-async def test_restart_seeks_to_the_offsets_in_postgres(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+async def test_restart_seeks_to_the_offsets_in_postgres(env: tuple[Settings, asyncpg.Pool]) -> None:
     settings, pool = env
     published = await publish(settings, traffic(20, prefix="a"))
     async with Aggregator(settings, pool=pool, retention_s=None) as agg:
@@ -98,27 +98,32 @@ async def test_a_zombie_batch_is_fenced(env: tuple[Settings, asyncpg.Pool]) -> N
     settings, pool = env
     published = await publish(settings, traffic(30))
     fenced_before = metric("vinr_aggregator_fenced_total")
-    async with Aggregator(settings, pool=pool, retention_s=None) as zombie, \
-            Aggregator(settings, pool=pool, retention_s=None) as live:
+    async with (
+        Aggregator(settings, pool=pool, retention_s=None) as zombie,
+        Aggregator(settings, pool=pool, retention_s=None) as live,
+    ):
         # both sought to the same stored offsets; the live one commits everything first
         await live.drain()
         assert await windows(pool) == published.truth()
         committed = await stored_offsets(pool, settings)
-        assert await zombie.step(1_000) == 0          # its batch is refused ...
+        assert await zombie.step(1_000) == 0  # its batch is refused ...
         assert metric("vinr_aggregator_fenced_total") > fenced_before
-        assert await stored_offsets(pool, settings) == committed   # offsets never go back
-        assert await zombie.drain() == 0              # ... and it sought past the work
+        assert await stored_offsets(pool, settings) == committed  # offsets never go back
+        assert await zombie.drain() == 0  # ... and it sought past the work
         await publish(settings, traffic(9, prefix="late"), published)
-        await zombie.drain()                          # the zombie takes over cleanly
+        await zombie.drain()  # the zombie takes over cleanly
     assert await windows(pool) == published.truth()
 
 
 async def test_two_aggregators_racing_on_the_same_partitions(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     settings, pool = env
     published = await publish(settings, traffic(90))
-    async with Aggregator(settings, pool=pool, retention_s=None) as a, \
-            Aggregator(settings, pool=pool, retention_s=None) as b:
+    async with (
+        Aggregator(settings, pool=pool, retention_s=None) as a,
+        Aggregator(settings, pool=pool, retention_s=None) as b,
+    ):
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
         await consumer.start()
         try:
@@ -155,7 +160,8 @@ async def test_pipelined_run_and_graceful_stop(env: tuple[Settings, asyncpg.Pool
 
 
 async def test_group_membership_seeks_to_postgres_on_assignment(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     """With Kafka group membership, Kafka's committed offsets are ignored: on assignment
     the consumer seeks to the offsets stored with the windows."""
     settings, pool = env
@@ -170,27 +176,34 @@ async def test_group_membership_seeks_to_postgres_on_assignment(
 
 
 async def test_malformed_requests_are_dead_lettered_not_dropped(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     settings, pool = env
     good = traffic(6)
-    bad = [message("mbu_bad1", 100, [(PERIOD[1] + 5, 1, False)]),          # outside its period
-           message("mbu_bad2", 101, [(T, 1, False), (T, -3, False)])]       # negative
+    bad = [
+        message("mbu_bad1", 100, [(PERIOD[1] + 5, 1, False)]),  # outside its period
+        message("mbu_bad2", 101, [(T, 1, False), (T, -3, False)]),
+    ]  # negative
     published = await publish(settings, good)
     await publish(settings, bad)
     async with Aggregator(settings, pool=pool, retention_s=None) as agg:
         await agg.drain()
-        await publish(settings, [bad[0]])                                   # a retry of it
+        await publish(settings, [bad[0]])  # a retry of it
         await agg.drain()
     assert await windows(pool) == published.truth()
-    rows = await pool.fetch("SELECT ledger_id, reason, payload FROM usage_dead_letters"
-                            " ORDER BY ledger_id")
+    rows = await pool.fetch(
+        "SELECT ledger_id, reason, payload FROM usage_dead_letters ORDER BY ledger_id"
+    )
     assert [(r["ledger_id"], r["reason"]) for r in rows] == [
-        ("mbu_bad1", "invalid_records"), ("mbu_bad2", "invalid_records")]
+        ("mbu_bad1", "invalid_records"),
+        ("mbu_bad2", "invalid_records"),
+    ]
     assert rows[0]["payload"]["records"] == [[PERIOD[1] + 5, 1, False]]
 
 
 async def test_undecodable_messages_are_skipped_and_counted(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     settings, pool = env
     published = await publish(settings, traffic(4))
     from aiokafka import AIOKafkaProducer
@@ -231,43 +244,47 @@ def test_traffic_has_collisions_and_sets() -> None:
 
 
 async def test_windows_deleted_by_hand_come_back_and_replay_restores_them(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     settings, pool = env
     published = await publish(settings, traffic(12, prefix="k"))
     async with Aggregator(settings, pool=pool, retention_s=None) as agg:
         await agg.drain()
         await pool.execute("DELETE FROM usage_windows")
         await publish(settings, traffic(12, prefix="m"), published)
-        await agg.drain()            # it believed those windows existed: they are recreated
+        await agg.drain()  # it believed those windows existed: they are recreated
     after = await windows(pool)
     assert set(after) == set(published.truth())
-    await rebuild_windows(pool)      # the ledger still holds every request
+    await rebuild_windows(pool)  # the ledger still holds every request
     assert await windows(pool) == published.truth()
 
 
 async def test_requests_sharing_a_message_fold_and_replay_in_their_order(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     """The ingest packs single records into one message; their order inside it is arrival
     order — an increment then a set at one timestamp leaves the set's value, also on replay."""
     from aiokafka import AIOKafkaProducer
 
     settings, pool = env
     ts = T + 7
-    msgs = [message(f"mbu_pack{i}", 9, [(ts, q, s)])
-            for i, (q, s) in enumerate([(5, False), (2, True), (4, False), (1, True)] * 5)]
+    msgs = [
+        message(f"mbu_pack{i}", 9, [(ts, q, s)])
+        for i, (q, s) in enumerate([(5, False), (2, True), (4, False), (1, True)] * 5)
+    ]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(settings.usage_topic, encode_usage(*msgs),
-                                     key=item_key(9))
+        await producer.send_and_wait(settings.usage_topic, encode_usage(*msgs), key=item_key(9))
     finally:
         await producer.stop()
-    expected = (1, 1, ts, 1, 20)      # the last set at ts wins; 20 records
+    expected = (1, 1, ts, 1, 20)  # the last set at ts wins; 20 records
     async with Aggregator(settings, pool=pool, retention_s=None) as agg:
         await agg.drain()
     assert (await windows(pool))[(9, PERIOD[0])] == expected
-    rows = await pool.fetch("SELECT kafka_index FROM usage_ledger WHERE id LIKE 'mbu_pack%'"
-                            " ORDER BY kafka_index")
+    rows = await pool.fetch(
+        "SELECT kafka_index FROM usage_ledger WHERE id LIKE 'mbu_pack%' ORDER BY kafka_index"
+    )
     assert [r["kafka_index"] for r in rows] == list(range(20))
     await pool.execute("UPDATE usage_windows SET total = 0, max = 0 WHERE item_pk = 9")
     await rebuild_windows(pool)

@@ -20,6 +20,10 @@ import asyncpg
 import pytest
 
 from aggregator.worker import Aggregator
+from domain.wire import UsageMessage
+from infra.db import create_pool
+from infra.devenv import isolated_settings
+from infra.settings import Settings
 from tests.integration.aggregator_helpers import (
     CLI,
     PERIOD,
@@ -29,10 +33,6 @@ from tests.integration.aggregator_helpers import (
     stored_offsets,
     windows,
 )
-from vinr.db import create_pool
-from vinr.devenv import isolated_settings
-from vinr.settings import Settings
-from vinr.wire import UsageMessage
 
 
 @pytest.fixture
@@ -46,24 +46,34 @@ async def env(broker: str) -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
 
 
 def wave(n: int) -> list[UsageMessage]:
-    return [message(f"mbu_w{n}_{i}", 10 + i % 8,
-                    [(PERIOD[0] + n * 10 + j % 7, j % 13, j % 97 == 0) for j in range(1000)])
-            for i in range(8)]
+    return [
+        message(
+            f"mbu_w{n}_{i}",
+            10 + i % 8,
+            [(PERIOD[0] + n * 10 + j % 7, j % 13, j % 97 == 0) for j in range(1000)],
+        )
+        for i in range(8)
+    ]
 
 
 def start_aggregator(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     """``vinr aggregator`` in small batches, its output in a temporary file."""
     fd, log = tempfile.mkstemp(prefix="vinr-sigterm-", suffix=".log")
     try:
-        proc = subprocess.Popen([*CLI, "aggregator"], stdout=fd, stderr=subprocess.STDOUT,
-                                env=role_env(settings, VINR_AGGREGATOR_MAX_RECORDS="2"))
+        proc = subprocess.Popen(
+            [*CLI, "aggregator"],
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            env=role_env(settings, VINR_AGGREGATOR_MAX_RECORDS="2"),
+        )
     finally:
         os.close(fd)
     return proc, log
 
 
 async def test_sigterm_mid_stream_commits_the_batch_in_hand_and_exits_0(
-        env: tuple[Settings, asyncpg.Pool]) -> None:
+    env: tuple[Settings, asyncpg.Pool],
+) -> None:
     settings, pool = env
     published = await publish(settings, wave(0))
     proc, log = start_aggregator(settings)
@@ -81,7 +91,7 @@ async def test_sigterm_mid_stream_commits_the_batch_in_hand_and_exits_0(
         await publish(settings, wave(n), published)
         n += 1
         assert time.monotonic() < deadline, output()
-    for _ in range(3):                     # keep it busy: the SIGTERM lands mid-stream
+    for _ in range(3):  # keep it busy: the SIGTERM lands mid-stream
         await publish(settings, wave(n), published)
         n += 1
     proc.send_signal(signal.SIGTERM)

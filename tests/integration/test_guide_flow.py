@@ -10,12 +10,12 @@ import httpx
 import orjson
 
 from aggregator.worker import Aggregator
-from ingest.asgi import read_body
-from invoicer.dispatcher import Dispatcher
+from dispatcher.worker import Dispatcher
+from domain.signature import SIGNATURE_HEADER, SignatureError, verify_header
+from infra.asgi import read_body
 from invoicer.worker import Invoicer
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import metered_price, post, subscribe
-from vinr.signature import SIGNATURE_HEADER, SignatureError, verify_header
 
 
 class Receiver:
@@ -36,8 +36,9 @@ class Receiver:
         await send({"type": "http.response.body", "body": b"OK"})
 
 
-async def test_guide_flow(client: httpx.AsyncClient, aggregator: Aggregator, invoicer: Invoicer,
-                          dispatcher: Dispatcher) -> None:
+async def test_guide_flow(
+    client: httpx.AsyncClient, aggregator: Aggregator, invoicer: Invoicer, dispatcher: Dispatcher
+) -> None:
     price = await metered_price(client)
     assert price["unitAmountDecimal"] == "0.2"
     assert price["recurring"]["aggregateUsage"] == "sum"
@@ -48,34 +49,58 @@ async def test_guide_flow(client: httpx.AsyncClient, aggregator: Aggregator, inv
 
     receiver = Receiver()
     async with LiveServer(receiver, free_port()) as hook:
-        endpoint = await post(client, "/v1/webhook_endpoints",
-                              {"url": hook.url + "/hooks", "enabledEvents": ["invoice.paid"]})
+        endpoint = await post(
+            client,
+            "/v1/webhook_endpoints",
+            {"url": hook.url + "/hooks", "enabledEvents": ["invoice.paid"]},
+        )
         secret = endpoint["secret"]
         assert secret.startswith("whsec_")
 
         now = int(time.time())
-        first = await post(client, "/v1/usage_records",
-                           {"subscriptionItem": item, "quantity": 18000, "timestamp": now,
-                            "action": "increment"}, key="usage-req-1")
+        first = await post(
+            client,
+            "/v1/usage_records",
+            {"subscriptionItem": item, "quantity": 18000, "timestamp": now, "action": "increment"},
+            key="usage-req-1",
+        )
         assert first["id"].startswith("mbu_")
         # The retry is answered from the stored result, with the same id, and not counted.
-        retry = await client.post("/v1/usage_records", headers={"Idempotency-Key": "usage-req-1"},
-                                  json={"subscriptionItem": item, "quantity": 18000,
-                                        "timestamp": now, "action": "increment"})
+        retry = await client.post(
+            "/v1/usage_records",
+            headers={"Idempotency-Key": "usage-req-1"},
+            json={
+                "subscriptionItem": item,
+                "quantity": 18000,
+                "timestamp": now,
+                "action": "increment",
+            },
+        )
         assert retry.status_code == 200
         assert retry.headers["Idempotent-Replayed"] == "true"
         assert retry.json()["id"] == first["id"]
-        await post(client, "/v1/usage_records/batch",
-                   {"subscriptionItem": item, "records": [
-                       {"quantity": 400, "timestamp": now, "action": "increment"},
-                       {"quantity": 20, "action": "increment"}]}, key="batch-1")
+        await post(
+            client,
+            "/v1/usage_records/batch",
+            {
+                "subscriptionItem": item,
+                "records": [
+                    {"quantity": 400, "timestamp": now, "action": "increment"},
+                    {"quantity": 20, "action": "increment"},
+                ],
+            },
+            key="batch-1",
+        )
 
         await aggregator.drain()
-        summary = (await client.get("/v1/usage_records/summaries",
-                                    params={"subscriptionItem": item})).json()
+        summary = (
+            await client.get("/v1/usage_records/summaries", params={"subscriptionItem": item})
+        ).json()
         assert summary["data"][0]["totalUsage"] == 18420
-        assert summary["data"][0]["period"] == {"start": sub["currentPeriodStart"],
-                                                "end": sub["currentPeriodEnd"]}
+        assert summary["data"][0]["period"] == {
+            "start": sub["currentPeriodStart"],
+            "end": sub["currentPeriodEnd"],
+        }
 
         await post(client, f"/v1/test_helpers/subscriptions/{sub['id']}/advance_period")
         assert await invoicer.tick() >= 1
@@ -85,10 +110,12 @@ async def test_guide_flow(client: httpx.AsyncClient, aggregator: Aggregator, inv
         assert invoice["status"] == "paid"
         line = invoice["lines"]["data"][0]
         assert line["quantity"] == 18420
-        assert line["amount"] == 3684            # 18420 × €0.002 = €36.84
+        assert line["amount"] == 3684  # 18420 × €0.002 = €36.84
         assert invoice["total"] == 3684
-        assert line["period"] == {"start": sub["currentPeriodStart"],
-                                  "end": sub["currentPeriodEnd"]}
+        assert line["period"] == {
+            "start": sub["currentPeriodStart"],
+            "end": sub["currentPeriodEnd"],
+        }
 
         await dispatcher.tick()
         await asyncio.wait_for(receiver.arrived.wait(), 10)
@@ -108,8 +135,9 @@ async def test_guide_flow(client: httpx.AsyncClient, aggregator: Aggregator, inv
                 continue
             raise AssertionError("a bad signature verified")
 
-    next_summary = (await client.get("/v1/usage_records/summaries",
-                                     params={"subscriptionItem": item})).json()
+    next_summary = (
+        await client.get("/v1/usage_records/summaries", params={"subscriptionItem": item})
+    ).json()
     assert next_summary["data"][0]["totalUsage"] == 0
     assert next_summary["data"][1]["totalUsage"] == 18420
     assert next_summary["data"][1]["invoice"] == invoice["id"]

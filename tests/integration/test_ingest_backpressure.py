@@ -21,7 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from aggregator.worker import Aggregator
-from ingest.app import create_app
+from infra.settings import Settings
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import eventually, metered_price, subscribe
 from tests.integration.test_ingest_fixtures import (
@@ -33,7 +33,7 @@ from tests.integration.test_ingest_fixtures import (
     topic_messages,
     total_usage,
 )
-from vinr.settings import Settings
+from vinr.api import create_app
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,13 @@ def _proxied(url: str, port: int) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2
-                                     else host))
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
 def _client(url: str, secret_key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=url, timeout=15,
-                             headers={"Authorization": f"Bearer {secret_key}"})
+    return httpx.AsyncClient(
+        base_url=url, timeout=15, headers={"Authorization": f"Bearer {secret_key}"}
+    )
 
 
 def _record(item: str, quantity: int = 1) -> dict[str, Any]:
@@ -83,15 +83,19 @@ def _unavailable(response: httpx.Response, dependency: str) -> None:
 
 
 async def test_a_frozen_broker_gets_503_and_the_key_stays_retryable(
-        settings: Settings, secret_key: str, item: str, frozen_broker: PausableBroker) -> None:
-    async with api_instance(settings, kafka_bootstrap=frozen_broker.address,
-                            publish_timeout_s=1.0) as api, _client(api.url, secret_key) as c:
+    settings: Settings, secret_key: str, item: str, frozen_broker: PausableBroker
+) -> None:
+    async with (
+        api_instance(settings, kafka_bootstrap=frozen_broker.address, publish_timeout_s=1.0) as api,
+        _client(api.url, secret_key) as c,
+    ):
         assert (await _readiness(c))[0] == 200
         body = _record(item)
         frozen_broker.pause()
         try:
-            refused = await c.post("/v1/usage_records", json=body,
-                                   headers={"Idempotency-Key": "frozen"})
+            refused = await c.post(
+                "/v1/usage_records", json=body, headers={"Idempotency-Key": "frozen"}
+            )
             status, checks = await _readiness(c)
         finally:
             frozen_broker.resume()
@@ -100,8 +104,7 @@ async def test_a_frozen_broker_gets_503_and_the_key_stays_retryable(
         assert checks["redis"] == "ok" and checks["postgres"] == "ok"
 
         async def recovered() -> httpx.Response | None:
-            r = await c.post("/v1/usage_records", json=body,
-                             headers={"Idempotency-Key": "frozen"})
+            r = await c.post("/v1/usage_records", json=body, headers={"Idempotency-Key": "frozen"})
             return r if r.status_code == 200 else None
 
         # Nothing was kept for the refused request: its key is processed anew, not replayed.
@@ -115,20 +118,30 @@ async def test_a_frozen_broker_gets_503_and_the_key_stays_retryable(
 
 
 async def test_kafka_away_at_start_up_then_back(
-        settings: Settings, secret_key: str, item: str, client: httpx.AsyncClient,
-        aggregator: Aggregator) -> None:
+    settings: Settings,
+    secret_key: str,
+    item: str,
+    client: httpx.AsyncClient,
+    aggregator: Aggregator,
+) -> None:
     host, port = (settings.kafka_bootstrap or "").rsplit(":", 1)
-    proxy = TcpProxy(host, int(port))        # bootstrap goes through it; cut = unreachable
-    async with api_instance(settings, kafka_bootstrap=f"127.0.0.1:{proxy.port}") as api, \
-            _client(api.url, secret_key) as c:
+    proxy = TcpProxy(host, int(port))  # bootstrap goes through it; cut = unreachable
+    async with (
+        api_instance(settings, kafka_bootstrap=f"127.0.0.1:{proxy.port}") as api,
+        _client(api.url, secret_key) as c,
+    ):
         status, checks = await _readiness(c)
         assert status == 503 and checks["kafka"].startswith("unavailable")
         _unavailable(await c.post("/v1/usage_records", json=_record(item, 2)), "kafka")
         await proxy.restore()
         try:
+
             async def accepted() -> bool:
-                r = await c.post("/v1/usage_records", json=_record(item, 5),
-                                 headers={"Idempotency-Key": "after-start"})
+                r = await c.post(
+                    "/v1/usage_records",
+                    json=_record(item, 5),
+                    headers={"Idempotency-Key": "after-start"},
+                )
                 return r.status_code == 200
 
             await eventually(accepted, timeout_s=20)
@@ -140,29 +153,41 @@ async def test_kafka_away_at_start_up_then_back(
 
 
 async def test_redis_going_away_gets_503_and_records_nothing(
-        settings: Settings, secret_key: str, item: str, client: httpx.AsyncClient,
-        pool: asyncpg.Pool, aggregator: Aggregator) -> None:
+    settings: Settings,
+    secret_key: str,
+    item: str,
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    aggregator: Aggregator,
+) -> None:
     redis_url = settings.redis_url.get_secret_value()
     target = urlsplit(redis_url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
     await proxy.restore()
     try:
-        async with api_instance(settings, redis_url=_proxied(redis_url, proxy.port)) as api, \
-                _client(api.url, secret_key) as c:
+        async with (
+            api_instance(settings, redis_url=_proxied(redis_url, proxy.port)) as api,
+            _client(api.url, secret_key) as c,
+        ):
             first = await c.post("/v1/usage_records", json=_record(item, 3))
             assert first.status_code == 200, first.text
             await proxy.cut()
             for key in ("gone-1", None):
                 headers = {"Idempotency-Key": key} if key else {}
-                _unavailable(await c.post("/v1/usage_records", json=_record(item, 100),
-                                          headers=headers), "redis")
+                _unavailable(
+                    await c.post("/v1/usage_records", json=_record(item, 100), headers=headers),
+                    "redis",
+                )
             status, checks = await _readiness(c)
             assert status == 503 and checks["redis"].startswith("unavailable")
             await proxy.restore()
 
             async def back() -> bool:
-                r = await c.post("/v1/usage_records", json=_record(item, 4),
-                                 headers={"Idempotency-Key": "gone-1"})
+                r = await c.post(
+                    "/v1/usage_records",
+                    json=_record(item, 4),
+                    headers={"Idempotency-Key": "gone-1"},
+                )
                 return r.status_code == 200
 
             await eventually(back)
@@ -174,14 +199,20 @@ async def test_redis_going_away_gets_503_and_records_nothing(
 
 
 async def test_postgres_away_at_start_up_and_later(
-        settings: Settings, secret_key: str, item: str, client: httpx.AsyncClient,
-        aggregator: Aggregator) -> None:
+    settings: Settings,
+    secret_key: str,
+    item: str,
+    client: httpx.AsyncClient,
+    aggregator: Aggregator,
+) -> None:
     db_url = settings.database_url.get_secret_value()
     target = urlsplit(db_url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
     try:
-        async with api_instance(settings, database_url=_proxied(db_url, proxy.port)) as api, \
-                _client(api.url, secret_key) as c:
+        async with (
+            api_instance(settings, database_url=_proxied(db_url, proxy.port)) as api,
+            _client(api.url, secret_key) as c,
+        ):
             # Started without Postgres: up, not ready, 503 for what needs it.
             status, checks = await _readiness(c)
             assert status == 503 and checks["postgres"].startswith("unavailable")
@@ -206,25 +237,33 @@ async def test_postgres_away_at_start_up_and_later(
     assert await total_usage(client, item) == 5
 
 
-async def _partial_request(port: int, secret_key: str, body: bytes
-                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _partial_request(
+    port: int, secret_key: str, body: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Sends a usage request but its last body byte: it stays in flight until ``finish``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /v1/usage_records HTTP/1.1\r\nHost: x\r\n"
-                 + f"Authorization: Bearer {secret_key}\r\n".encode()
-                 + b"Content-Type: application/json\r\n"
-                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-1])
+    writer.write(
+        b"POST /v1/usage_records HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {secret_key}\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:-1]
+    )
     await writer.drain()
     return reader, writer
 
 
-async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
-                  ) -> tuple[int, bytes]:
+async def _finish(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> tuple[int, bytes]:
     writer.write(body[-1:])
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
     payload = await reader.readexactly(length)
     writer.close()
     return int(head[9:12]), payload
@@ -239,8 +278,7 @@ async def _until_inflight(count: int) -> None:
     raise AssertionError("requests did not get in flight")
 
 
-async def test_in_flight_work_is_bounded(settings: Settings, secret_key: str, item: str
-                                         ) -> None:
+async def test_in_flight_work_is_bounded(settings: Settings, secret_key: str, item: str) -> None:
     async with api_instance(settings, max_inflight_requests=2) as server:
         await _bounded(server, secret_key, item)
 
@@ -261,9 +299,13 @@ async def _bounded(server: LiveServer, secret_key: str, item: str) -> None:
         assert (await c.post("/v1/usage_records", json=_record(item))).status_code == 200
 
 
-async def test_shutdown_drains_requests_in_flight(settings: Settings, secret_key: str,
-                                                  item: str, client: httpx.AsyncClient,
-                                                  aggregator: Aggregator) -> None:
+async def test_shutdown_drains_requests_in_flight(
+    settings: Settings,
+    secret_key: str,
+    item: str,
+    client: httpx.AsyncClient,
+    aggregator: Aggregator,
+) -> None:
     app = create_app(settings)
     server = LiveServer(app, free_port())
     await server.__aenter__()
@@ -281,9 +323,9 @@ async def test_shutdown_drains_requests_in_flight(settings: Settings, secret_key
         w.close()
         return False
 
-    await eventually(refusing)                 # no new connections any more...
+    await eventually(refusing)  # no new connections any more...
     status, payload = await _finish(reader, writer, body)
-    assert status == 200, payload              # ...but the one in flight is answered
+    assert status == 200, payload  # ...but the one in flight is answered
     await asyncio.wait_for(stopping, 10)
     await aggregator.drain()
     assert await total_usage(client, item) == 42

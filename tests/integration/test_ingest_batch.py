@@ -25,12 +25,17 @@ def _batch(item: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"subscriptionItem": item, "records": records}
 
 
-async def test_a_batch_is_one_ledger_entry(client: httpx.AsyncClient, pool: asyncpg.Pool,
-                                           aggregator: Aggregator) -> None:
+async def test_a_batch_is_one_ledger_entry(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator
+) -> None:
     item = await _item(client)
     now = int(time.time())
-    result = await post(client, "/v1/usage_records/batch", _batch(
-        item, [{"quantity": i, "timestamp": now + i % 5} for i in range(1000)]), key="big")
+    result = await post(
+        client,
+        "/v1/usage_records/batch",
+        _batch(item, [{"quantity": i, "timestamp": now + i % 5} for i in range(1000)]),
+        key="big",
+    )
     assert result["object"] == "usage_record_batch" and result["count"] == 1000
     assert result["duplicates"] == 0
     assert len({r["id"] for r in result["data"]}) == 1000
@@ -42,7 +47,8 @@ async def test_a_batch_is_one_ledger_entry(client: httpx.AsyncClient, pool: asyn
 
 
 async def test_every_bad_record_is_named_and_nothing_is_published(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator
+) -> None:
     item = await _item(client)
     now = int(time.time())
     records: list[dict[str, Any]] = [{"quantity": 1, "timestamp": now} for _ in range(10)]
@@ -65,8 +71,9 @@ async def test_every_bad_record_is_named_and_nothing_is_published(
     assert "before the current billing period" in error["message"]
     assert "in the future" in error["message"]
 
-    too_many = await client.post("/v1/usage_records/batch",
-                                 json=_batch(item, [{"quantity": 1}] * 1001))
+    too_many = await client.post(
+        "/v1/usage_records/batch", json=_batch(item, [{"quantity": 1}] * 1001)
+    )
     assert too_many.status_code == 400
     assert error_of(too_many)["param"] == "records"
     await aggregator.drain()
@@ -75,55 +82,78 @@ async def test_every_bad_record_is_named_and_nothing_is_published(
 
 
 async def test_per_record_keys_skip_records_already_accepted(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator
+) -> None:
     item = await _item(client)
     now = int(time.time())
 
     def rec(key: str, quantity: int) -> dict[str, Any]:
         return {"quantity": quantity, "timestamp": now, "idempotencyKey": key}
 
-    first = await post(client, "/v1/usage_records/batch",
-                       _batch(item, [rec("a", 1), rec("b", 10), rec("c", 100)]))
-    second_body = _batch(item, [rec("b", 10), rec("d", 1000), {"quantity": 5, "timestamp": now},
-                                rec("c", 100)])
+    first = await post(
+        client, "/v1/usage_records/batch", _batch(item, [rec("a", 1), rec("b", 10), rec("c", 100)])
+    )
+    second_body = _batch(
+        item, [rec("b", 10), rec("d", 1000), {"quantity": 5, "timestamp": now}, rec("c", 100)]
+    )
     second = await post(client, "/v1/usage_records/batch", second_body, key="second")
     assert [r["duplicate"] for r in second["data"]] == [True, False, False, True]
     assert second["duplicates"] == 2
     # A duplicate carries the id the record was first accepted under.
     assert second["data"][0]["id"] == first["data"][1]["id"]
     assert second["data"][3]["id"] == first["data"][2]["id"]
-    replay = await client.post("/v1/usage_records/batch", json=second_body,
-                               headers={"Idempotency-Key": "second"})
+    replay = await client.post(
+        "/v1/usage_records/batch", json=second_body, headers={"Idempotency-Key": "second"}
+    )
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == second
-    everything_seen = await post(client, "/v1/usage_records/batch",
-                                 _batch(item, [rec("a", 1), rec("d", 1000)]))
+    everything_seen = await post(
+        client, "/v1/usage_records/batch", _batch(item, [rec("a", 1), rec("d", 1000)])
+    )
     assert everything_seen["duplicates"] == 2
     await aggregator.drain()
     assert await total_usage(client, item) == 1 + 10 + 100 + 1000 + 5
     rows = {r["id"]: r["records"] for r in await ledger(pool, item)}
-    assert rows == {first["id"]: 3, second["id"]: 2}   # the all-duplicate batch published nothing
+    assert rows == {first["id"]: 3, second["id"]: 2}  # the all-duplicate batch published nothing
 
 
 async def test_per_record_key_reuse_and_repeats_are_refused(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator
+) -> None:
     item = await _item(client)
     now = int(time.time())
-    await post(client, "/v1/usage_records/batch", _batch(
-        item, [{"quantity": 1, "timestamp": now, "idempotencyKey": "k1"}]))
-    reused = await client.post("/v1/usage_records/batch", json=_batch(item, [
-        {"quantity": 1, "timestamp": now, "idempotencyKey": "k0"},
-        {"quantity": 2, "timestamp": now, "idempotencyKey": "k1"}]))
+    await post(
+        client,
+        "/v1/usage_records/batch",
+        _batch(item, [{"quantity": 1, "timestamp": now, "idempotencyKey": "k1"}]),
+    )
+    reused = await client.post(
+        "/v1/usage_records/batch",
+        json=_batch(
+            item,
+            [
+                {"quantity": 1, "timestamp": now, "idempotencyKey": "k0"},
+                {"quantity": 2, "timestamp": now, "idempotencyKey": "k1"},
+            ],
+        ),
+    )
     assert reused.status_code == 400
     error = error_of(reused)
     assert error["type"] == "idempotency_error" and error["param"] == "records[1].idempotencyKey"
-    repeated = await client.post("/v1/usage_records/batch", json=_batch(item, [
-        {"quantity": 1, "idempotencyKey": "k2"}, {"quantity": 1, "idempotencyKey": "k2"}]))
+    repeated = await client.post(
+        "/v1/usage_records/batch",
+        json=_batch(
+            item, [{"quantity": 1, "idempotencyKey": "k2"}, {"quantity": 1, "idempotencyKey": "k2"}]
+        ),
+    )
     assert repeated.status_code == 400
     assert error_of(repeated)["param"] == "records[1].idempotencyKey"
     # The refused batch claimed nothing: k0 is still free.
-    ok = await post(client, "/v1/usage_records/batch", _batch(
-        item, [{"quantity": 4, "timestamp": now, "idempotencyKey": "k0"}]))
+    ok = await post(
+        client,
+        "/v1/usage_records/batch",
+        _batch(item, [{"quantity": 4, "timestamp": now, "idempotencyKey": "k0"}]),
+    )
     assert ok["duplicates"] == 0
     await aggregator.drain()
     assert await total_usage(client, item) == 5

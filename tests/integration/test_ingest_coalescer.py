@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ingest.idempotency import Coalescer
+from domain.idempotency import Coalescer
 
 
 class _Recorder:
@@ -48,19 +48,20 @@ async def test_batches_are_bounded_in_size_and_concurrency() -> None:
     pending = [asyncio.ensure_future(coalescer.enqueue(i)) for i in range(35)]
     for _ in range(5):
         await asyncio.sleep(0)
-    assert [len(c) for c in run.calls] == [10, 10]      # two in flight, the rest waits
+    assert [len(c) for c in run.calls] == [10, 10]  # two in flight, the rest waits
     run.gate.set()
     assert await asyncio.gather(*pending) == [i * 10 for i in range(35)]
     assert run.peak == 2
-    assert [x for call in run.calls for x in call] == list(range(35))   # order kept
+    assert [x for call in run.calls for x in call] == list(range(35))  # order kept
     assert all(len(c) <= 10 for c in run.calls)
 
 
 async def test_a_failed_call_fails_its_items_only() -> None:
     run = _Recorder(fail_on=3)
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=5, max_concurrent=1)
-    results = await asyncio.gather(*(coalescer.enqueue(i) for i in range(10)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(coalescer.enqueue(i) for i in range(10)), return_exceptions=True
+    )
     assert all(isinstance(r, ConnectionError) for r in results[:5])
     assert results[5:] == [50, 60, 70, 80, 90]
 
@@ -74,12 +75,12 @@ async def test_enqueue_and_drain() -> None:
     assert [f.result() for f in futures] == [i * 10 for i in range(7)]
 
 
-
 async def test_pushed_items_go_out_in_order_and_a_failure_is_reported_once() -> None:
     run = _Recorder(fail_on=3)
     errors: list[BaseException] = []
-    coalescer: Coalescer[int, int] = Coalescer(run, max_batch=5, max_concurrent=1,
-                                               on_push_error=errors.append)
+    coalescer: Coalescer[int, int] = Coalescer(
+        run, max_batch=5, max_concurrent=1, on_push_error=errors.append
+    )
     waited = coalescer.enqueue(0)
     for i in range(1, 10):
         coalescer.push(i)
@@ -95,9 +96,9 @@ async def test_an_item_whose_caller_gave_up_is_not_run() -> None:
     run.gate.clear()
     coalescer: Coalescer[int, int] = Coalescer(run, max_batch=100, max_concurrent=1)
     first = asyncio.ensure_future(coalescer.enqueue(1))
-    await asyncio.sleep(0.01)                   # call [1] runs, held at the gate
+    await asyncio.sleep(0.01)  # call [1] runs, held at the gate
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(coalescer.enqueue(2), 0.01)     # queued, then given up
+        await asyncio.wait_for(coalescer.enqueue(2), 0.01)  # queued, then given up
     third = asyncio.ensure_future(coalescer.enqueue(3))
     run.gate.set()
     assert await first == 10 and await third == 30

@@ -22,12 +22,12 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ingest.app import create_app
-from ingest.auth import hash_key
+from domain.accounts import hash_key
+from domain.wire import UsageMessage, decode_usage
+from infra.kafka import partitions
+from infra.settings import Settings
 from tests.conftest import LiveServer, free_port
-from vinr.kafka import partitions
-from vinr.settings import Settings
-from vinr.wire import UsageMessage, decode_usage
+from vinr.api import create_app
 
 
 @contextlib.asynccontextmanager
@@ -48,9 +48,12 @@ class PausableBroker:
         self.address = ""
 
     def start(self) -> str:
-        self._proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "devbroker"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "vinr.cli", "devbroker"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         if self._proc.stdout is None:
             raise RuntimeError("no stdout")
         self.address = self._proc.stdout.readline().strip()
@@ -142,8 +145,9 @@ class TcpProxy:
 
 
 async def account_of(pool: asyncpg.Pool, secret_key: str) -> str:
-    account: str = await pool.fetchval("SELECT account_id FROM api_keys WHERE key_hash = $1",
-                                       hash_key(secret_key))
+    account: str = await pool.fetchval(
+        "SELECT account_id FROM api_keys WHERE key_hash = $1", hash_key(secret_key)
+    )
     return account
 
 
@@ -151,13 +155,14 @@ async def ledger(pool: asyncpg.Pool, item_id: str) -> list[asyncpg.Record]:
     """The aggregator's ledger entries (one per accepted request) for an item."""
     rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT l.* FROM usage_ledger l JOIN subscription_items si ON si.pk = l.item_pk"
-        " WHERE si.id = $1 ORDER BY l.id", item_id)
+        " WHERE si.id = $1 ORDER BY l.id",
+        item_id,
+    )
     return rows
 
 
 async def summaries(client: httpx.AsyncClient, item_id: str) -> list[dict[str, Any]]:
-    response = await client.get("/v1/usage_records/summaries",
-                                params={"subscriptionItem": item_id})
+    response = await client.get("/v1/usage_records/summaries", params={"subscriptionItem": item_id})
     assert response.status_code == 200, response.text
     data: list[dict[str, Any]] = response.json()["data"]
     return data
@@ -170,8 +175,9 @@ async def total_usage(client: httpx.AsyncClient, item_id: str) -> int:
 
 async def topic_messages(bootstrap: str, topic: str) -> list[UsageMessage]:
     """Every usage message on a topic, read from the beginning to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         meta = AIOKafkaProducer(bootstrap_servers=bootstrap)

@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Aggregator
+from infra.settings import Settings
 from tests.integration.helpers import metered_price, post, subscribe
 from tests.integration.test_ingest_fixtures import (
     PausableBroker,
@@ -26,7 +27,6 @@ from tests.integration.test_ingest_fixtures import (
     ledger,
     total_usage,
 )
-from vinr.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +65,41 @@ def _record(item: str, quantity: int = 7) -> dict[str, Any]:
 
 
 async def test_a_retry_after_a_failed_publish_is_billed_once(
-        client: httpx.AsyncClient, settings: Settings, secret_key: str, pool: asyncpg.Pool,
-        aggregator: Aggregator, paused_broker: PausableBroker) -> None:
+    client: httpx.AsyncClient,
+    settings: Settings,
+    secret_key: str,
+    pool: asyncpg.Pool,
+    aggregator: Aggregator,
+    paused_broker: PausableBroker,
+) -> None:
     item = await _item(client)
     body = _record(item, 11)
-    async with api_instance(settings, kafka_bootstrap=paused_broker.address,
-                            publish_timeout_s=1.0) as other:
+    async with api_instance(
+        settings, kafka_bootstrap=paused_broker.address, publish_timeout_s=1.0
+    ) as other:
         await _ready(other.url)
-        async with httpx.AsyncClient(base_url=other.url, timeout=10, headers={
-                "Authorization": f"Bearer {secret_key}"}) as broken:
+        async with httpx.AsyncClient(
+            base_url=other.url, timeout=10, headers={"Authorization": f"Bearer {secret_key}"}
+        ) as broken:
             paused_broker.pause()
             try:
-                failed = await broken.post("/v1/usage_records", json=body,
-                                           headers={"Idempotency-Key": "retry-me"})
+                failed = await broken.post(
+                    "/v1/usage_records", json=body, headers={"Idempotency-Key": "retry-me"}
+                )
             finally:
                 paused_broker.resume()
     assert failed.status_code == 503, failed.text
     assert failed.headers["Retry-After"] == "1"
     assert error_of(failed)["type"] == "api_error"
     # The key was released, not marked done: the retry is processed, not "replayed".
-    retried = await client.post("/v1/usage_records", json=body,
-                                headers={"Idempotency-Key": "retry-me"})
+    retried = await client.post(
+        "/v1/usage_records", json=body, headers={"Idempotency-Key": "retry-me"}
+    )
     assert retried.status_code == 200, retried.text
     assert "Idempotent-Replayed" not in retried.headers
-    again = await client.post("/v1/usage_records", json=body,
-                              headers={"Idempotency-Key": "retry-me"})
+    again = await client.post(
+        "/v1/usage_records", json=body, headers={"Idempotency-Key": "retry-me"}
+    )
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.content == retried.content
     await aggregator.drain()
@@ -99,14 +109,19 @@ async def test_a_retry_after_a_failed_publish_is_billed_once(
 
 
 async def test_concurrent_requests_with_one_key_record_once(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator
+) -> None:
     item = await _item(client)
     body = _record(item, 5)
-    responses = await asyncio.gather(*(
-        client.post("/v1/usage_records", json=body, headers={"Idempotency-Key": "burst"})
-        for _ in range(20)))
-    fresh = [r for r in responses if r.status_code == 200
-             and "Idempotent-Replayed" not in r.headers]
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/usage_records", json=body, headers={"Idempotency-Key": "burst"})
+            for _ in range(20)
+        )
+    )
+    fresh = [
+        r for r in responses if r.status_code == 200 and "Idempotent-Replayed" not in r.headers
+    ]
     assert len(fresh) == 1, [r.status_code for r in responses]
     record_id = fresh[0].json()["id"]
     for r in responses:
@@ -121,8 +136,13 @@ async def test_concurrent_requests_with_one_key_record_once(
 
 
 async def test_redis_losing_the_keys_still_records_once(
-        client: httpx.AsyncClient, settings: Settings, secret_key: str, pool: asyncpg.Pool,
-        redis: Redis, aggregator: Aggregator) -> None:
+    client: httpx.AsyncClient,
+    settings: Settings,
+    secret_key: str,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    aggregator: Aggregator,
+) -> None:
     """Redis is the fast path, not the source of truth: with the key (and the item's
     cached metadata) gone, the retry is published again with the same derived id, and
     the aggregator's ledger drops it."""
@@ -130,13 +150,16 @@ async def test_redis_losing_the_keys_still_records_once(
     body = _record(item, 3)
     first = await post(client, "/v1/usage_records", body, key="flushed")
     account = await account_of(pool, secret_key)
-    deleted = await redis.delete(settings.key("idem", "usage", account, "t", "flushed"),
-                                 settings.key("item", account, "t", item))
+    deleted = await redis.delete(
+        settings.key("idem", "usage", account, "t", "flushed"),
+        settings.key("item", account, "t", item),
+    )
     assert deleted == 2
-    retry = await client.post("/v1/usage_records", json=body,
-                              headers={"Idempotency-Key": "flushed"})
+    retry = await client.post(
+        "/v1/usage_records", json=body, headers={"Idempotency-Key": "flushed"}
+    )
     assert retry.status_code == 200, retry.text
-    assert "Idempotent-Replayed" not in retry.headers      # Redis had forgotten it
+    assert "Idempotent-Replayed" not in retry.headers  # Redis had forgotten it
     assert retry.json()["id"] == first["id"]
     await aggregator.drain()
     assert [r["id"] for r in await ledger(pool, item)] == [first["id"]]
@@ -146,14 +169,17 @@ async def test_redis_losing_the_keys_still_records_once(
 async def test_the_same_key_with_another_body_is_refused(client: httpx.AsyncClient) -> None:
     item = await _item(client)
     await post(client, "/v1/usage_records", _record(item, 1), key="reused")
-    other = await client.post("/v1/usage_records", json=_record(item, 2),
-                              headers={"Idempotency-Key": "reused"})
+    other = await client.post(
+        "/v1/usage_records", json=_record(item, 2), headers={"Idempotency-Key": "reused"}
+    )
     assert other.status_code == 400
     error = error_of(other)
     assert error["type"] == "idempotency_error" and error["param"] == "Idempotency-Key"
-    batch = await client.post("/v1/usage_records/batch", json={
-        "subscriptionItem": item, "records": [{"quantity": 1}]},
-        headers={"Idempotency-Key": "reused"})
+    batch = await client.post(
+        "/v1/usage_records/batch",
+        json={"subscriptionItem": item, "records": [{"quantity": 1}]},
+        headers={"Idempotency-Key": "reused"},
+    )
     assert batch.status_code == 400 and error_of(batch)["type"] == "idempotency_error"
 
 
@@ -161,21 +187,33 @@ async def test_a_replay_matches_the_request_not_its_spelling(client: httpx.Async
     item = await _item(client)
     ts = int(time.time())
     first = await client.post(
-        "/v1/usage_records", content=orjson.dumps(
-            {"subscriptionItem": item, "quantity": 4, "timestamp": ts}),
-        headers={"Idempotency-Key": "spelling", "Content-Type": "application/json"})
-    respelled = (f'{{ "timestamp": {ts},  "action": "increment", "quantity": 4,'
-                 f' "subscriptionItem": "{item}" }}').encode()
-    replay = await client.post("/v1/usage_records", content=respelled, headers={
-        "Idempotency-Key": "spelling", "Content-Type": "application/json"})
+        "/v1/usage_records",
+        content=orjson.dumps({"subscriptionItem": item, "quantity": 4, "timestamp": ts}),
+        headers={"Idempotency-Key": "spelling", "Content-Type": "application/json"},
+    )
+    respelled = (
+        f'{{ "timestamp": {ts},  "action": "increment", "quantity": 4,'
+        f' "subscriptionItem": "{item}" }}'
+    ).encode()
+    replay = await client.post(
+        "/v1/usage_records",
+        content=respelled,
+        headers={"Idempotency-Key": "spelling", "Content-Type": "application/json"},
+    )
     assert replay.status_code == 200, replay.text
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.content == first.content
 
 
 async def test_a_pending_key_becomes_retryable_when_its_lease_expires(
-        client: httpx.AsyncClient, settings: Settings, secret_key: str, pool: asyncpg.Pool,
-        redis: Redis, aggregator: Aggregator, paused_broker: PausableBroker) -> None:
+    client: httpx.AsyncClient,
+    settings: Settings,
+    secret_key: str,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    aggregator: Aggregator,
+    paused_broker: PausableBroker,
+) -> None:
     """An API instance stuck publishing (its broker frozen) holds the key pending; others
     get 409 until the lease runs out, then the retry goes through — and the stuck one,
     when it gives up, does not undo that."""
@@ -184,31 +222,41 @@ async def test_a_pending_key_becomes_retryable_when_its_lease_expires(
     key = f"lease-{uuid.uuid4().hex[:6]}"
     account = await account_of(pool, secret_key)
     redis_key = settings.key("idem", "usage", account, "t", key)
-    async with api_instance(settings, kafka_bootstrap=paused_broker.address,
-                            publish_timeout_s=4.0, idempotency_lease_s=1.0) as stuck_api:
+    async with api_instance(
+        settings,
+        kafka_bootstrap=paused_broker.address,
+        publish_timeout_s=4.0,
+        idempotency_lease_s=1.0,
+    ) as stuck_api:
         await _ready(stuck_api.url)
-        async with httpx.AsyncClient(base_url=stuck_api.url, timeout=10, headers={
-                "Authorization": f"Bearer {secret_key}"}) as stuck_client:
+        async with httpx.AsyncClient(
+            base_url=stuck_api.url, timeout=10, headers={"Authorization": f"Bearer {secret_key}"}
+        ) as stuck_client:
             paused_broker.pause()
             try:
-                stuck = asyncio.create_task(stuck_client.post(
-                    "/v1/usage_records", json=body, headers={"Idempotency-Key": key}))
+                stuck = asyncio.create_task(
+                    stuck_client.post(
+                        "/v1/usage_records", json=body, headers={"Idempotency-Key": key}
+                    )
+                )
                 for _ in range(100):
                     value = await redis.get(redis_key)
                     if value is not None:
                         break
                     await asyncio.sleep(0.02)
                 assert value is not None and value.startswith(b"P|")
-                busy = await client.post("/v1/usage_records", json=body,
-                                         headers={"Idempotency-Key": key})
+                busy = await client.post(
+                    "/v1/usage_records", json=body, headers={"Idempotency-Key": key}
+                )
                 assert busy.status_code == 409, busy.text
                 assert error_of(busy)["code"] == "idempotency_key_in_use"
                 for _ in range(100):
                     if await redis.get(redis_key) is None:
                         break
                     await asyncio.sleep(0.05)
-                through = await client.post("/v1/usage_records", json=body,
-                                            headers={"Idempotency-Key": key})
+                through = await client.post(
+                    "/v1/usage_records", json=body, headers={"Idempotency-Key": key}
+                )
                 assert through.status_code == 200, through.text
                 gave_up = await stuck
             finally:

@@ -20,10 +20,10 @@ def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _usage(client: httpx.AsyncClient, item: str, quantity: int, ts: int
-                 ) -> httpx.Response:
-    return await client.post("/v1/usage_records", json={
-        "subscriptionItem": item, "quantity": quantity, "timestamp": ts})
+async def _usage(client: httpx.AsyncClient, item: str, quantity: int, ts: int) -> httpx.Response:
+    return await client.post(
+        "/v1/usage_records", json={"subscriptionItem": item, "quantity": quantity, "timestamp": ts}
+    )
 
 
 async def _clocked(client: httpx.AsyncClient, aggregate: str = "sum") -> dict[str, object]:
@@ -48,8 +48,8 @@ async def test_backdated_and_future_records_name_the_boundary(client: httpx.Asyn
 
 
 async def test_late_usage_for_sum_until_the_previous_invoice_is_finalized(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator,
-        invoicer: Invoicer) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, aggregator: Aggregator, invoicer: Invoicer
+) -> None:
     sub = await _clocked(client)
     capped = await _clocked(client, "max")
     item = sub["items"]["data"][0]["id"]  # type: ignore[index]
@@ -59,8 +59,9 @@ async def test_late_usage_for_sum_until_the_previous_invoice_is_finalized(
     # The period ends; the invoicer has not run yet, so its invoice does not exist.
     now = end + 120
     for s in (sub, capped):
-        await post(client, f"/v1/test_helpers/test_clocks/{s['testClock']}/advance",
-                   {"frozenTime": now})
+        await post(
+            client, f"/v1/test_helpers/test_clocks/{s['testClock']}/advance", {"frozenTime": now}
+        )
     late = await _usage(client, item, 5, end - 10)
     assert late.status_code == 200, late.text
     current = await _usage(client, item, 2, end + 60)
@@ -75,7 +76,7 @@ async def test_late_usage_for_sum_until_the_previous_invoice_is_finalized(
     assert periods == {start: 15, end: 2}
     assert {r["period_start"] for r in await ledger(pool, item)} == {start, end}
 
-    assert await invoicer.tick() >= 1         # closes and (test clock: no grace) finalizes
+    assert await invoicer.tick() >= 1  # closes and (test clock: no grace) finalizes
     invoices = (await client.get("/v1/invoices", params={"subscription": sub["id"]})).json()
     assert [i["lines"]["data"][0]["quantity"] for i in invoices["data"]] == [15]
     assert invoices["data"][0]["status"] != "draft"
@@ -100,12 +101,21 @@ async def test_items_that_cannot_take_usage(client: httpx.AsyncClient) -> None:
     assert error_of(canceled)["code"] == "subscription_canceled"
 
     product = await post(client, "/v1/products", {"name": "Seats"})
-    licensed = await post(client, "/v1/prices", {
-        "product": product["id"], "currency": "EUR", "unitAmount": 500,
-        "recurring": {"interval": "month", "usageType": "licensed"}})
+    licensed = await post(
+        client,
+        "/v1/prices",
+        {
+            "product": product["id"],
+            "currency": "EUR",
+            "unitAmount": 500,
+            "recurring": {"interval": "month", "usageType": "licensed"},
+        },
+    )
     seat_sub = await subscribe(client, licensed["id"])
-    seats = await client.post("/v1/usage_records", json={
-        "subscriptionItem": seat_sub["items"]["data"][0]["id"], "quantity": 1})
+    seats = await client.post(
+        "/v1/usage_records",
+        json={"subscriptionItem": seat_sub["items"]["data"][0]["id"], "quantity": 1},
+    )
     assert seats.status_code == 400
     assert error_of(seats)["code"] == "price_not_metered"
 
@@ -115,8 +125,9 @@ async def test_no_late_usage_for_last(client: httpx.AsyncClient, aggregate: str)
     sub = await _clocked(client, aggregate)
     item = sub["items"]["data"][0]["id"]  # type: ignore[index]
     end = int(sub["currentPeriodEnd"])  # type: ignore[call-overload]
-    await post(client, f"/v1/test_helpers/test_clocks/{sub['testClock']}/advance",
-               {"frozenTime": end + 60})
+    await post(
+        client, f"/v1/test_helpers/test_clocks/{sub['testClock']}/advance", {"frozenTime": end + 60}
+    )
     late = await _usage(client, item, 1, end - 1)
     assert late.status_code == 400
     assert error_of(late)["code"] == "timestamp_before_period"

@@ -15,10 +15,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ingest.scriptpipe import ScriptPipe
+from infra.scriptpipe import ScriptPipe
+from infra.settings import Settings
 from tests.conftest import free_port
 from tests.integration.test_ingest_fixtures import TcpProxy
-from vinr.settings import Settings
 
 _ECHO = "return {KEYS[1], ARGV[1], #KEYS, #ARGV}"
 _GET = "return redis.call('GET', KEYS[1])"
@@ -38,22 +38,28 @@ async def pipe(settings: Settings) -> AsyncIterator[ScriptPipe]:
 
 async def test_pipelined_calls_come_back_each_to_its_caller(pipe: ScriptPipe) -> None:
     sha = pipe.register(_ECHO)
-    results = await asyncio.gather(*(pipe.evalsha(sha, [f"k{i}", "x"], [i, "a|b\n", b"\x00"])
-                                     for i in range(200)))
+    results = await asyncio.gather(
+        *(pipe.evalsha(sha, [f"k{i}", "x"], [i, "a|b\n", b"\x00"]) for i in range(200))
+    )
     assert results == [[f"k{i}".encode(), str(i).encode(), 2, 3] for i in range(200)]
 
 
 async def test_a_script_error_fails_only_its_call(pipe: ScriptPipe) -> None:
     fail, echo = pipe.register(_FAIL), pipe.register(_ECHO)
-    outcomes = await asyncio.gather(pipe.evalsha(echo, ["a"], [1]), pipe.evalsha(fail, [], ["x"]),
-                                    pipe.evalsha(echo, ["b"], [2]), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        pipe.evalsha(echo, ["a"], [1]),
+        pipe.evalsha(fail, [], ["x"]),
+        pipe.evalsha(echo, ["b"], [2]),
+        return_exceptions=True,
+    )
     assert outcomes[0] == [b"a", b"1", 1, 1] and outcomes[2] == [b"b", b"2", 1, 1]
     assert isinstance(outcomes[1], ResponseError) and "wanted: x" in str(outcomes[1])
 
 
-async def test_an_unknown_script_is_loaded_once_and_run(settings: Settings,
-                                                        pipe: ScriptPipe) -> None:
-    source = f"return '{uuid.uuid4().hex}'"     # a script Redis has never seen
+async def test_an_unknown_script_is_loaded_once_and_run(
+    settings: Settings, pipe: ScriptPipe
+) -> None:
+    source = f"return '{uuid.uuid4().hex}'"  # a script Redis has never seen
     sha = pipe.register(source)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     try:
@@ -98,7 +104,8 @@ async def test_nobody_listening_is_a_connection_error_at_once() -> None:
 
 
 async def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(
-        settings: Settings, pipe: ScriptPipe) -> None:
+    settings: Settings, pipe: ScriptPipe
+) -> None:
     sha = pipe.register(_ECHO)
     assert await pipe.evalsha(sha, ["a"], [1]) == [b"a", b"1", 1, 1]
     redis = Redis.from_url(settings.redis_url.get_secret_value())
@@ -110,12 +117,13 @@ async def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(
             await redis.client_kill(client["addr"])
     finally:
         await redis.aclose()
-    await asyncio.sleep(0.05)           # the close reaches the pipe
+    await asyncio.sleep(0.05)  # the close reaches the pipe
     assert await pipe.evalsha(sha, ["b"], [2]) == [b"b", b"2", 1, 1]
 
 
 async def test_a_silent_redis_times_out_every_call_in_flight_then_recovers(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     target = urlsplit(settings.redis_url.get_secret_value())
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
     await proxy.restore()
@@ -124,10 +132,11 @@ async def test_a_silent_redis_times_out_every_call_in_flight_then_recovers(
     sha = pipe.register(_ECHO)
     try:
         assert await pipe.evalsha(sha, ["a"], [1]) == [b"a", b"1", 1, 1]
-        proxy.pause()                   # connections stay open, nothing is forwarded
+        proxy.pause()  # connections stay open, nothing is forwarded
         started = time.monotonic()
-        outcomes = await asyncio.gather(*(pipe.evalsha(sha, ["k"], [i]) for i in range(5)),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(pipe.evalsha(sha, ["k"], [i]) for i in range(5)), return_exceptions=True
+        )
         assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
         assert time.monotonic() - started < 1.5
         proxy.resume()

@@ -10,9 +10,9 @@ import sys
 import httpx
 import pytest
 
+from infra.settings import Settings
 from tests.conftest import free_port
-from vinr import devenv
-from vinr.settings import Settings
+from infra import devenv
 
 
 def role_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -23,8 +23,9 @@ Process = asyncio.subprocess.Process
 
 
 async def _spawn(*args: str, env: dict[str, str], stderr: int | None = None) -> Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "vinr.cli", *args,
-                                                env=env, stderr=stderr)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vinr.cli", *args, env=env, stderr=stderr
+    )
 
 
 async def _wait_ready(url: str, proc: Process) -> httpx.Response:
@@ -76,8 +77,9 @@ async def test_worker_not_ready_without_its_database(settings: Settings) -> None
     port = free_port()
     dead = f"postgresql://root@127.0.0.1:{free_port()}/nowhere"
     env = role_env(settings, VINR_METRICS_PORT=str(port))
-    proc = await _spawn("dispatcher", env=env | {"VINR_DATABASE_URL": dead},
-                        stderr=asyncio.subprocess.PIPE)
+    proc = await _spawn(
+        "dispatcher", env=env | {"VINR_DATABASE_URL": dead}, stderr=asyncio.subprocess.PIPE
+    )
     try:
         # The dispatcher cannot start without Postgres: it exits non-zero and says why.
         _, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -109,7 +111,12 @@ async def test_api_role_ready_and_sigterm(settings: Settings) -> None:
 
 
 def test_account_create_prints_the_sandbox_key_last(settings: Settings) -> None:
-    done = subprocess.run([sys.executable, "-m", "vinr.cli", "account", "create", "Acme"],
-                          env=role_env(settings), capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "vinr.cli", "account", "create", "Acme"],
+        env=role_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("sk_test_") and " " not in last

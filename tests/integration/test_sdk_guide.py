@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aggregator.worker import Aggregator
-from invoicer.dispatcher import Dispatcher
+from dispatcher.worker import Dispatcher
 from invoicer.worker import Invoicer
 from tests.conftest import LiveServer, free_port
 from tests.integration.test_webhooks_delivery import Receiver

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from aggregator.worker import Aggregator
-from ingest.app import create_app
+from infra.settings import Settings
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import metered_price, subscribe
+from vinr.api import create_app
 from vinr.sdk import APIError, AsyncVinr
-from vinr.settings import Settings
 
 
 @dataclass

@@ -11,8 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from ingest.auth import create_account
-from invoicer.dispatcher import Dispatcher
+from dispatcher.worker import Dispatcher
+from domain.accounts import create_account
+from infra.settings import Settings
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import post
 from tests.integration.test_webhooks_delivery import (
@@ -24,21 +25,26 @@ from tests.integration.test_webhooks_delivery import (
     no_wait,
 )
 from vinr.sdk import SignatureVerificationError, verify
-from vinr.settings import Settings
 
 
 async def one_event(client: httpx.AsyncClient) -> dict[str, Any]:
     customer = await post(client, "/v1/customers", {"name": "Ada"})
-    (event,) = [e for e in (await all_events(client, "customer.created")).values()
-                if e["data"]["id"] == customer["id"]]
+    (event,) = [
+        e
+        for e in (await all_events(client, "customer.created")).values()
+        if e["data"]["id"] == customer["id"]
+    ]
     return event
 
 
 async def test_deliveries_are_listed_with_their_attempts_and_can_be_resent(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings
+) -> None:
     receiver = Receiver(fail_first=1)
-    async with (LiveServer(receiver, free_port()) as hook,
-                Dispatcher(settings, pool=pool, retry_delay_s=no_wait) as dispatcher):
+    async with (
+        LiveServer(receiver, free_port()) as hook,
+        Dispatcher(settings, pool=pool, retry_delay_s=no_wait) as dispatcher,
+    ):
         every = await endpoint_for(client, hook.url + "/all", ("*",))
         created = await endpoint_for(client, hook.url + "/created")
         other = await endpoint_for(client, hook.url + "/paid", ("invoice.paid",))
@@ -48,7 +54,8 @@ async def test_deliveries_are_listed_with_their_attempts_and_can_be_resent(
         queued = (await client.get(url)).json()
         assert queued["object"] == "list" and queued["hasMore"] is False
         assert sorted(d["webhookEndpoint"] for d in queued["data"]) == sorted(
-            [every["id"], created["id"]]), "one delivery per subscribed endpoint"
+            [every["id"], created["id"]]
+        ), "one delivery per subscribed endpoint"
         assert {d["status"] for d in queued["data"]} == {"pending"}
         assert all(d["attempts"]["data"] == [] for d in queued["data"])
 
@@ -66,8 +73,9 @@ async def test_deliveries_are_listed_with_their_attempts_and_can_be_resent(
         assert [d["webhookEndpoint"] for d in only["data"]] == [created["id"]]
         paged = (await client.get(url, params={"limit": 1})).json()
         assert len(paged["data"]) == 1 and paged["hasMore"] is True
-        rest = (await client.get(url, params={"limit": 1,
-                                              "startingAfter": paged["data"][0]["id"]})).json()
+        rest = (
+            await client.get(url, params={"limit": 1, "startingAfter": paged["data"][0]["id"]})
+        ).json()
         assert len(rest["data"]) == 1 and rest["hasMore"] is False
         assert rest["data"][0]["id"] != paged["data"][0]["id"]
 
@@ -75,7 +83,8 @@ async def test_deliveries_are_listed_with_their_attempts_and_can_be_resent(
         before = len(receiver.arrivals)
         resent = await post(client, f"/v1/events/{event['id']}/resend")
         assert sorted(d["webhookEndpoint"] for d in resent["data"]) == sorted(
-            [every["id"], created["id"]])
+            [every["id"], created["id"]]
+        )
         assert {d["status"] for d in resent["data"]} == {"pending"}
         for endpoint in (every, created):
             await drive(pool, endpoint["id"], dispatcher)
@@ -83,20 +92,23 @@ async def test_deliveries_are_listed_with_their_attempts_and_can_be_resent(
         assert {d["status"] for d in (await client.get(url)).json()["data"]} == {"delivered"}
 
         # Resend to one endpoint, even one not subscribed to the type (an explicit choice).
-        one = await post(client, f"/v1/events/{event['id']}/resend",
-                         {"webhookEndpoint": other["id"]})
+        one = await post(
+            client, f"/v1/events/{event['id']}/resend", {"webhookEndpoint": other["id"]}
+        )
         assert [d["webhookEndpoint"] for d in one["data"]] == [other["id"]]
         await drive(pool, other["id"], dispatcher)
         last = receiver.arrivals[-1]
         assert verify(last.body, last.signature, other["secret"]).id == event["id"]
 
-        missing = await client.post(f"/v1/events/{event['id']}/resend",
-                                    json={"webhookEndpoint": "we_nope"})
+        missing = await client.post(
+            f"/v1/events/{event['id']}/resend", json={"webhookEndpoint": "we_nope"}
+        )
         assert missing.status_code == 404
         assert missing.json()["error"]["param"] == "webhookEndpoint"
         await post(client, f"/v1/webhook_endpoints/{other['id']}", {"status": "disabled"})
-        refused = await client.post(f"/v1/events/{event['id']}/resend",
-                                    json={"webhookEndpoint": other["id"]})
+        refused = await client.post(
+            f"/v1/events/{event['id']}/resend", json={"webhookEndpoint": other["id"]}
+        )
         assert refused.status_code == 400
         assert refused.json()["error"]["code"] == "endpoint_disabled"
     assert (await client.get("/v1/events/evt_nope/deliveries")).status_code == 404
@@ -104,7 +116,8 @@ async def test_deliveries_are_listed_with_their_attempts_and_can_be_resent(
 
 
 async def test_a_rolled_secret_signs_alongside_the_old_one_for_24_hours(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings
+) -> None:
     receiver = Receiver()
     async with LiveServer(receiver, free_port()) as hook:
         endpoint = await endpoint_for(client, hook.url + "/")
@@ -137,23 +150,33 @@ async def test_a_rolled_secret_signs_alongside_the_old_one_for_24_hours(
 
 
 async def test_endpoints_can_be_read_updated_disabled_and_deleted(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, api: str) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, api: str
+) -> None:
     endpoint = await endpoint_for(client, f"http://127.0.0.1:{free_port()}/a")
     path = f"/v1/webhook_endpoints/{endpoint['id']}"
     got = (await client.get(path)).json()
     assert got == {k: v for k, v in endpoint.items() if k != "secret"}
 
-    updated = await post(client, path, {"url": "https://example.com/b",
-                                        "enabledEvents": ["customer.created", "invoice.paid"],
-                                        "description": "billing hooks"})
+    updated = await post(
+        client,
+        path,
+        {
+            "url": "https://example.com/b",
+            "enabledEvents": ["customer.created", "invoice.paid"],
+            "description": "billing hooks",
+        },
+    )
     assert updated["url"] == "https://example.com/b"
     assert updated["enabledEvents"] == ["customer.created", "invoice.paid"]
     assert updated["description"] == "billing hooks" and updated["status"] == "enabled"
     kept = await post(client, path, {"enabledEvents": ["customer.created"]})
     assert kept["url"] == "https://example.com/b" and kept["description"] == "billing hooks"
-    for body, param in (({"enabledEvents": ["invoice.nope"]}, "enabledEvents[0]"),
-                        ({"status": "failing"}, "status"), ({"url": "not a url"}, "url"),
-                        ({"secret": "whsec_mine"}, "secret")):
+    for body, param in (
+        ({"enabledEvents": ["invoice.nope"]}, "enabledEvents[0]"),
+        ({"status": "failing"}, "status"),
+        ({"url": "not a url"}, "url"),
+        ({"secret": "whsec_mine"}, "secret"),
+    ):
         bad = await client.post(path, json=body)
         assert bad.status_code == 400, bad.text
         assert bad.json()["error"]["param"] == param
@@ -174,8 +197,9 @@ async def test_endpoints_can_be_read_updated_disabled_and_deleted(
     # Another account sees none of it.
     async with pool.acquire() as conn:
         _, stranger_key, _ = await create_account(conn, f"stranger-{uuid.uuid4().hex[:6]}")
-    async with httpx.AsyncClient(base_url=api, headers={
-            "Authorization": f"Bearer {stranger_key}"}) as stranger:
+    async with httpx.AsyncClient(
+        base_url=api, headers={"Authorization": f"Bearer {stranger_key}"}
+    ) as stranger:
         assert (await stranger.get(path)).status_code == 404
         assert (await stranger.post(path, json={"status": "disabled"})).status_code == 404
         assert (await stranger.delete(path)).status_code == 404
@@ -201,7 +225,6 @@ async def test_the_new_routes_are_in_the_openapi_document(api: str) -> None:
     async with httpx.AsyncClient(base_url=api) as anonymous:
         paths = (await anonymous.get("/openapi.json")).json()["paths"]
     assert set(paths["/v1/webhook_endpoints/{endpoint_id}"]) == {"get", "post", "delete"}
-    for path in ("/v1/webhook_endpoints/{endpoint_id}/roll_secret",
-                 "/v1/events/{event_id}/resend"):
+    for path in ("/v1/webhook_endpoints/{endpoint_id}/roll_secret", "/v1/events/{event_id}/resend"):
         assert "post" in paths[path]
     assert "get" in paths["/v1/events/{event_id}/deliveries"]

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from ingest.asgi import read_body
-from invoicer.dispatcher import Dispatcher
+from dispatcher.worker import Dispatcher
+from infra.asgi import read_body
+from infra.settings import Settings
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import eventually, post
 from vinr.sdk import verify
-from vinr.settings import Settings
 
 
 @dataclass
@@ -59,8 +59,11 @@ class Receiver:
             await self.hold.wait()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        status = 500 if len([a for a in self.arrivals if a.status is not None]) < self.fail_first \
+        status = (
+            500
+            if len([a for a in self.arrivals if a.status is not None]) < self.fail_first
             else self.status
+        )
         arrival.status = status
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b"OK" if status < 300 else b"no"})
@@ -74,8 +77,9 @@ class Receiver:
         return out
 
 
-async def endpoint_for(client: httpx.AsyncClient, url: str,
-                       events: tuple[str, ...] = ("customer.created",)) -> dict[str, Any]:
+async def endpoint_for(
+    client: httpx.AsyncClient, url: str, events: tuple[str, ...] = ("customer.created",)
+) -> dict[str, Any]:
     return await post(client, "/v1/webhook_endpoints", {"url": url, "enabledEvents": list(events)})
 
 
@@ -97,17 +101,24 @@ async def all_events(client: httpx.AsyncClient, type_: str) -> dict[str, dict[st
 
 
 async def deliveries(pool: asyncpg.Pool, endpoint_id: str) -> list[asyncpg.Record]:
-    return list(await pool.fetch(
-        "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id", endpoint_id))
+    return list(
+        await pool.fetch(
+            "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id", endpoint_id
+        )
+    )
 
 
 async def attempts(pool: asyncpg.Pool, delivery_id: str) -> list[asyncpg.Record]:
-    return list(await pool.fetch(
-        "SELECT * FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt", delivery_id))
+    return list(
+        await pool.fetch(
+            "SELECT * FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt", delivery_id
+        )
+    )
 
 
-async def drive(pool: asyncpg.Pool, endpoint_id: str, *dispatchers: Dispatcher,
-                max_rounds: int = 100) -> list[list[int]]:
+async def drive(
+    pool: asyncpg.Pool, endpoint_id: str, *dispatchers: Dispatcher, max_rounds: int = 100
+) -> list[list[int]]:
     """Tick the dispatchers together until the endpoint has nothing pending; the number each
     claimed per round."""
     rounds: list[list[int]] = []
@@ -122,8 +133,11 @@ def no_wait(attempt: int) -> float:
     return 0.0
 
 
-def assert_retries_only(rows: list[asyncpg.Record], history: dict[str, list[asyncpg.Record]],
-                        arrived: dict[str, list[Arrival]]) -> None:
+def assert_retries_only(
+    rows: list[asyncpg.Record],
+    history: dict[str, list[asyncpg.Record]],
+    arrived: dict[str, list[Arrival]],
+) -> None:
     """Each delivery ended with one success, after failures only; the endpoint saw exactly
     the attempts that reached it (so every duplicate is a retry)."""
     for row in rows:
@@ -138,7 +152,8 @@ def assert_retries_only(rows: list[asyncpg.Record], history: dict[str, list[asyn
 
 @pytest.mark.parametrize("outage", ["http_500", "connection_refused"])
 async def test_an_endpoint_that_recovers_receives_every_event(
-        outage: str, client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings) -> None:
+    outage: str, client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings
+) -> None:
     receiver = Receiver(fail_first=15 if outage == "http_500" else 0)
     port = free_port()
     endpoint = await endpoint_for(client, f"http://127.0.0.1:{port}/hooks")
@@ -152,8 +167,12 @@ async def test_an_endpoint_that_recovers_receives_every_event(
                 await dispatcher.tick()
             down = await deliveries(pool, endpoint["id"])
             assert {r["status"] for r in down} == {"pending"}
-            assert all(r["attempts"] >= 3 and r["last_status_code"] is None
-                       and "ConnectError" in r["last_error"] for r in down)
+            assert all(
+                r["attempts"] >= 3
+                and r["last_status_code"] is None
+                and "ConnectError" in r["last_error"]
+                for r in down
+            )
         async with LiveServer(receiver, port):
             await drive(pool, endpoint["id"], dispatcher)
 
@@ -170,7 +189,8 @@ async def test_an_endpoint_that_recovers_receives_every_event(
 
 
 async def test_a_stopped_dispatcher_resumes_without_loss(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings
+) -> None:
     receiver = Receiver()
     receiver.hold.clear()
     port = free_port()
@@ -211,14 +231,16 @@ async def test_a_stopped_dispatcher_resumes_without_loss(
     assert {r["status"] for r in rows} == {"delivered"}
     arrived = receiver.by_event(endpoint["secret"])
     assert set(arrived) == set(events)
-    assert sorted(len(a) for a in arrived.values()) == [1] * (12 - interrupted) + [
-        2] * interrupted, "only the interrupted deliveries were sent twice"
+    assert (
+        sorted(len(a) for a in arrived.values()) == [1] * (12 - interrupted) + [2] * interrupted
+    ), "only the interrupted deliveries were sent twice"
     for row in rows:
         assert len(arrived[row["event_id"]]) == row["attempts"]
 
 
 async def test_two_dispatchers_share_the_work_without_double_sends(
-        client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool) -> None:
+    client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool
+) -> None:
     receiver = Receiver(delay_s=0.05)
     narrow = settings.model_copy(update={"webhook_concurrency": 8})
 
@@ -260,7 +282,8 @@ class FakeClock:
 async def count_failing(pool: asyncpg.Pool) -> int:
     """Failing endpoints in the whole database: the gauge counts across accounts."""
     count: int = await pool.fetchval(
-        "SELECT count(*) FROM webhook_endpoints WHERE status = 'failing'")
+        "SELECT count(*) FROM webhook_endpoints WHERE status = 'failing'"
+    )
     return count
 
 
@@ -269,7 +292,8 @@ def failing_gauge() -> float | None:
 
 
 async def test_an_endpoint_failing_for_three_days_is_marked_failing(
-        client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings) -> None:
+    client: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings
+) -> None:
     receiver = Receiver(status=500)
     clock = FakeClock(time.time())
     async with LiveServer(receiver, free_port()) as hook:
@@ -298,8 +322,9 @@ async def test_an_endpoint_failing_for_three_days_is_marked_failing(
 
             marked = (await client.get(f"/v1/webhook_endpoints/{endpoint['id']}")).json()
             assert marked["status"] == "failing"
-            signals = (await client.get("/v1/events",
-                                        params={"type": "webhook_endpoint.disabled"})).json()
+            signals = (
+                await client.get("/v1/events", params={"type": "webhook_endpoint.disabled"})
+            ).json()
             assert [e["data"]["id"] for e in signals["data"]] == [endpoint["id"]]
             assert signals["data"][0]["data"]["status"] == "failing"
             assert failing_gauge() == await count_failing(pool) >= 1

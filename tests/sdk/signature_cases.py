@@ -7,7 +7,7 @@ is ``{name, secret, timestamp, now, toleranceSec, payload, header, valid, reason
 refusal's code (``missing_header``, ``malformed_header``, ``no_matching_signature``,
 ``timestamp_outside_tolerance``). ``header`` is ``null`` when absent; ``timestamp`` is the
 ``t`` written in the header (``null`` when it has none). Every signature is made by the
-server's signer, ``vinr.signature.sign``.
+server's signer, ``domain.signature.sign``.
 
 Regenerate with ``python -m tests.sdk.signature_cases`` (a test checks the file matches).
 """
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vinr.signature import DEFAULT_TOLERANCE_S, sign
+from domain.signature import DEFAULT_TOLERANCE_S, sign
 
 FIXTURE_PATH = Path(__file__).parent / "fixtures" / "signatures.json"
 

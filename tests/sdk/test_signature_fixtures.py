@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
+from domain.signature import SignatureError
+from domain.signature import verify_header as server_verify_header
 from vinr.sdk import SignatureVerificationError, verify
 from vinr.sdk.webhooks import verify_header as sdk_verify_header
-from vinr.signature import SignatureError
-from vinr.signature import verify_header as server_verify_header
 
 from .signature_cases import FIXTURE_PATH, render
 

@@ -1,4 +1,4 @@
-"""``vinr.sdk.webhooks.verify`` over ``vinr.signature``."""
+"""``vinr.sdk.webhooks.verify`` over ``domain.signature``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 import orjson
 import pytest
 
+from domain.signature import sign
 from vinr.sdk import (
     SignatureVerificationError,
     VinrError,
@@ -15,7 +16,6 @@ from vinr.sdk import (
     verify,
 )
 from vinr.sdk import webhooks as webhooks_module
-from vinr.signature import sign
 
 from ._mock import Script, sync_client
 

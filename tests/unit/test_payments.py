@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import pytest
 
-from invoicer.payments import charge_outcome, known_methods, resolve_test_method
+from domain.payments import charge_outcome, known_methods, resolve_test_method
 
 # (token, card number, succeeds, decline code) as SPEC §4 lists them
 SPEC_METHODS = [
     ("pm_card_visa", "4242424242424242", True, None),
     ("pm_card_chargeDeclined", "4000000000000002", False, "generic_decline"),
-    ("pm_card_chargeDeclinedInsufficientFunds", "4000000000009995", False,
-     "insufficient_funds"),
+    ("pm_card_chargeDeclinedInsufficientFunds", "4000000000009995", False, "insufficient_funds"),
     ("pm_card_chargeCustomerFail", "4000000000000341", False, "card_declined"),
     ("pm_card_chargeDeclinedExpiredCard", "4000000000000069", False, "expired_card"),
 ]
 
 
 @pytest.mark.parametrize(("token", "number", "succeeds", "code"), SPEC_METHODS)
-def test_token_and_card_number_name_the_same_method(token: str, number: str, succeeds: bool,
-                                                    code: str | None) -> None:
+def test_token_and_card_number_name_the_same_method(
+    token: str, number: str, succeeds: bool, code: str | None
+) -> None:
     by_token, by_number = resolve_test_method(token), resolve_test_method(number)
     assert by_token is not None and by_token == by_number
     assert by_token.kind == token and by_token.last4 == number[-4:]

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vinr.periods import INTERVALS, Interval, boundary, period_at, period_containing
+from domain.periods import INTERVALS, Interval, boundary, period_at, period_containing
 
-anchors = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),
-                       timezones=st.just(UTC)).map(lambda d: int(d.timestamp()))
+anchors = st.datetimes(
+    min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+).map(lambda d: int(d.timestamp()))
 intervals = st.sampled_from(INTERVALS)
 counts = st.integers(1, 14)
 
@@ -36,13 +37,17 @@ def test_month_ends_clamp_and_come_back() -> None:
 def test_leap_day_anchor_yearly() -> None:
     anchor = _ts(2024, 2, 29)
     assert [_utc(boundary(anchor, "year", 1, k)).strftime("%Y-%m-%d") for k in range(5)] == [
-        "2024-02-29", "2025-02-28", "2026-02-28", "2027-02-28", "2028-02-29"]
+        "2024-02-29",
+        "2025-02-28",
+        "2026-02-28",
+        "2027-02-28",
+        "2028-02-29",
+    ]
 
 
 @settings(max_examples=300)
 @given(anchors, intervals, counts, st.integers(0, 60))
-def test_boundaries_strictly_increase(anchor: int, interval: Interval, count: int,
-                                      k: int) -> None:
+def test_boundaries_strictly_increase(anchor: int, interval: Interval, count: int, k: int) -> None:
     assert boundary(anchor, interval, count, 0) == anchor
     assert boundary(anchor, interval, count, k) < boundary(anchor, interval, count, k + 1)
 
@@ -59,8 +64,9 @@ def test_months_clamp_to_the_anchor_day(anchor: int, count: int, k: int) -> None
 
 @settings(max_examples=300)
 @given(anchors, intervals, counts, st.integers(0, 20 * 366 * 86_400))
-def test_period_containing_agrees_with_boundary(anchor: int, interval: Interval, count: int,
-                                               offset: int) -> None:
+def test_period_containing_agrees_with_boundary(
+    anchor: int, interval: Interval, count: int, offset: int
+) -> None:
     ts = anchor + offset
     period = period_containing(anchor, interval, count, ts)
     assert period.contains(ts)
@@ -72,10 +78,12 @@ def test_period_containing_agrees_with_boundary(anchor: int, interval: Interval,
 
 
 @given(anchors, intervals, counts, st.integers(0, 3))
-def test_periods_tile_time_without_gaps(anchor: int, interval: Interval, count: int,
-                                        k: int) -> None:
-    assert period_at(anchor, interval, count, k).end == period_at(anchor, interval, count,
-                                                                  k + 1).start
+def test_periods_tile_time_without_gaps(
+    anchor: int, interval: Interval, count: int, k: int
+) -> None:
+    assert (
+        period_at(anchor, interval, count, k).end == period_at(anchor, interval, count, k + 1).start
+    )
 
 
 def test_day_and_week_lengths() -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invoicer.pricing import (
+from domain.pricing import (
     PriceDefinitionError,
     PriceTerms,
     Tier,
@@ -30,11 +30,16 @@ from invoicer.pricing import (
 SETTINGS = settings(database=None, max_examples=300)
 MAX_TEST_QUANTITY = 2**53 * 1000
 
-VOLUME = {"currency": "eur", "billingScheme": "tiered", "tiersMode": "volume", "tiers": [
-    {"upTo": 5, "unitAmount": 700},
-    {"upTo": 10, "unitAmount": 650},
-    {"upTo": "inf", "unitAmount": 600},
-]}
+VOLUME = {
+    "currency": "eur",
+    "billingScheme": "tiered",
+    "tiersMode": "volume",
+    "tiers": [
+        {"upTo": 5, "unitAmount": 700},
+        {"upTo": 10, "unitAmount": 650},
+        {"upTo": "inf", "unitAmount": 600},
+    ],
+}
 
 # Graduated with flat amounts, by hand for quantity 1500:
 #   tier 1 (1..100):    100 units * 10 = 1000, + flat  500 -> 1500
@@ -42,11 +47,16 @@ VOLUME = {"currency": "eur", "billingScheme": "tiered", "tiersMode": "volume", "
 #   tier 3 (1001..):    500 units *  1 =  500, + flat    0 ->  500
 #   total 1500 + 5500 + 500 = 7500
 # Quantity 101 reaches tier 2 with one unit: 1500 + 5 + 1000 = 2505.
-GRADUATED = {"currency": "eur", "billingScheme": "tiered", "tiersMode": "graduated", "tiers": [
-    {"upTo": 100, "unitAmount": 10, "flatAmount": 500},
-    {"upTo": 1000, "unitAmount": 5, "flatAmount": 1000},
-    {"upTo": "inf", "unitAmountDecimal": "1"},
-]}
+GRADUATED = {
+    "currency": "eur",
+    "billingScheme": "tiered",
+    "tiersMode": "graduated",
+    "tiers": [
+        {"upTo": 100, "unitAmount": 10, "flatAmount": 500},
+        {"upTo": 1000, "unitAmount": 5, "flatAmount": 1000},
+        {"upTo": "inf", "unitAmountDecimal": "1"},
+    ],
+}
 
 
 def per_unit(**fields: Any) -> dict[str, Any]:
@@ -54,8 +64,13 @@ def per_unit(**fields: Any) -> dict[str, Any]:
 
 
 def tiered(tiers: Any, mode: Any = "graduated", **fields: Any) -> dict[str, Any]:
-    return {"currency": "eur", "billingScheme": "tiered", "tiersMode": mode, "tiers": tiers,
-            **fields}
+    return {
+        "currency": "eur",
+        "billingScheme": "tiered",
+        "tiersMode": mode,
+        "tiers": tiers,
+        **fields,
+    }
 
 
 def half_up(value: Fraction) -> int:
@@ -65,67 +80,146 @@ def half_up(value: Fraction) -> int:
 
 # ---------------------------------------------------------------- worked examples
 
-@pytest.mark.parametrize(("data", "quantity", "amount"), [
-    pytest.param(per_unit(billingScheme="usage", unitAmountDecimal="0.2"), 18420, 3684,
-                 id="guide: 18420 x 0.2 EUR"),
-    pytest.param(per_unit(unitAmountDecimal="0.05"), 30, 2, id="1.5 rounds half up"),
-    pytest.param(per_unit(unitAmountDecimal="0.05"), 10, 1, id="0.5 rounds half up"),
-    pytest.param(per_unit(unitAmountDecimal="0.05"), 9, 0, id="0.45 rounds down"),
-    pytest.param(per_unit(unitAmount=5), 7, 35, id="whole unit amount"),
-    pytest.param(per_unit(unitAmount=5), 0, 0, id="zero quantity"),
-    pytest.param(VOLUME, 0, 0, id="volume 0"),
-    pytest.param(VOLUME, 5, 3500, id="volume 5"),
-    pytest.param(VOLUME, 6, 3900, id="volume 6"),
-    pytest.param(VOLUME, 10, 6500, id="volume 10"),
-    pytest.param(VOLUME, 11, 6600, id="volume 11"),
-    pytest.param(GRADUATED, 0, 0, id="graduated 0: no flat fee"),
-    pytest.param(GRADUATED, 1, 510, id="graduated 1"),
-    pytest.param(GRADUATED, 100, 1500, id="graduated 100: tier 2 not reached"),
-    pytest.param(GRADUATED, 101, 2505, id="graduated 101"),
-    pytest.param(GRADUATED, 1500, 7500, id="graduated 1500"),
-    pytest.param(per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "up"}),
-                 1001, 600, id="package up: 2 packages"),
-    pytest.param(per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "down"}),
-                 1001, 300, id="package down: 1 package"),
-    pytest.param(per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "up"}),
-                 0, 0, id="package up: 0 packages"),
-    pytest.param(per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "up"}),
-                 1000, 300, id="package up: exact"),
-    pytest.param(tiered([{"upTo": 10, "unitAmount": 100, "flatAmount": 250},
-                         {"upTo": "inf", "unitAmount": 50}], mode="volume"),
-                 0, 250, id="volume 0 pays first tier's flat amount (as Stripe)"),
-    pytest.param(tiered([{"upTo": 10, "unitAmount": 100, "flatAmount": 250},
-                         {"upTo": "inf", "unitAmount": 50, "flatAmount": 1000}], mode="volume"),
-                 11, 1550, id="volume pays only its own tier's flat amount"),
-    pytest.param(tiered([{"upTo": 3, "unitAmountDecimal": "0.25"},
-                         {"upTo": "inf", "unitAmountDecimal": "0.25"}]),
-                 6, 2, id="graduated rounds once, not per tier (0.75 + 0.75)"),
-    pytest.param({**per_unit(unitAmount=1), "currency": "JPY"}, 3684, 3684, id="JPY"),
-])
+
+@pytest.mark.parametrize(
+    ("data", "quantity", "amount"),
+    [
+        pytest.param(
+            per_unit(billingScheme="usage", unitAmountDecimal="0.2"),
+            18420,
+            3684,
+            id="guide: 18420 x 0.2 EUR",
+        ),
+        pytest.param(per_unit(unitAmountDecimal="0.05"), 30, 2, id="1.5 rounds half up"),
+        pytest.param(per_unit(unitAmountDecimal="0.05"), 10, 1, id="0.5 rounds half up"),
+        pytest.param(per_unit(unitAmountDecimal="0.05"), 9, 0, id="0.45 rounds down"),
+        pytest.param(per_unit(unitAmount=5), 7, 35, id="whole unit amount"),
+        pytest.param(per_unit(unitAmount=5), 0, 0, id="zero quantity"),
+        pytest.param(VOLUME, 0, 0, id="volume 0"),
+        pytest.param(VOLUME, 5, 3500, id="volume 5"),
+        pytest.param(VOLUME, 6, 3900, id="volume 6"),
+        pytest.param(VOLUME, 10, 6500, id="volume 10"),
+        pytest.param(VOLUME, 11, 6600, id="volume 11"),
+        pytest.param(GRADUATED, 0, 0, id="graduated 0: no flat fee"),
+        pytest.param(GRADUATED, 1, 510, id="graduated 1"),
+        pytest.param(GRADUATED, 100, 1500, id="graduated 100: tier 2 not reached"),
+        pytest.param(GRADUATED, 101, 2505, id="graduated 101"),
+        pytest.param(GRADUATED, 1500, 7500, id="graduated 1500"),
+        pytest.param(
+            per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "up"}),
+            1001,
+            600,
+            id="package up: 2 packages",
+        ),
+        pytest.param(
+            per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "down"}),
+            1001,
+            300,
+            id="package down: 1 package",
+        ),
+        pytest.param(
+            per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "up"}),
+            0,
+            0,
+            id="package up: 0 packages",
+        ),
+        pytest.param(
+            per_unit(unitAmount=300, transformQuantity={"divideBy": 1000, "round": "up"}),
+            1000,
+            300,
+            id="package up: exact",
+        ),
+        pytest.param(
+            tiered(
+                [
+                    {"upTo": 10, "unitAmount": 100, "flatAmount": 250},
+                    {"upTo": "inf", "unitAmount": 50},
+                ],
+                mode="volume",
+            ),
+            0,
+            250,
+            id="volume 0 pays first tier's flat amount (as Stripe)",
+        ),
+        pytest.param(
+            tiered(
+                [
+                    {"upTo": 10, "unitAmount": 100, "flatAmount": 250},
+                    {"upTo": "inf", "unitAmount": 50, "flatAmount": 1000},
+                ],
+                mode="volume",
+            ),
+            11,
+            1550,
+            id="volume pays only its own tier's flat amount",
+        ),
+        pytest.param(
+            tiered(
+                [
+                    {"upTo": 3, "unitAmountDecimal": "0.25"},
+                    {"upTo": "inf", "unitAmountDecimal": "0.25"},
+                ]
+            ),
+            6,
+            2,
+            id="graduated rounds once, not per tier (0.75 + 0.75)",
+        ),
+        pytest.param({**per_unit(unitAmount=1), "currency": "JPY"}, 3684, 3684, id="JPY"),
+    ],
+)
 def test_line_amount_examples(data: dict[str, Any], quantity: int, amount: int) -> None:
     assert line_amount(parse_price_terms(data), quantity) == amount
 
 
-@pytest.mark.parametrize(("code", "exponent"), [
-    ("EUR", 2), ("eur", 2), ("JPY", 0), ("KWD", 3), ("usd", 2), ("Bhd", 3),
-])
+@pytest.mark.parametrize(
+    ("code", "exponent"),
+    [
+        ("EUR", 2),
+        ("eur", 2),
+        ("JPY", 0),
+        ("KWD", 3),
+        ("usd", 2),
+        ("Bhd", 3),
+    ],
+)
 def test_currency_exponent(code: str, exponent: int) -> None:
     assert currency_exponent(code) == exponent
 
 
 # Where CLDR (Babel) and ISO 4217 disagree, ISO wins (SPEC §4).
-@pytest.mark.parametrize(("code", "exponent"), [
-    ("IQD", 3), ("iqd", 3), ("RSD", 2), ("LBP", 2), ("SYP", 2), ("YER", 2), ("MGA", 2),
-    ("IRR", 2), ("ALL", 2), ("AFN", 2), ("MMK", 2), ("KPW", 2), ("LAK", 2), ("SOS", 2),
-    ("CLF", 4), ("UYW", 4), ("ISK", 0), ("KRW", 0), ("VND", 0), ("TND", 3), ("OMR", 3),
-])
+@pytest.mark.parametrize(
+    ("code", "exponent"),
+    [
+        ("IQD", 3),
+        ("iqd", 3),
+        ("RSD", 2),
+        ("LBP", 2),
+        ("SYP", 2),
+        ("YER", 2),
+        ("MGA", 2),
+        ("IRR", 2),
+        ("ALL", 2),
+        ("AFN", 2),
+        ("MMK", 2),
+        ("KPW", 2),
+        ("LAK", 2),
+        ("SOS", 2),
+        ("CLF", 4),
+        ("UYW", 4),
+        ("ISK", 0),
+        ("KRW", 0),
+        ("VND", 0),
+        ("TND", 3),
+        ("OMR", 3),
+    ],
+)
 def test_currency_exponent_follows_iso_4217_over_cldr(code: str, exponent: int) -> None:
     assert currency_exponent(code) == exponent
 
 
 def test_iqd_prices_count_fils() -> None:
     terms = parse_price_terms({"currency": "iqd", "unitAmount": 1250})
-    assert line_amount(terms, 3) == 3750                # 3.750 IQD
+    assert line_amount(terms, 3) == 3750  # 3.750 IQD
     assert format_amount(3750, "iqd").endswith("3.750")
     assert format_amount(1250, "rsd").endswith("12.50")
 
@@ -145,9 +239,15 @@ def test_unknown_currency_rejected(code: str) -> None:
     assert info.value.param == "currency"
 
 
-@pytest.mark.parametrize(("amount", "currency", "text"), [
-    (3684, "eur", "€36.84"), (3684, "JPY", "¥3,684"), (5, "usd", "$0.05"), (0, "eur", "€0.00"),
-])
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        (3684, "eur", "€36.84"),
+        (3684, "JPY", "¥3,684"),
+        (5, "usd", "$0.05"),
+        (0, "eur", "€0.00"),
+    ],
+)
 def test_format_amount(amount: int, currency: str, text: str) -> None:
     assert format_amount(amount, currency) == text
 
@@ -157,13 +257,22 @@ def test_format_amount_uses_three_digits_for_kwd() -> None:
 
 
 def test_parse_normalises() -> None:
-    terms = parse_price_terms({
-        "currency": "EUR", "billingScheme": "usage", "unitAmountDecimal": "0.200",
-        "product": "prod_1", "recurring": {"interval": "month"}, "unitAmount": None,
-        "tiers": None, "tiersMode": None, "transformQuantity": None,
-    })
-    assert terms == PriceTerms(currency="eur", billing_scheme="per_unit",
-                               unit_amount=Decimal("0.2"))
+    terms = parse_price_terms(
+        {
+            "currency": "EUR",
+            "billingScheme": "usage",
+            "unitAmountDecimal": "0.200",
+            "product": "prod_1",
+            "recurring": {"interval": "month"},
+            "unitAmount": None,
+            "tiers": None,
+            "tiersMode": None,
+            "transformQuantity": None,
+        }
+    )
+    assert terms == PriceTerms(
+        currency="eur", billing_scheme="per_unit", unit_amount=Decimal("0.2")
+    )
     assert unit_amount_decimal_str(terms) == "0.2"
 
 
@@ -171,12 +280,24 @@ def test_billing_scheme_defaults_to_per_unit() -> None:
     assert parse_price_terms({"currency": "eur", "unitAmount": 5}).billing_scheme == "per_unit"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("0.2", "0.2"), ("5", "5"), ("5.000", "5"), ("50", "50"), (".5", "0.5"), ("0", "0"),
-    ("-0", "0"), ("0.000000000001", "0.000000000001"), ("0.1000000000000000000", "0.1"),
-    (0.2, "0.2"), (7, "7"), (Decimal("1.50"), "1.5"), ("999999999999.999999999999",
-                                                        "999999999999.999999999999"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.2", "0.2"),
+        ("5", "5"),
+        ("5.000", "5"),
+        ("50", "50"),
+        (".5", "0.5"),
+        ("0", "0"),
+        ("-0", "0"),
+        ("0.000000000001", "0.000000000001"),
+        ("0.1000000000000000000", "0.1"),
+        (0.2, "0.2"),
+        (7, "7"),
+        (Decimal("1.50"), "1.5"),
+        ("999999999999.999999999999", "999999999999.999999999999"),
+    ],
+)
 def test_unit_amount_decimal_str(value: Any, expected: str) -> None:
     terms = parse_price_terms(per_unit(unitAmountDecimal=value))
     assert unit_amount_decimal_str(terms) == expected
@@ -188,21 +309,44 @@ def test_unit_amount_decimal_str_is_none_for_tiered() -> None:
 
 def test_terms_to_json_shape() -> None:
     assert terms_to_json(parse_price_terms(GRADUATED)) == {
-        "currency": "eur", "billingScheme": "tiered", "unitAmount": None,
-        "unitAmountDecimal": None, "tiersMode": "graduated", "transformQuantity": None,
+        "currency": "eur",
+        "billingScheme": "tiered",
+        "unitAmount": None,
+        "unitAmountDecimal": None,
+        "tiersMode": "graduated",
+        "transformQuantity": None,
         "tiers": [
-            {"upTo": 100, "unitAmount": 10, "unitAmountDecimal": None, "flatAmount": 500,
-             "flatAmountDecimal": None},
-            {"upTo": 1000, "unitAmount": 5, "unitAmountDecimal": None, "flatAmount": 1000,
-             "flatAmountDecimal": None},
-            {"upTo": "inf", "unitAmount": 1, "unitAmountDecimal": None, "flatAmount": 0,
-             "flatAmountDecimal": None},
+            {
+                "upTo": 100,
+                "unitAmount": 10,
+                "unitAmountDecimal": None,
+                "flatAmount": 500,
+                "flatAmountDecimal": None,
+            },
+            {
+                "upTo": 1000,
+                "unitAmount": 5,
+                "unitAmountDecimal": None,
+                "flatAmount": 1000,
+                "flatAmountDecimal": None,
+            },
+            {
+                "upTo": "inf",
+                "unitAmount": 1,
+                "unitAmountDecimal": None,
+                "flatAmount": 0,
+                "flatAmountDecimal": None,
+            },
         ],
     }
     package = per_unit(unitAmountDecimal="2.5", transformQuantity={"divideBy": 10, "round": "up"})
     assert terms_to_json(parse_price_terms(package)) == {
-        "currency": "eur", "billingScheme": "per_unit", "unitAmount": None,
-        "unitAmountDecimal": "2.5", "tiers": None, "tiersMode": None,
+        "currency": "eur",
+        "billingScheme": "per_unit",
+        "unitAmount": None,
+        "unitAmountDecimal": "2.5",
+        "tiers": None,
+        "tiersMode": None,
         "transformQuantity": {"divideBy": 10, "round": "up"},
     }
 
@@ -263,8 +407,11 @@ INVALID: list[Any] = [
     # tiered prices take no top-level amount and no transformQuantity
     (tiered([INF], unitAmount=1), "unitAmount", "remove unitAmount"),
     (tiered([INF], unitAmountDecimal="1"), "unitAmountDecimal", "remove unitAmountDecimal"),
-    (tiered([INF], transformQuantity={"divideBy": 2, "round": "up"}), "transformQuantity",
-     "cannot be combined with tiers"),
+    (
+        tiered([INF], transformQuantity={"divideBy": 2, "round": "up"}),
+        "transformQuantity",
+        "cannot be combined with tiers",
+    ),
     # tiers and tiersMode
     (tiered(None), "tiers", "needs tiers"),
     (tiered([INF], mode=None), "tiersMode", "needs tiersMode"),
@@ -287,41 +434,78 @@ INVALID: list[Any] = [
     (tiered([{"upTo": 5}, {"upTo": 10}]), "tiers[1].upTo", "last tier must have upTo 'inf'"),
     (tiered([{"upTo": 5}]), "tiers[0].upTo", "last tier must have upTo 'inf'"),
     # tier amounts
-    (tiered([{"upTo": "inf", "unitAmount": 1, "unitAmountDecimal": "1"}]),
-     "tiers[0].unitAmountDecimal", "not both"),
-    (tiered([{"upTo": 1}, {"upTo": "inf", "flatAmount": 1, "flatAmountDecimal": "1"}]),
-     "tiers[1].flatAmountDecimal", "not both"),
+    (
+        tiered([{"upTo": "inf", "unitAmount": 1, "unitAmountDecimal": "1"}]),
+        "tiers[0].unitAmountDecimal",
+        "not both",
+    ),
+    (
+        tiered([{"upTo": 1}, {"upTo": "inf", "flatAmount": 1, "flatAmountDecimal": "1"}]),
+        "tiers[1].flatAmountDecimal",
+        "not both",
+    ),
     (tiered([{"upTo": "inf", "flatAmount": -5}]), "tiers[0].flatAmount", ">= 0"),
     (tiered([{"upTo": "inf", "flatAmount": 0.5}]), "tiers[0].flatAmount", "flatAmountDecimal"),
-    (tiered([{"upTo": "inf", "flatAmountDecimal": "0.0000000000001"}]),
-     "tiers[0].flatAmountDecimal", "12 decimal places"),
+    (
+        tiered([{"upTo": "inf", "flatAmountDecimal": "0.0000000000001"}]),
+        "tiers[0].flatAmountDecimal",
+        "12 decimal places",
+    ),
     (tiered([{"upTo": "inf", "unitAmount": 10**12}]), "tiers[0].unitAmount", "10^12"),
-    (tiered([{"upTo": "inf", "unitAmountDecimal": "x"}]), "tiers[0].unitAmountDecimal",
-     "decimal number"),
+    (
+        tiered([{"upTo": "inf", "unitAmountDecimal": "x"}]),
+        "tiers[0].unitAmountDecimal",
+        "decimal number",
+    ),
     (tiered([{"upTo": "inf", "unit_amount": 5}]), "tiers[0].unit_amount", "unknown field"),
     # transformQuantity
     (per_unit(unitAmount=1, transformQuantity=1000), "transformQuantity", "must be an object"),
-    (per_unit(unitAmount=1, transformQuantity={"round": "up"}), "transformQuantity.divideBy",
-     "integer from 1"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": 0, "round": "up"}),
-     "transformQuantity.divideBy", "integer from 1"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": -2, "round": "up"}),
-     "transformQuantity.divideBy", "integer from 1"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": True, "round": "up"}),
-     "transformQuantity.divideBy", "integer from 1"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": 2.5, "round": "up"}),
-     "transformQuantity.divideBy", "integer from 1"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": 2}), "transformQuantity.round",
-     "'up' or 'down'"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": 2, "round": "nearest"}),
-     "transformQuantity.round", "'up' or 'down'"),
-    (per_unit(unitAmount=1, transformQuantity={"divideBy": 2, "round": "up", "roundTo": 1}),
-     "transformQuantity.roundTo", "unknown field"),
+    (
+        per_unit(unitAmount=1, transformQuantity={"round": "up"}),
+        "transformQuantity.divideBy",
+        "integer from 1",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": 0, "round": "up"}),
+        "transformQuantity.divideBy",
+        "integer from 1",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": -2, "round": "up"}),
+        "transformQuantity.divideBy",
+        "integer from 1",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": True, "round": "up"}),
+        "transformQuantity.divideBy",
+        "integer from 1",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": 2.5, "round": "up"}),
+        "transformQuantity.divideBy",
+        "integer from 1",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": 2}),
+        "transformQuantity.round",
+        "'up' or 'down'",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": 2, "round": "nearest"}),
+        "transformQuantity.round",
+        "'up' or 'down'",
+    ),
+    (
+        per_unit(unitAmount=1, transformQuantity={"divideBy": 2, "round": "up", "roundTo": 1}),
+        "transformQuantity.roundTo",
+        "unknown field",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("data", "param", "message"), INVALID,
-                         ids=[f"{i}-{case[1]}" for i, case in enumerate(INVALID)])
+@pytest.mark.parametrize(
+    ("data", "param", "message"), INVALID, ids=[f"{i}-{case[1]}" for i, case in enumerate(INVALID)]
+)
 def test_invalid_price_rejected(data: dict[str, Any], param: str, message: str) -> None:
     with pytest.raises(PriceDefinitionError) as info:
         parse_price_terms(data)
@@ -344,7 +528,7 @@ small_quantities = st.integers(min_value=0, max_value=10**6)
 def decimal_amounts(draw: st.DrawFn) -> Decimal:
     """Amounts across the whole valid range: up to 10^12 - 1 with up to 12 places."""
     places = draw(st.integers(min_value=0, max_value=12))
-    scaled = draw(st.integers(min_value=0, max_value=10**(12 + places) - 1))
+    scaled = draw(st.integers(min_value=0, max_value=10 ** (12 + places) - 1))
     return Decimal(scaled).scaleb(-places)
 
 
@@ -361,11 +545,13 @@ def tier_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
     for up_to in [*sorted(bounds), "inf"]:
         tier: dict[str, Any] = {"upTo": up_to}
         if draw(st.booleans()):
-            tier |= amount_field(draw(decimal_amounts()), "unitAmount", "unitAmountDecimal",
-                                 draw(st.booleans()))
+            tier |= amount_field(
+                draw(decimal_amounts()), "unitAmount", "unitAmountDecimal", draw(st.booleans())
+            )
         if draw(st.booleans()):
-            tier |= amount_field(draw(decimal_amounts()), "flatAmount", "flatAmountDecimal",
-                                 draw(st.booleans()))
+            tier |= amount_field(
+                draw(decimal_amounts()), "flatAmount", "flatAmountDecimal", draw(st.booleans())
+            )
         tiers.append(tier)
     return tiers
 
@@ -375,18 +561,25 @@ def price_requests(draw: st.DrawFn) -> dict[str, Any]:
     """Valid API request bodies of every shape."""
     currency = draw(st.sampled_from(["eur", "EUR", "jpy", "kwd", "usd"]))
     if draw(st.booleans()):
-        data: dict[str, Any] = {"currency": currency,
-                                "billingScheme": draw(st.sampled_from(["per_unit", "usage"]))}
-        data |= amount_field(draw(decimal_amounts()), "unitAmount", "unitAmountDecimal",
-                             draw(st.booleans()))
+        data: dict[str, Any] = {
+            "currency": currency,
+            "billingScheme": draw(st.sampled_from(["per_unit", "usage"])),
+        }
+        data |= amount_field(
+            draw(decimal_amounts()), "unitAmount", "unitAmountDecimal", draw(st.booleans())
+        )
         if draw(st.booleans()):
             data["transformQuantity"] = {
                 "divideBy": draw(st.integers(min_value=1, max_value=2**63 - 1)),
-                "round": draw(st.sampled_from(["up", "down"]))}
+                "round": draw(st.sampled_from(["up", "down"])),
+            }
         return data
-    return {"currency": currency, "billingScheme": "tiered",
-            "tiersMode": draw(st.sampled_from(["graduated", "volume"])),
-            "tiers": draw(tier_lists())}
+    return {
+        "currency": currency,
+        "billingScheme": "tiered",
+        "tiersMode": draw(st.sampled_from(["graduated", "volume"])),
+        "tiers": draw(tier_lists()),
+    }
 
 
 @SETTINGS
@@ -431,11 +624,15 @@ def test_single_inf_tier_equals_per_unit(unit: Decimal, quantity: int, mode: str
 
 
 @SETTINGS
-@given(decimal_amounts(), quantities,
-       st.none() | st.tuples(st.integers(min_value=1, max_value=10**6),
-                             st.sampled_from(["up", "down"])))
-def test_per_unit_matches_fraction_reference(unit: Decimal, quantity: int,
-                                             transform: tuple[int, str] | None) -> None:
+@given(
+    decimal_amounts(),
+    quantities,
+    st.none()
+    | st.tuples(st.integers(min_value=1, max_value=10**6), st.sampled_from(["up", "down"])),
+)
+def test_per_unit_matches_fraction_reference(
+    unit: Decimal, quantity: int, transform: tuple[int, str] | None
+) -> None:
     data = per_unit(unitAmountDecimal=format(unit, "f"))
     packages = Fraction(quantity)
     if transform is not None:
@@ -449,8 +646,9 @@ def test_per_unit_matches_fraction_reference(unit: Decimal, quantity: int,
 
 @SETTINGS
 @given(tier_lists(), quantities)
-def test_graduated_and_volume_match_fraction_reference(tiers: list[dict[str, Any]],
-                                                       quantity: int) -> None:
+def test_graduated_and_volume_match_fraction_reference(
+    tiers: list[dict[str, Any]], quantity: int
+) -> None:
     graduated = parse_price_terms(tiered(tiers, mode="graduated"))
     exact_graduated, lower = Fraction(0), 0
     for tier in graduated.tiers:
@@ -477,17 +675,22 @@ def test_dataclasses_are_frozen_values() -> None:
 
 # ---------------------------------------------------------------- proration
 
-@pytest.mark.parametrize(("data", "quantity", "remaining", "period", "amount"), [
-    pytest.param(per_unit(unitAmount=1000), 3, 15, 30, 1500, id="half of 3 x 10.00"),
-    pytest.param(per_unit(unitAmount=1000), 3, 30, 30, 3000, id="whole period"),
-    pytest.param(per_unit(unitAmount=1000), 3, 0, 30, 0, id="nothing left"),
-    pytest.param(per_unit(unitAmount=100), 1, 1, 3, 33, id="a third: 33.33 -> 33"),
-    pytest.param(per_unit(unitAmount=100), 1, 2, 3, 67, id="two thirds: 66.67 -> 67"),
-    pytest.param(per_unit(unitAmount=1), 1, 1, 2, 1, id="0.5 rounds half up"),
-    pytest.param(VOLUME, 6, 10, 20, 1950, id="volume 6 = 3900, half"),
-])
-def test_prorated_amount_examples(data: dict[str, Any], quantity: int, remaining: int,
-                                  period: int, amount: int) -> None:
+
+@pytest.mark.parametrize(
+    ("data", "quantity", "remaining", "period", "amount"),
+    [
+        pytest.param(per_unit(unitAmount=1000), 3, 15, 30, 1500, id="half of 3 x 10.00"),
+        pytest.param(per_unit(unitAmount=1000), 3, 30, 30, 3000, id="whole period"),
+        pytest.param(per_unit(unitAmount=1000), 3, 0, 30, 0, id="nothing left"),
+        pytest.param(per_unit(unitAmount=100), 1, 1, 3, 33, id="a third: 33.33 -> 33"),
+        pytest.param(per_unit(unitAmount=100), 1, 2, 3, 67, id="two thirds: 66.67 -> 67"),
+        pytest.param(per_unit(unitAmount=1), 1, 1, 2, 1, id="0.5 rounds half up"),
+        pytest.param(VOLUME, 6, 10, 20, 1950, id="volume 6 = 3900, half"),
+    ],
+)
+def test_prorated_amount_examples(
+    data: dict[str, Any], quantity: int, remaining: int, period: int, amount: int
+) -> None:
     assert prorated_amount(parse_price_terms(data), quantity, remaining, period) == amount
 
 
@@ -498,10 +701,10 @@ def test_prorated_amount_refuses_bad_times(remaining: int, period: int) -> None:
 
 
 @SETTINGS
-@given(price_requests(), small_quantities, st.integers(min_value=1, max_value=10**8),
-       st.data())
+@given(price_requests(), small_quantities, st.integers(min_value=1, max_value=10**8), st.data())
 def test_prorated_amount_lies_between_zero_and_the_full_amount(
-        data: dict[str, Any], quantity: int, period: int, draw: st.DataObject) -> None:
+    data: dict[str, Any], quantity: int, period: int, draw: st.DataObject
+) -> None:
     remaining = draw.draw(st.integers(min_value=0, max_value=period))
     terms = parse_price_terms(data)
     full = prorated_amount(terms, quantity, period, period)
@@ -510,10 +713,10 @@ def test_prorated_amount_lies_between_zero_and_the_full_amount(
 
 
 @SETTINGS
-@given(decimal_amounts(), small_quantities, st.integers(min_value=1, max_value=10**8),
-       st.data())
-def test_prorated_amount_matches_fraction_reference(unit: Decimal, quantity: int, period: int,
-                                                    draw: st.DataObject) -> None:
+@given(decimal_amounts(), small_quantities, st.integers(min_value=1, max_value=10**8), st.data())
+def test_prorated_amount_matches_fraction_reference(
+    unit: Decimal, quantity: int, period: int, draw: st.DataObject
+) -> None:
     remaining = draw.draw(st.integers(min_value=0, max_value=period))
     terms = parse_price_terms(per_unit(unitAmountDecimal=format(unit, "f")))
     expected = half_up(quantity * Fraction(format(unit, "f")) * Fraction(remaining, period))

@@ -10,6 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.itemmeta import ItemMeta
+from domain.periods import INTERVALS, period_at, period_containing
+from infra.errors import InvalidRequest
 from ingest.rules import (
     Placement,
     Schedule,
@@ -19,9 +22,6 @@ from ingest.rules import (
     place,
     place_each,
 )
-from vinr.errors import InvalidRequest
-from vinr.itemmeta import ItemMeta
-from vinr.periods import INTERVALS, period_at, period_containing
 
 DAY = 86_400
 ANCHOR = int(datetime(2026, 1, 31, 12, tzinfo=UTC).timestamp())  # month ends clamp
@@ -34,24 +34,42 @@ def meta(index: int = 1, **changes: Any) -> ItemMeta:
     """An item whose cached period is period ``index`` of MONTHLY."""
     p = period_at(ANCHOR, "month", 1, index)
     prev = period_at(ANCHOR, "month", 1, index - 1).start if index else None
-    base = ItemMeta(pk=7, account_id="acct_1", livemode=False, item_id="si_1",
-                    subscription_id="sub_1", status="active", deleted=False,
-                    usage_type="metered", aggregate_usage="sum", period_start=p.start,
-                    period_end=p.end, prev_period_start=prev, prev_open=index > 0,
-                    frozen_time=None, version=1)
+    base = ItemMeta(
+        pk=7,
+        account_id="acct_1",
+        livemode=False,
+        item_id="si_1",
+        subscription_id="sub_1",
+        status="active",
+        deleted=False,
+        usage_type="metered",
+        aggregate_usage="sum",
+        period_start=p.start,
+        period_end=p.end,
+        prev_period_start=prev,
+        prev_open=index > 0,
+        frozen_time=None,
+        version=1,
+    )
     return dataclasses.replace(base, **changes)
 
 
-def put(m: ItemMeta, ts: int | list[int], now: int, schedule: Schedule | None = None
-        ) -> Placement:
+def put(m: ItemMeta, ts: int | list[int], now: int, schedule: Schedule | None = None) -> Placement:
     stamps = ts if isinstance(ts, list) else [ts]
-    return place(m, stamps, now, future_tolerance_s=TOL, late_grace_s=GRACE,
-                 params=[f"records[{i}].timestamp" for i in range(len(stamps))],
-                 schedule=schedule)
+    return place(
+        m,
+        stamps,
+        now,
+        future_tolerance_s=TOL,
+        late_grace_s=GRACE,
+        params=[f"records[{i}].timestamp" for i in range(len(stamps))],
+        schedule=schedule,
+    )
 
 
-def refused(m: ItemMeta, ts: int | list[int], now: int, schedule: Schedule | None = None
-            ) -> InvalidRequest:
+def refused(
+    m: ItemMeta, ts: int | list[int], now: int, schedule: Schedule | None = None
+) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as caught:
         put(m, ts, now, schedule)
     return caught.value
@@ -116,8 +134,15 @@ def test_every_bad_record_of_a_batch_is_reported() -> None:
     now = P1.start + DAY
     stamps = [now, P1.start - 1, now, now + TOL + 1]
     params = [f"records[{i}].timestamp" for i in range(len(stamps))]
-    spot, errors = place_each(m, calendar(m, now, None), stamps, now,
-                              future_tolerance_s=TOL, late_grace_s=GRACE, params=params)
+    spot, errors = place_each(
+        m,
+        calendar(m, now, None),
+        stamps,
+        now,
+        future_tolerance_s=TOL,
+        late_grace_s=GRACE,
+        params=params,
+    )
     assert spot == Placement(P1.start, P1.end)
     assert [e.param for e in errors] == ["records[1].timestamp", "records[3].timestamp"]
 
@@ -132,7 +157,7 @@ def test_a_record_just_past_the_period_end_lands_in_the_next_period() -> None:
 
 
 def test_after_the_period_ended_but_before_the_invoicer_rolled_it() -> None:
-    m = meta()                                 # cached: period 1, which has ended
+    m = meta()  # cached: period 1, which has ended
     now = P1.end + 120
     assert needs_schedule(m, [now], now)
     with pytest.raises(ValueError):
@@ -164,12 +189,15 @@ def test_a_subscription_ending_at_period_end_takes_only_late_usage() -> None:
     assert refused(meta(), P1.end + 1, P1.end - 10, ending).code == "timestamp_after_period"
 
 
-@pytest.mark.parametrize(("changes", "code"), [
-    ({"status": "canceled"}, "subscription_canceled"),
-    ({"status": "incomplete_expired"}, "subscription_canceled"),
-    ({"deleted": True}, "subscription_item_deleted"),
-    ({"usage_type": "licensed"}, "price_not_metered"),
-])
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"status": "canceled"}, "subscription_canceled"),
+        ({"status": "incomplete_expired"}, "subscription_canceled"),
+        ({"deleted": True}, "subscription_item_deleted"),
+        ({"usage_type": "licensed"}, "price_not_metered"),
+    ],
+)
 def test_items_that_take_no_usage(changes: dict[str, Any], code: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_item(meta(**changes))
@@ -181,22 +209,39 @@ def test_items_that_take_usage() -> None:
         check_item(meta(status=status))
 
 
-@given(interval=st.sampled_from(INTERVALS), count=st.integers(1, 3),
-       index=st.integers(0, 30), offset=st.integers(-400 * DAY, 400 * DAY),
-       ahead=st.integers(0, 40 * DAY), aggregate=st.sampled_from(
-           ["sum", "max", "last_during_period", "last_ever"]), prev_open=st.booleans(),
-       ending=st.booleans())
+@given(
+    interval=st.sampled_from(INTERVALS),
+    count=st.integers(1, 3),
+    index=st.integers(0, 30),
+    offset=st.integers(-400 * DAY, 400 * DAY),
+    ahead=st.integers(0, 40 * DAY),
+    aggregate=st.sampled_from(["sum", "max", "last_during_period", "last_ever"]),
+    prev_open=st.booleans(),
+    ending=st.booleans(),
+)
 def test_placement_is_always_a_period_holding_the_timestamp(
-        interval: Any, count: int, index: int, offset: int, ahead: int, aggregate: str,
-        prev_open: bool, ending: bool) -> None:
+    interval: Any,
+    count: int,
+    index: int,
+    offset: int,
+    ahead: int,
+    aggregate: str,
+    prev_open: bool,
+    ending: bool,
+) -> None:
     """Whatever the clock and the record: either the record's period comes back (one that
     holds it, and is now's period or — late, for sum only — the one before), or a 400
     naming the timestamp. Never anything else."""
     schedule = Schedule(ANCHOR, interval, count, cancel_at_period_end=ending)
     cached = period_at(ANCHOR, interval, count, index)
     prev = period_at(ANCHOR, interval, count, index - 1).start if index else None
-    m = meta(period_start=cached.start, period_end=cached.end, prev_period_start=prev,
-             prev_open=prev_open and index > 0, aggregate_usage=aggregate)
+    m = meta(
+        period_start=cached.start,
+        period_end=cached.end,
+        prev_period_start=prev,
+        prev_open=prev_open and index > 0,
+        aggregate_usage=aggregate,
+    )
     now = cached.start + ahead
     ts = max(now + offset, 0)
     try:
@@ -208,9 +253,9 @@ def test_placement_is_always_a_period_holding_the_timestamp(
     assert spot.period_start <= ts < spot.period_end
     assert ts <= now + TOL
     current = period_containing(ANCHOR, interval, count, max(now, cached.start))
-    if spot.period_start < current.start:           # late usage
+    if spot.period_start < current.start:  # late usage
         assert aggregate == "sum"
         assert now < current.start + GRACE
         assert spot.period_end == current.start
-    elif spot.period_start > current.start:         # just ahead, within the tolerance
+    elif spot.period_start > current.start:  # just ahead, within the tolerance
         assert spot.period_start == current.end and not ending

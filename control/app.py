@@ -1,0 +1,115 @@
+"""The control plane's FastAPI application: products, prices, customers, subscriptions,
+invoices, webhook endpoints and dead letters, with the API's error bodies and the health,
+readiness and metrics routes of the API process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from control import billing, catalog, customers, dead_letters, subscriptions, webhooks
+from control.common import Json
+from domain.services import Services
+from infra.errors import DependencyUnavailable, InvalidRequest, NotFound, VinrError
+from infra.validation import validation_error
+
+__all__ = ["create_control_plane"]
+
+log = logging.getLogger(__name__)
+
+
+def _error(exc: VinrError) -> Json:
+    return Json(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+def create_control_plane(
+    services: Services, *, extend_openapi: Callable[[dict[str, Any]], None] | None = None
+) -> FastAPI:
+    """The FastAPI application of the control plane; ``services`` start and stop with its
+    lifespan. ``extend_openapi`` adds what other routes of the same process document (the
+    usage hot path), so ``/openapi.json`` describes the whole API."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    api = FastAPI(
+        title="vinr",
+        version="1",
+        lifespan=lifespan,
+        redoc_url=None,
+        description="Usage-based billing: metered prices, usage records, invoices.",
+    )
+    api.state.services = services
+    for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters):
+        api.include_router(module.router)
+
+    @api.exception_handler(VinrError)
+    async def on_vinr_error(_: Request, exc: VinrError) -> Response:
+        return _error(exc)
+
+    @api.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> Response:
+        return _error(validation_error(list(exc.errors())))
+
+    @api.exception_handler(HTTPException)
+    async def on_http(_: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error(NotFound("unrecognized request URL; see /openapi.json for the API"))
+        return _error(InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}"))
+
+    @api.exception_handler(asyncpg.PostgresConnectionError)
+    @api.exception_handler(asyncpg.InterfaceError)
+    @api.exception_handler(OSError)
+    async def on_postgres_down(_: Request, exc: Exception) -> Response:
+        return _error(DependencyUnavailable("postgres", str(exc)))
+
+    @api.exception_handler(RedisError)
+    async def on_redis_down(_: Request, exc: Exception) -> Response:
+        return _error(DependencyUnavailable("redis", str(exc)))
+
+    @api.get("/healthz", include_in_schema=False)
+    async def healthz() -> Json:
+        return Json({"status": "ok"})
+
+    @api.get("/readyz", include_in_schema=False)
+    async def readyz() -> Json:
+        checks = await services.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return Json(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=api.routes
+            )
+            if extend_openapi is not None:
+                extend_openapi(schema)
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    return api

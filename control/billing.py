@@ -1,0 +1,219 @@
+"""Read side of billing: usage summaries, invoices, charges (events and webhooks: webhooks.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from control.common import (
+    Json,
+    StartingAfter,
+    fetch_or_404,
+    page,
+    services,
+    tenant,
+)
+from domain.billing import InvoiceRules, collect_invoices
+from domain.fold import WindowState, billable_quantity
+from domain.objects import render_charge
+from domain.views import load_invoices
+from infra.errors import Conflict, InvalidRequest
+from infra.ids import derived_id
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["billing"])
+
+
+@router.get("/v1/usage_records/summaries")
+async def usage_summaries(
+    request: Request,
+    subscription_item: str = Query(alias="subscriptionItem"),
+    limit: int = 10,
+) -> Json:
+    """Newest period first: the current (running) period, then closed ones."""
+    t, s = tenant(request), services(request)
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+    item = await fetch_or_404(
+        s.pool,
+        "SELECT si.pk, si.id, p.aggregate_usage, p.usage_type, s.current_period_start,"
+        " s.current_period_end, s.status, s.ended_at FROM subscription_items si"
+        " JOIN prices p ON p.id = si.price_id JOIN subscriptions s ON s.id = si.subscription_id"
+        " WHERE si.account_id = $1 AND si.livemode = $2 AND si.id = $3",
+        t.account_id,
+        t.livemode,
+        subscription_item,
+        what="subscription item",
+        ident=subscription_item,
+        param="subscriptionItem",
+    )
+    windows = await s.pool.fetch(
+        "SELECT * FROM usage_windows WHERE item_pk = $1 ORDER BY period_start", item["pk"]
+    )
+    periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
+    for w in windows:
+        state: WindowState | None = WindowState(
+            int(w["total"]), int(w["max"]), w["last_ts"], int(w["last_quantity"]), w["records"]
+        )
+        periods[w["period_start"]] = (w["period_end"], state, w["invoice_id"])
+    if item["status"] != "canceled" and item["current_period_start"] not in periods:
+        periods[item["current_period_start"]] = (item["current_period_end"], None, None)
+    invoices = {
+        r["period_start"]: r["id"]
+        for r in await s.pool.fetch(
+            "SELECT DISTINCT i.period_start, i.id FROM invoice_lines l"
+            " JOIN invoices i ON i.id = l.invoice_id"
+            " WHERE l.item_pk = $1 AND l.type = 'subscription'",
+            item["pk"],
+        )
+    }
+    data: list[dict[str, Any]] = []
+    carry = 0
+    for start in sorted(periods):
+        end, state, invoice_id = periods[start]
+        total = billable_quantity(item["aggregate_usage"], state, carry)
+        if state is not None and state.last_ts is not None:
+            carry = state.last_quantity
+        data.append(
+            {
+                "id": derived_id("sis", str(item["pk"]), str(start)),
+                "object": "usage_record_summary",
+                "livemode": t.livemode,
+                "subscriptionItem": item["id"],
+                "totalUsage": total,
+                "period": {"start": start, "end": end},
+                "invoice": invoice_id or invoices.get(start),
+            }
+        )
+    data.reverse()
+    return Json(
+        {
+            "object": "list",
+            "url": "/v1/usage_records/summaries",
+            "hasMore": len(data) > limit,
+            "data": data[:limit],
+        }
+    )
+
+
+@router.get("/v1/invoices/{invoice_id}")
+async def get_invoice(invoice_id: str, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    await fetch_or_404(
+        s.pool,
+        "SELECT 1 FROM invoices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+        invoice_id,
+        t.account_id,
+        t.livemode,
+        what="invoice",
+        ident=invoice_id,
+    )
+    return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
+
+
+_INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+
+
+@router.get("/v1/invoices")
+async def list_invoices(
+    request: Request,
+    limit: int = 10,
+    starting_after: StartingAfter = None,
+    subscription: str | None = None,
+    customer: str | None = None,
+    status: str | None = None,
+) -> Json:
+    """Newest first; filters combine (``subscription``, ``customer``, ``status``)."""
+    t, s = tenant(request), services(request)
+    if status is not None and status not in _INVOICE_STATUSES:
+        raise InvalidRequest(
+            f"status must be one of {', '.join(_INVOICE_STATUSES)}, got '{status}'", param="status"
+        )
+    where, args = "", []
+    if subscription is not None:
+        args.append(subscription)
+        where += f" AND t.subscription_id = ${len(args) + 2}"
+    if customer is not None:
+        args.append(customer)
+        where += (
+            f" AND t.customer_pk = (SELECT pk FROM customers WHERE account_id = $1"
+            f" AND livemode = $2 AND id = ${len(args) + 2})"
+        )
+    if status is not None:
+        args.append(status)
+        where += f" AND t.status = ${len(args) + 2}"
+    listing = await page(
+        s.pool,
+        table="invoices",
+        t=t,
+        limit=limit,
+        starting_after=starting_after,
+        url="/v1/invoices",
+        render=lambda r: {"id": r["id"]},
+        where=where,
+        args=args,
+        select="t.id, t.created",
+    )
+    rendered = await load_invoices(s.pool, [r["id"] for r in listing["data"]])
+    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
+    return Json(listing)
+
+
+@router.post("/v1/invoices/{invoice_id}/pay")
+async def pay_invoice(invoice_id: str, request: Request) -> Json:
+    """Attempt the charge now, outside the dunning schedule. Answers the invoice: ``paid``,
+    or still ``open`` with one more ``attemptCount`` when the card was declined."""
+    t, s = tenant(request), services(request)
+    row = await fetch_or_404(
+        s.pool,
+        "SELECT status, subscription_id FROM invoices WHERE id = $1 AND account_id = $2"
+        " AND livemode = $3",
+        invoice_id,
+        t.account_id,
+        t.livemode,
+        what="invoice",
+        ident=invoice_id,
+    )
+    if row["status"] != "open":
+        raise InvalidRequest(
+            f"invoice {invoice_id} is {row['status']}; only open invoices can be paid",
+            code="invoice_not_open",
+        )
+    async with s.pool.acquire() as conn:
+        attempted = await collect_invoices(
+            conn, [invoice_id], InvoiceRules.from_settings(s.settings), manual=True
+        )
+        if not attempted:
+            raise Conflict(
+                f"invoice {invoice_id} is being charged right now; retry in a moment",
+                code="invoice_payment_in_progress",
+            )
+        if row["subscription_id"] is not None:
+            await s.meta.refresh(conn, [row["subscription_id"]])
+    return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
+
+
+@router.get("/v1/charges")
+async def list_charges(
+    request: Request,
+    limit: int = 10,
+    starting_after: StartingAfter = None,
+    invoice: str | None = None,
+) -> Json:
+    t, s = tenant(request), services(request)
+    where, args = ("", []) if invoice is None else (" AND t.invoice_id = $3", [invoice])
+    return Json(
+        await page(
+            s.pool,
+            table="charges",
+            t=t,
+            limit=limit,
+            starting_after=starting_after,
+            url="/v1/charges",
+            render=render_charge,
+            where=where,
+            args=args,
+        )
+    )

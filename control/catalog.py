@@ -1,0 +1,191 @@
+"""Products and prices."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+
+from control.common import (
+    ApiModel,
+    Json,
+    StartingAfter,
+    fetch_owned,
+    page,
+    services,
+    tenant,
+)
+from domain.clock import now_s
+from domain.objects import render_price, render_product
+from domain.pricing import PriceDefinitionError, parse_price_terms, terms_to_json
+from infra.errors import InvalidRequest
+from infra.ids import new_id
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["catalog"])
+
+_MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
+
+
+class ProductCreate(ApiModel):
+    name: str = Field(min_length=1, max_length=500)
+    description: str | None = Field(default=None, max_length=5000)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class RecurringIn(ApiModel):
+    interval: Literal["day", "week", "month", "year"]
+    intervalCount: int = Field(default=1, ge=1)
+    usageType: Literal["licensed", "metered"] | None = None
+    aggregateUsage: Literal["sum", "last_during_period", "last_ever", "max"] | None = None
+
+
+class PriceCreate(ApiModel):
+    product: str = Field(min_length=1, max_length=255)
+    currency: str = Field(min_length=3, max_length=3)
+    recurring: RecurringIn
+    billingScheme: Literal["per_unit", "tiered", "usage"] = "per_unit"
+    unitAmount: int | None = None
+    unitAmountDecimal: str | int | None = None
+    tiers: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    tiersMode: str | None = None
+    transformQuantity: dict[str, Any] | None = None
+    nickname: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+@router.post("/v1/products")
+async def create_product(body: ProductCreate, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    row = await s.pool.fetchrow(
+        "INSERT INTO products (id, account_id, livemode, name, description, metadata, created)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        new_id("prod"),
+        t.account_id,
+        t.livemode,
+        body.name,
+        body.description,
+        body.metadata,
+        now_s(),
+    )
+    return Json(render_product(row))
+
+
+@router.get("/v1/products/{product_id}")
+async def get_product(product_id: str, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    row = await fetch_owned(s.pool, "products", t, product_id, what="product")
+    return Json(render_product(row))
+
+
+@router.get("/v1/products")
+async def list_products(
+    request: Request,
+    limit: int = 10,
+    starting_after: StartingAfter = None,
+) -> Json:
+    t, s = tenant(request), services(request)
+    return Json(
+        await page(
+            s.pool,
+            table="products",
+            t=t,
+            limit=limit,
+            starting_after=starting_after,
+            url="/v1/products",
+            render=render_product,
+        )
+    )
+
+
+def _usage(body: PriceCreate) -> tuple[str, str | None]:
+    recurring = body.recurring
+    usage_type = recurring.usageType or ("metered" if body.billingScheme == "usage" else "licensed")
+    if body.billingScheme == "usage" and usage_type != "metered":
+        raise InvalidRequest(
+            "billingScheme 'usage' is a metered price: recurring.usageType must"
+            " be 'metered' or omitted",
+            param="recurring.usageType",
+        )
+    if usage_type == "licensed":
+        if recurring.aggregateUsage is not None:
+            raise InvalidRequest(
+                "recurring.aggregateUsage applies to metered prices only; set"
+                " recurring.usageType = 'metered'",
+                param="recurring.aggregateUsage",
+            )
+        return usage_type, None
+    return usage_type, recurring.aggregateUsage or "sum"
+
+
+@router.post("/v1/prices")
+async def create_price(body: PriceCreate, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    usage_type, aggregate = _usage(body)
+    limit = _MAX_INTERVAL_COUNT[body.recurring.interval]
+    if body.recurring.intervalCount > limit:
+        raise InvalidRequest(
+            f"recurring.intervalCount can be at most {limit} for"
+            f" '{body.recurring.interval}' (three years)",
+            param="recurring.intervalCount",
+        )
+    try:
+        terms = parse_price_terms(body.model_dump(exclude_none=True))
+    except PriceDefinitionError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+    product = await s.pool.fetchval(
+        "SELECT id FROM products WHERE id = $1 AND account_id = $2 AND livemode = $3",
+        body.product,
+        t.account_id,
+        t.livemode,
+    )
+    if product is None:
+        raise InvalidRequest(
+            f"no such product: '{body.product}'", param="product", code="resource_missing"
+        )
+    row = await s.pool.fetchrow(
+        "INSERT INTO prices (id, account_id, livemode, product_id, currency, terms, interval,"
+        " interval_count, usage_type, aggregate_usage, created)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+        new_id("price"),
+        t.account_id,
+        t.livemode,
+        body.product,
+        terms.currency,
+        terms_to_json(terms),
+        body.recurring.interval,
+        body.recurring.intervalCount,
+        usage_type,
+        aggregate,
+        now_s(),
+    )
+    return Json(render_price(row))
+
+
+@router.get("/v1/prices/{price_id}")
+async def get_price(price_id: str, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    row = await fetch_owned(s.pool, "prices", t, price_id, what="price")
+    return Json(render_price(row))
+
+
+@router.get("/v1/prices")
+async def list_prices(
+    request: Request,
+    limit: int = 10,
+    starting_after: StartingAfter = None,
+) -> Json:
+    t, s = tenant(request), services(request)
+    return Json(
+        await page(
+            s.pool,
+            table="prices",
+            t=t,
+            limit=limit,
+            starting_after=starting_after,
+            url="/v1/prices",
+            render=render_price,
+        )
+    )

@@ -1,0 +1,127 @@
+"""Control-plane middleware: authentication and POST idempotency, in raw ASGI.
+
+Only 2xx results are stored (24 h): a request refused for bad input can be fixed and
+retried with the same key. Errors become the API's error body here, so no handler has to.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from domain.idempotency import MAX_KEY_LENGTH, body_digest
+from domain.services import Services
+from infra.asgi import Message, Receive, Scope, Send, header, read_body, send_error
+from infra.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, VinrError
+
+__all__ = ["PUBLIC_PATHS", "ControlMiddleware"]
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+)
+
+_SEP = b"\x00"
+
+
+class ControlMiddleware:
+    def __init__(self, app: object, services: Services) -> None:
+        self._app = app
+        self._s = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await app(scope, receive, send)  # type: ignore[operator]
+            return
+        try:
+            tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
+            scope.setdefault("state", {})["tenant"] = tenant
+            if scope["method"] != "POST":
+                await app(scope, receive, send)  # type: ignore[operator]
+                return
+            body = await read_body(receive, self._s.settings.max_body_bytes)
+            key = header(scope, b"idempotency-key")
+            if key is None:
+                await app(scope, _replay(body), send)  # type: ignore[operator]
+                return
+            if not 0 < len(key) <= MAX_KEY_LENGTH:
+                raise InvalidRequest(
+                    f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
+                    param="Idempotency-Key",
+                )
+        except VinrError as exc:
+            await send_error(send, exc)
+            return
+        await self._idempotent(scope, body, key, tenant.account_id, tenant.livemode, send)
+
+    async def _idempotent(
+        self, scope: Scope, body: bytes, key: str, account: str, livemode: bool, send: Send
+    ) -> None:
+        store = self._s.idempotency
+        digest = body_digest(scope["path"].encode() + _SEP + body)
+        token = secrets.token_hex(8)
+        redis_key = self._s.settings.key("idem", "api", account, "l" if livemode else "t", key)
+        try:
+            begun = await store.begin(redis_key, digest, token)
+            if begun.state == "mismatch":
+                raise IdempotencyMismatch(
+                    "this Idempotency-Key was already used with a different request; use a"
+                    " new key for a new request",
+                    param="Idempotency-Key",
+                )
+            if begun.state == "inflight":
+                raise IdempotencyInFlight(
+                    "a request with this Idempotency-Key is still being"
+                    " processed; retry in a moment"
+                )
+        except VinrError as exc:
+            await send_error(send, exc)
+            return
+        if begun.state == "done":
+            status, _, stored = begun.stored.partition(_SEP)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": int(status),
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(stored)).encode()),
+                        (b"idempotent-replayed", b"true"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": stored})
+            return
+        captured: dict[str, object] = {"status": 500, "body": []}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                captured["body"].append(message.get("body", b""))  # type: ignore[attr-defined]
+            await send(message)
+
+        try:
+            await self._app(scope, _replay(body), capture)  # type: ignore[operator]
+        finally:
+            status = int(captured["status"])  # type: ignore[call-overload]
+            if 200 <= status < 300:
+                response = str(status).encode() + _SEP + b"".join(captured["body"])  # type: ignore[arg-type]
+                await store.complete(redis_key, digest, token, response)
+            else:
+                await store.release(redis_key, digest, token)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

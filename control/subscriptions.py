@@ -1,0 +1,629 @@
+"""Subscriptions, their items, and the sandbox's period and clock helpers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Request
+from pydantic import Field
+
+from control.common import (
+    ApiModel,
+    Json,
+    StartingAfter,
+    fetch_or_404,
+    page,
+    services,
+    tenant,
+)
+from domain.accounts import Tenant
+from domain.billing import (
+    InvoiceRules,
+    collect_invoices,
+    finalize_invoices,
+    open_first_invoice,
+    settle_clocks,
+)
+from domain.clock import now_s, subscription_now
+from domain.events import emit_event
+from domain.objects import render_subscription, render_test_clock
+from domain.periods import period_at, period_containing
+from domain.prorations import Holding, queue_prorations
+from domain.services import Services
+from domain.views import load_subscriptions
+from infra.errors import Conflict, InvalidRequest, NotFound
+from infra.ids import new_id
+
+__all__ = ["load_subscription", "router"]
+
+router = APIRouter(tags=["subscriptions"])
+
+_ITEM_ID = r"^si_[A-Za-z0-9_]{1,64}$"
+
+
+class ItemIn(ApiModel):
+    price: str = Field(min_length=1, max_length=255)
+    quantity: int | None = Field(default=None, ge=0, le=10**9)
+    id: str | None = Field(default=None, pattern=_ITEM_ID)
+
+
+class SubscriptionCreate(ApiModel):
+    customer: str = Field(min_length=1, max_length=255)
+    items: list[ItemIn] = Field(min_length=1, max_length=20)
+    testClock: str | None = Field(default=None, max_length=255)
+    cancelAtPeriodEnd: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class ItemChange(ApiModel):
+    """An existing item (``id``) to change, or, without ``id``, a new item to add."""
+
+    id: str | None = Field(default=None, pattern=_ITEM_ID)
+    price: str | None = Field(default=None, min_length=1, max_length=255)
+    quantity: int | None = Field(default=None, ge=0, le=10**9)
+
+
+class SubscriptionUpdate(ApiModel):
+    cancelAtPeriodEnd: bool | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=50)
+    items: list[ItemChange] | None = Field(default=None, min_length=1, max_length=20)
+    prorationBehavior: Literal["create_prorations", "none"] = "create_prorations"
+
+
+class ClockCreate(ApiModel):
+    frozenTime: int = Field(ge=0, le=2**40)
+    name: str | None = Field(default=None, max_length=300)
+
+
+class ClockAdvance(ApiModel):
+    frozenTime: int = Field(ge=0, le=2**40)
+
+
+_SUB = (
+    "SELECT s.*, c.id AS customer_id FROM subscriptions s JOIN customers c ON c.pk = s.customer_pk"
+)
+_ITEMS = (
+    "SELECT si.*, p.id AS p_id, p.created AS p_created, p.livemode AS p_livemode,"
+    " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
+    " p.active AS p_active, p.interval AS p_interval,"
+    " p.interval_count AS p_interval_count, p.usage_type AS p_usage_type,"
+    " p.aggregate_usage AS p_aggregate_usage"
+    " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
+    " WHERE si.subscription_id = $1 AND NOT si.deleted ORDER BY si.pk"
+)
+
+
+async def load_subscription(
+    db: asyncpg.Pool | asyncpg.Connection[Any], t: Tenant, sub_id: str
+) -> dict[str, Any]:
+    row = await fetch_or_404(
+        db,
+        _SUB + " WHERE s.id = $1 AND s.account_id = $2 AND s.livemode = $3",
+        sub_id,
+        t.account_id,
+        t.livemode,
+        what="subscription",
+        ident=sub_id,
+    )
+    return render_subscription(row, await db.fetch(_ITEMS, sub_id))
+
+
+async def _clock_time(conn: asyncpg.Connection[Any], t: Tenant, clock_id: str | None) -> int | None:
+    if clock_id is None:
+        return None
+    if t.livemode:
+        raise InvalidRequest(
+            "test clocks exist in the sandbox only (sk_test_ keys)", param="testClock"
+        )
+    frozen: int | None = await conn.fetchval(
+        "SELECT frozen_time FROM test_clocks WHERE id = $1 AND account_id = $2",
+        clock_id,
+        t.account_id,
+    )
+    if frozen is None:
+        raise InvalidRequest(
+            f"no such test clock: '{clock_id}'", param="testClock", code="resource_missing"
+        )
+    return frozen
+
+
+@router.post("/v1/subscriptions")
+async def create_subscription(body: SubscriptionCreate, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    async with s.pool.acquire() as conn:
+        async with conn.transaction():
+            customer_pk = await conn.fetchval(
+                "SELECT pk FROM customers WHERE account_id = $1 AND livemode = $2 AND id = $3",
+                t.account_id,
+                t.livemode,
+                body.customer,
+            )
+            if customer_pk is None:
+                raise InvalidRequest(
+                    f"no such customer: '{body.customer}'",
+                    param="customer",
+                    code="resource_missing",
+                )
+            prices: list[asyncpg.Record] = []
+            for i, item in enumerate(body.items):
+                price = await conn.fetchrow(
+                    "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+                    item.price,
+                    t.account_id,
+                    t.livemode,
+                )
+                if price is None:
+                    raise InvalidRequest(
+                        f"no such price: '{item.price}'",
+                        param=f"items[{i}].price",
+                        code="resource_missing",
+                    )
+                if price["usage_type"] == "metered" and item.quantity is not None:
+                    raise InvalidRequest(
+                        "metered prices take no quantity: usage records drive the bill",
+                        param=f"items[{i}].quantity",
+                    )
+                first = prices[0] if prices else price
+                if (price["currency"], price["interval"], price["interval_count"]) != (
+                    first["currency"],
+                    first["interval"],
+                    first["interval_count"],
+                ):
+                    raise InvalidRequest(
+                        "all items of a subscription need the same currency and billing interval",
+                        param=f"items[{i}].price",
+                    )
+                prices.append(price)
+            frozen = await _clock_time(conn, t, body.testClock)
+            anchor = subscription_now(frozen)
+            first = prices[0]
+            period = period_at(anchor, first["interval"], first["interval_count"], 0)
+            sub_id = new_id("sub")
+            await conn.execute(
+                "INSERT INTO subscriptions (id, account_id, livemode, customer_pk, status,"
+                " test_clock_id, currency, interval, interval_count, anchor,"
+                " current_period_start, current_period_end, cancel_at_period_end, metadata,"
+                " created) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12,"
+                " $13, $14)",
+                sub_id,
+                t.account_id,
+                t.livemode,
+                customer_pk,
+                body.testClock,
+                first["currency"],
+                first["interval"],
+                first["interval_count"],
+                anchor,
+                period.start,
+                period.end,
+                body.cancelAtPeriodEnd,
+                body.metadata,
+                anchor,
+            )
+            for i, (item, price) in enumerate(zip(body.items, prices, strict=True)):
+                quantity = (
+                    None
+                    if price["usage_type"] == "metered"
+                    else (1 if item.quantity is None else item.quantity)
+                )
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            "INSERT INTO subscription_items (id, account_id, livemode,"
+                            " subscription_id, price_id, quantity, created)"
+                            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            item.id or new_id("si"),
+                            t.account_id,
+                            t.livemode,
+                            sub_id,
+                            price["id"],
+                            quantity,
+                            anchor,
+                        )
+                except asyncpg.UniqueViolationError:
+                    raise Conflict(
+                        f"a subscription item with id '{item.id}' already exists",
+                        param=f"items[{i}].id",
+                        code="resource_already_exists",
+                    ) from None
+            await emit_event(
+                conn,
+                t.account_id,
+                t.livemode,
+                "customer.subscription.created",
+                await load_subscription(conn, t, sub_id),
+            )
+            first_invoice = await open_first_invoice(conn, sub_id)
+        # Licensed items are paid in advance: the first invoice is charged right away.
+        if first_invoice is not None and await finalize_invoices(conn, [first_invoice]):
+            await collect_invoices(conn, [first_invoice], InvoiceRules.from_settings(s.settings))
+        await s.meta.refresh(conn, [sub_id])
+        rendered = await load_subscription(conn, t, sub_id)
+    return Json(rendered)
+
+
+@router.get("/v1/subscriptions/{sub_id}")
+async def get_subscription(sub_id: str, request: Request) -> Json:
+    return Json(await load_subscription(services(request).pool, tenant(request), sub_id))
+
+
+@router.get("/v1/subscriptions")
+async def list_subscriptions(
+    request: Request,
+    limit: int = 10,
+    starting_after: StartingAfter = None,
+    customer: str | None = None,
+) -> Json:
+    t, s = tenant(request), services(request)
+    where, args = "", []
+    if customer is not None:
+        where, args = (
+            (
+                " AND t.customer_pk = (SELECT pk FROM customers WHERE account_id = $1"
+                " AND livemode = $2 AND id = $3)"
+            ),
+            [customer],
+        )
+    listing = await page(
+        s.pool,
+        table="subscriptions",
+        t=t,
+        limit=limit,
+        starting_after=starting_after,
+        url="/v1/subscriptions",
+        render=lambda r: {"id": r["id"]},
+        where=where,
+        args=args,
+        select="t.id, t.created",
+    )
+    rendered = await load_subscriptions(s.pool, [r["id"] for r in listing["data"]])
+    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
+    return Json(listing)
+
+
+async def _locked(conn: asyncpg.Connection[Any], t: Tenant, sub_id: str) -> asyncpg.Record:
+    return await fetch_or_404(
+        conn,
+        "SELECT * FROM subscriptions WHERE id = $1 AND account_id = $2 AND livemode = $3"
+        " FOR UPDATE",
+        sub_id,
+        t.account_id,
+        t.livemode,
+        what="subscription",
+        ident=sub_id,
+    )
+
+
+async def _changed(
+    conn: asyncpg.Connection[Any], s: Services, t: Tenant, sub_id: str
+) -> dict[str, Any]:
+    await conn.execute("UPDATE subscriptions SET version = version + 1 WHERE id = $1", sub_id)
+    rendered = await load_subscription(conn, t, sub_id)
+    await emit_event(conn, t.account_id, t.livemode, "customer.subscription.updated", rendered)
+    return rendered
+
+
+@router.post("/v1/subscriptions/{sub_id}")
+async def update_subscription(sub_id: str, body: SubscriptionUpdate, request: Request) -> Json:
+    """Change ``cancelAtPeriodEnd``, ``metadata`` and items. A metered item's new price
+    applies to usage from now on (the period is billed in price segments); a licensed
+    item's new price or quantity is prorated on the next invoice (``prorationBehavior``)."""
+    t, s = tenant(request), services(request)
+    async with s.pool.acquire() as conn:
+        async with conn.transaction():
+            sub = await _locked(conn, t, sub_id)
+            if sub["status"] == "canceled":
+                raise InvalidRequest(f"subscription {sub_id} is canceled and can't be updated")
+            await conn.execute(
+                "UPDATE subscriptions SET cancel_at_period_end = coalesce($2,"
+                " cancel_at_period_end), metadata = coalesce($3, metadata) WHERE id = $1",
+                sub_id,
+                body.cancelAtPeriodEnd,
+                body.metadata,
+            )
+            if body.items:
+                await _change_items(
+                    conn, t, sub, body.items, prorate=body.prorationBehavior == "create_prorations"
+                )
+            rendered = await _changed(conn, s, t, sub_id)
+        await s.meta.refresh(conn, [sub_id])
+    return Json(rendered)
+
+
+async def _price_for(
+    conn: asyncpg.Connection[Any], t: Tenant, sub: asyncpg.Record, price_id: str, param: str
+) -> asyncpg.Record:
+    price = await conn.fetchrow(
+        "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+        price_id,
+        t.account_id,
+        t.livemode,
+    )
+    if price is None:
+        raise InvalidRequest(f"no such price: '{price_id}'", param=param, code="resource_missing")
+    if (price["currency"], price["interval"], price["interval_count"]) != (
+        sub["currency"],
+        sub["interval"],
+        sub["interval_count"],
+    ):
+        raise InvalidRequest(
+            f"price {price_id} bills {price['currency']} every {price['interval_count']}"
+            f" {price['interval']}(s); this subscription bills {sub['currency']} every"
+            f" {sub['interval_count']} {sub['interval']}(s)",
+            param=param,
+        )
+    return price
+
+
+async def _change_items(
+    conn: asyncpg.Connection[Any],
+    t: Tenant,
+    sub: asyncpg.Record,
+    changes: list[ItemChange],
+    *,
+    prorate: bool,
+) -> None:
+    """Apply item changes at the subscription's "now", clamped to its current period."""
+    frozen = await _clock_time(conn, t, sub["test_clock_id"])
+    at = min(max(subscription_now(frozen), sub["current_period_start"]), sub["current_period_end"])
+    named = [c.id for c in changes if c.id is not None]
+    if len(named) != len(set(named)):
+        raise InvalidRequest("each subscription item may appear once in items", param="items")
+    for i, change in enumerate(changes):
+        if change.id is None:
+            await _add_item(conn, t, sub, change, i, at, prorate=prorate)
+            continue
+        item = await conn.fetchrow(
+            "SELECT si.*, p.usage_type FROM subscription_items si JOIN prices p"
+            " ON p.id = si.price_id WHERE si.id = $1 AND si.subscription_id = $2"
+            " AND NOT si.deleted FOR UPDATE OF si",
+            change.id,
+            sub["id"],
+        )
+        if item is None:
+            raise InvalidRequest(
+                f"subscription {sub['id']} has no item '{change.id}'",
+                param=f"items[{i}].id",
+                code="resource_missing",
+            )
+        old_price = await conn.fetchrow("SELECT * FROM prices WHERE id = $1", item["price_id"])
+        price = (
+            old_price
+            if change.price is None
+            else await _price_for(conn, t, sub, change.price, f"items[{i}].price")
+        )
+        if price["usage_type"] != item["usage_type"]:
+            raise InvalidRequest(
+                f"item {change.id} has a {item['usage_type']} price; its new price must be"
+                f" {item['usage_type']} too (add a new item for a {price['usage_type']} price)",
+                param=f"items[{i}].price",
+            )
+        if item["usage_type"] == "metered" and change.quantity is not None:
+            raise InvalidRequest(
+                "metered prices take no quantity: usage records drive the bill",
+                param=f"items[{i}].quantity",
+            )
+        quantity = item["quantity"] if change.quantity is None else change.quantity
+        if price["id"] == item["price_id"] and quantity == item["quantity"]:
+            continue
+        if price["id"] != item["price_id"]:
+            await conn.execute(
+                "INSERT INTO subscription_item_price_changes (item_pk, changed_at, old_price_id,"
+                " new_price_id, created) VALUES ($1, $2, $3, $4, $5)",
+                item["pk"],
+                at,
+                item["price_id"],
+                price["id"],
+                now_s(),
+            )
+        if item["usage_type"] == "licensed" and prorate:
+            await queue_prorations(
+                conn,
+                sub,
+                item["pk"],
+                Holding(old_price, item["quantity"] or 0),
+                Holding(price, quantity or 0),
+                at,
+            )
+        await conn.execute(
+            "UPDATE subscription_items SET price_id = $2, quantity = $3 WHERE pk = $1",
+            item["pk"],
+            price["id"],
+            quantity,
+        )
+
+
+async def _add_item(
+    conn: asyncpg.Connection[Any],
+    t: Tenant,
+    sub: asyncpg.Record,
+    change: ItemChange,
+    i: int,
+    at: int,
+    *,
+    prorate: bool,
+) -> None:
+    if change.price is None:
+        raise InvalidRequest(
+            "a new item needs a price (or give the id of an item to change)",
+            param=f"items[{i}].price",
+            code="parameter_missing",
+        )
+    price = await _price_for(conn, t, sub, change.price, f"items[{i}].price")
+    if price["usage_type"] == "metered" and change.quantity is not None:
+        raise InvalidRequest(
+            "metered prices take no quantity: usage records drive the bill",
+            param=f"items[{i}].quantity",
+        )
+    quantity = (
+        None
+        if price["usage_type"] == "metered"
+        else (1 if change.quantity is None else change.quantity)
+    )
+    item_pk = await conn.fetchval(
+        "INSERT INTO subscription_items (id, account_id, livemode, subscription_id, price_id,"
+        " quantity, created) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING pk",
+        new_id("si"),
+        t.account_id,
+        t.livemode,
+        sub["id"],
+        price["id"],
+        quantity,
+        at,
+    )
+    if quantity is not None and prorate:
+        await queue_prorations(conn, sub, item_pk, None, Holding(price, quantity), at)
+
+
+@router.delete("/v1/subscriptions/{sub_id}")
+async def cancel_subscription(sub_id: str, request: Request) -> Json:
+    """Cancel now; the invoicer bills the usage so far on a final invoice."""
+    t, s = tenant(request), services(request)
+    async with s.pool.acquire() as conn:
+        async with conn.transaction():
+            sub = await _locked(conn, t, sub_id)
+            if sub["status"] == "canceled":
+                raise InvalidRequest(f"subscription {sub_id} is already canceled")
+            frozen = await _clock_time(conn, t, sub["test_clock_id"])
+            now = max(subscription_now(frozen), sub["current_period_start"])
+            await conn.execute(
+                "UPDATE subscriptions SET status = 'canceled', canceled_at = $2, ended_at = $2,"
+                " final_invoice_pending = true WHERE id = $1",
+                sub_id,
+                now,
+            )
+            rendered = await load_subscription(conn, t, sub_id)
+            await conn.execute(
+                "UPDATE subscriptions SET version = version + 1 WHERE id = $1", sub_id
+            )
+            await emit_event(
+                conn, t.account_id, t.livemode, "customer.subscription.deleted", rendered
+            )
+        await s.meta.refresh(conn, [sub_id])
+    return Json(rendered)
+
+
+def _sandbox(t: Tenant) -> None:
+    if t.livemode:
+        raise NotFound("test helpers exist in the sandbox only: use an sk_test_ key")
+
+
+async def _move_clock(
+    conn: asyncpg.Connection[Any], s: Services, t: Tenant, clock_id: str, frozen_time: int
+) -> list[str]:
+    """Move the clock; it is ``advancing`` until the invoicer has done everything the move
+    made due (every period boundary and payment retry crossed, in order), then ``ready``."""
+    await conn.execute(
+        "UPDATE test_clocks SET frozen_time = $2, status = 'advancing' WHERE id = $1",
+        clock_id,
+        frozen_time,
+    )
+    await settle_clocks(conn, [clock_id])
+    subs = [
+        r["id"]
+        for r in await conn.fetch(
+            "UPDATE subscriptions SET version = version + 1 WHERE test_clock_id = $1 RETURNING id",
+            clock_id,
+        )
+    ]
+    clock = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
+    await emit_event(
+        conn, t.account_id, t.livemode, "test_helpers.test_clock.advanced", render_test_clock(clock)
+    )
+    return subs
+
+
+@router.post("/v1/test_helpers/subscriptions/{sub_id}/advance_period")
+async def advance_period(sub_id: str, request: Request) -> Json:
+    """Move the subscription's clock to the end of its current period (creating a test clock
+    for it when it has none); the invoicer then closes and invoices the period."""
+    t, s = tenant(request), services(request)
+    _sandbox(t)
+    async with s.pool.acquire() as conn:
+        async with conn.transaction():
+            sub = await _locked(conn, t, sub_id)
+            if sub["status"] == "canceled":
+                raise InvalidRequest(f"subscription {sub_id} is canceled")
+            clock_id = sub["test_clock_id"]
+            if clock_id is None:
+                clock_id = new_id("clock")
+                await conn.execute(
+                    "INSERT INTO test_clocks (id, account_id, livemode, name, frozen_time,"
+                    " created) VALUES ($1, $2, false, $3, $4, $4)",
+                    clock_id,
+                    t.account_id,
+                    f"advance_period {sub_id}",
+                    subscription_now(None),
+                )
+                await conn.execute(
+                    "UPDATE subscriptions SET test_clock_id = $2 WHERE id = $1", sub_id, clock_id
+                )
+            frozen = await conn.fetchval(
+                "SELECT frozen_time FROM test_clocks WHERE id = $1", clock_id
+            )
+            target = sub["current_period_end"]
+            if frozen >= target:
+                target = period_containing(
+                    sub["anchor"], sub["interval"], sub["interval_count"], frozen
+                ).end
+            subs = await _move_clock(conn, s, t, clock_id, target)
+            rendered = await load_subscription(conn, t, sub_id)
+        await s.meta.refresh(conn, subs)
+    return Json(rendered)
+
+
+@router.post("/v1/test_helpers/test_clocks")
+async def create_clock(body: ClockCreate, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    _sandbox(t)
+    row = await s.pool.fetchrow(
+        "INSERT INTO test_clocks (id, account_id, livemode, name, frozen_time, created)"
+        " VALUES ($1, $2, false, $3, $4, $5) RETURNING *",
+        new_id("clock"),
+        t.account_id,
+        body.name,
+        body.frozenTime,
+        subscription_now(None),
+    )
+    return Json(render_test_clock(row))
+
+
+@router.get("/v1/test_helpers/test_clocks/{clock_id}")
+async def get_clock(clock_id: str, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    _sandbox(t)
+    row = await fetch_or_404(
+        s.pool,
+        "SELECT * FROM test_clocks WHERE id = $1 AND account_id = $2",
+        clock_id,
+        t.account_id,
+        what="test clock",
+        ident=clock_id,
+    )
+    return Json(render_test_clock(row))
+
+
+@router.post("/v1/test_helpers/test_clocks/{clock_id}/advance")
+async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> Json:
+    t, s = tenant(request), services(request)
+    _sandbox(t)
+    async with s.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await fetch_or_404(
+                conn,
+                "SELECT * FROM test_clocks WHERE id = $1 AND account_id = $2 FOR UPDATE",
+                clock_id,
+                t.account_id,
+                what="test clock",
+                ident=clock_id,
+            )
+            if body.frozenTime <= row["frozen_time"]:
+                raise InvalidRequest(
+                    f"frozenTime must be after the clock's current time {row['frozen_time']}",
+                    param="frozenTime",
+                )
+            subs = await _move_clock(conn, s, t, clock_id, body.frozenTime)
+            row = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
+        await s.meta.refresh(conn, subs)
+    return Json(render_test_clock(row))

@@ -1,0 +1,277 @@
+"""The dispatcher role: deliver outbox events to webhook endpoints, at least once.
+
+Deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease (``next_attempt_at``
+pushed past the request timeout), so several dispatchers share the work without double
+sends, and a crashed dispatcher's claims come back when the lease ends. A tick claims no
+more than it can send at once (``webhook_concurrency``), and every request is bounded by
+``webhook_timeout_s`` in total, so a claim is always resolved within its lease.
+
+Each claim increments the delivery's ``attempts``; the outcome is written only while that
+number still holds (a fence), so a late result from an expired lease cannot overwrite a
+newer attempt's. Failures retry with exponential backoff and jitter for up to
+``webhook_max_age_s`` (3 days) from the first attempt; then the delivery is ``failed`` and
+its endpoint marked ``failing`` with a ``webhook_endpoint.disabled`` event. A failing
+endpoint keeps receiving new events and is ``enabled`` again after its next success.
+
+Time comes from an injectable ``now`` and the retry schedule from an injectable policy, so
+tests can step through days of retries without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from domain.events import emit_event
+from domain.objects import render_event, render_webhook_endpoint
+from domain.signature import SIGNATURE_HEADER, sign
+from infra.db import create_pool
+from infra.lifecycle import PollingService
+from infra.settings import Settings
+from infra.telemetry import M
+
+__all__ = ["Clock", "Dispatcher", "RetryPolicy", "retry_delay_s"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+RetryPolicy = Callable[[int], float]
+
+# Seconds beyond the request timeout before a claimed delivery may be claimed again.
+_LEASE_MARGIN_S = 5.0
+
+_CLAIM = """
+UPDATE webhook_deliveries d SET next_attempt_at = $2 + $3, attempts = d.attempts + 1,
+       first_attempt_at = coalesce(d.first_attempt_at, $2::bigint)
+FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2
+      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due,
+     events e, webhook_endpoints w
+WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
+RETURNING d.id, d.attempts, d.first_attempt_at, e.id AS event_id, e.type, e.data, e.created,
+          e.livemode, e.account_id, w.id AS endpoint_id, w.url, w.status AS endpoint_status,
+          w.secret, w.previous_secret, w.previous_secret_expires
+"""
+
+# Outcomes are fenced on the attempt number the claim gave out.
+_FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'pending'"
+
+_GAUGES = """
+SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM webhook_endpoints WHERE status = 'failing') AS failing
+"""
+
+
+def retry_delay_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before retry ``attempt`` (1-based): 10 s doubling to a 6 h cap, jittered to
+    50–100 % so a recovering endpoint is not hit by every retry at once."""
+    base: float = min(10.0 * 2.0 ** (min(attempt, 64) - 1), 6 * 3600.0)
+    jitter: float = (rng or random).random()
+    return base * (0.5 + 0.5 * jitter)
+
+
+class Dispatcher(PollingService):
+    """Delivers webhooks; ``run()`` polls, ``tick()`` does one round (tests, bursts).
+
+    Args:
+        settings: ``webhook_timeout_s``, ``webhook_max_age_s``, ``webhook_concurrency``,
+            ``dispatcher_poll_s`` are used.
+        pool: a shared Postgres pool (else one is opened on ``start``).
+        client: a shared ``httpx.AsyncClient`` (else one is opened on ``start``).
+        now: the clock, unix seconds (``time.time``); it schedules retries, measures the
+            3-day window and dates signatures.
+        retry_delay_s: seconds before retry ``n`` (1-based); exponential with jitter.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: asyncpg.Pool | None = None,
+        client: httpx.AsyncClient | None = None,
+        now: Clock = time.time,
+        retry_delay_s: RetryPolicy = retry_delay_s,
+    ) -> None:
+        super().__init__()
+        self.poll_s = settings.dispatcher_poll_s
+        self.name = "dispatcher"
+        self._settings = settings
+        self._pool = pool
+        self._own_pool = pool is None
+        self._client = client
+        self._own_client = client is None
+        self._now = now
+        self._retry_delay_s = retry_delay_s
+
+    async def start(self) -> None:
+        if self._pool is None:
+            self._pool = await create_pool(self._settings, min_size=1, max_size=8)
+        if self._client is None:
+            limits = httpx.Limits(max_connections=self._settings.webhook_concurrency)
+            self._client = httpx.AsyncClient(
+                timeout=self._settings.webhook_timeout_s, follow_redirects=False, limits=limits
+            )
+
+    async def stop(self) -> None:
+        """Idempotent; close what this dispatcher opened (claims in flight lapse with their
+        lease and are delivered by whichever dispatcher runs next)."""
+        self._stopping.set()
+        if self._client is not None and self._own_client:
+            client, self._client = self._client, None
+            await client.aclose()
+        if self._pool is not None and self._own_pool:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def _require(self) -> tuple[asyncpg.Pool, httpx.AsyncClient]:
+        if self._pool is None or self._client is None:
+            raise RuntimeError("dispatcher not started")
+        return self._pool, self._client
+
+    async def tick(self, limit: int | None = None) -> int:
+        """Claim what is due (at most ``webhook_concurrency``, or ``limit``) and deliver it
+        concurrently; the number of deliveries claimed. Also refreshes the gauges."""
+        pool, _ = self._require()
+        size = min(limit or self._settings.webhook_concurrency, self._settings.webhook_concurrency)
+        lease_s = self._settings.webhook_timeout_s + _LEASE_MARGIN_S
+        rows = await pool.fetch(_CLAIM, size, self._now(), lease_s)
+        results = await asyncio.gather(*(self._deliver(r) for r in rows), return_exceptions=True)
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.error(
+                    "delivery %s: recording the outcome failed: %r; it is retried when"
+                    " its lease ends",
+                    row["id"],
+                    result,
+                )
+        counts = await pool.fetchrow(_GAUGES)
+        M.webhook_pending.set(counts["pending"])
+        M.webhook_failing.set(counts["failing"])
+        return len(rows)
+
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int | None, str | None]:
+        """POST within ``webhook_timeout_s`` in total: (status, None) or (None, error)."""
+        _, client = self._require()
+        try:
+            async with asyncio.timeout(self._settings.webhook_timeout_s):
+                response = await client.post(url, content=body, headers=headers)
+        except TimeoutError:
+            return None, f"timed out after {self._settings.webhook_timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        return response.status_code, None
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        pool, _ = self._require()
+        fence = (row["id"], row["attempts"])
+        if row["endpoint_status"] == "disabled":
+            await pool.execute(
+                "UPDATE webhook_deliveries SET status = 'canceled',"
+                " last_error = 'endpoint disabled' " + _FENCE,
+                *fence,
+            )
+            return
+        event = {
+            "id": row["event_id"],
+            "type": row["type"],
+            "data": row["data"],
+            "created": row["created"],
+            "livemode": row["livemode"],
+        }
+        body = orjson.dumps(render_event(event))
+        signed_at = int(self._now())
+        secrets = [row["secret"]]
+        if row["previous_secret"] and (row["previous_secret_expires"] or 0) > signed_at:
+            secrets.append(row["previous_secret"])
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "vinr-webhooks/1",
+            SIGNATURE_HEADER: sign(secrets[0], body, signed_at, *secrets[1:]),
+        }
+        started = time.perf_counter()
+        status, error = await self._post(row["url"], body, headers)
+        elapsed = time.perf_counter() - started
+        M.webhook_seconds.observe(elapsed)
+        ok = status is not None and 200 <= status < 300
+        M.webhook_deliveries.labels("delivered" if ok else "failed").inc()
+        now = self._now()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error,"
+                " duration_ms, created) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT DO NOTHING",
+                row["id"],
+                row["attempts"],
+                status,
+                error,
+                int(elapsed * 1000),
+                int(now),
+            )
+            if ok:
+                await conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $3,"
+                    " last_status_code = $4, last_error = NULL " + _FENCE,
+                    *fence,
+                    int(now),
+                    status,
+                )
+                if row["endpoint_status"] == "failing":
+                    await conn.execute(
+                        "UPDATE webhook_endpoints SET status = 'enabled'"
+                        " WHERE id = $1 AND status = 'failing'",
+                        row["endpoint_id"],
+                    )
+                return
+            delay = self._retry_delay_s(row["attempts"])
+            age = now - (row["first_attempt_at"] or now)
+            if age + delay > self._settings.webhook_max_age_s:
+                given_up = await conn.fetchval(
+                    "UPDATE webhook_deliveries SET status = 'failed', last_status_code = $3,"
+                    " last_error = $4 " + _FENCE + " RETURNING id",
+                    *fence,
+                    status,
+                    error,
+                )
+                if given_up is not None:
+                    await self._mark_failing(conn, row["endpoint_id"])
+                return
+            await conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = $3, last_status_code = $4,"
+                " last_error = $5 " + _FENCE,
+                *fence,
+                now + delay,
+                status,
+                error,
+            )
+
+    async def _mark_failing(self, conn: asyncpg.Connection[Any], endpoint_id: str) -> None:
+        endpoint = await conn.fetchrow(
+            "UPDATE webhook_endpoints SET status = 'failing' WHERE id = $1"
+            " AND status = 'enabled' RETURNING *",
+            endpoint_id,
+        )
+        if endpoint is None:
+            return
+        log.error(
+            "webhook endpoint %s marked failing after %d s of failed deliveries",
+            endpoint_id,
+            self._settings.webhook_max_age_s,
+        )
+        await emit_event(
+            conn,
+            endpoint["account_id"],
+            endpoint["livemode"],
+            "webhook_endpoint.disabled",
+            render_webhook_endpoint(endpoint),
+        )

@@ -1,0 +1,94 @@
+"""The outbox: events are written in the caller's transaction, with one pending delivery per
+enabled endpoint subscribed to the event's type, so a committed change always has its event
+and its deliveries, and a rolled-back one has neither. ``emit_events`` writes many in two
+statements (the invoicer emits thousands a second); ``emit_event`` is the one-event case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from domain.clock import now_s
+from infra.ids import new_id
+
+__all__ = ["EVENT_TYPES", "Event", "emit_event", "emit_events"]
+
+EVENT_TYPES = frozenset(
+    {
+        "customer.created",
+        "customer.updated",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "invoice.payment_succeeded",
+        "invoice.marked_uncollectible",
+        "charge.succeeded",
+        "charge.failed",
+        "test_helpers.test_clock.advanced",
+        "usage_record.dead_lettered",
+        "webhook_endpoint.disabled",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    account_id: str
+    livemode: bool
+    type: str
+    data: dict[str, Any]
+
+
+async def emit_events(conn: asyncpg.Connection[Any], events: list[Event]) -> list[str]:
+    """Insert the events (in list order) and their deliveries; returns the event ids."""
+    if not events:
+        return []
+    ids = [new_id("evt") for _ in events]
+    created = now_s()
+    accounts = [e.account_id for e in events]
+    modes = [e.livemode for e in events]
+    types = [e.type for e in events]
+    await conn.execute(
+        "INSERT INTO events (id, account_id, livemode, type, data, created)"
+        " SELECT i, a, l, t, d, $6 FROM unnest($1::text[], $2::text[], $3::bool[],"
+        " $4::text[], $5::jsonb[]) WITH ORDINALITY AS v(i, a, l, t, d, n) ORDER BY n",
+        ids,
+        accounts,
+        modes,
+        types,
+        [e.data for e in events],
+        created,
+    )
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
+        " SELECT 'whd_' || md5(v.i || e.id), v.i, e.id, extract(epoch from clock_timestamp()),"
+        " $5 FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[]) AS v(i, a, l, t)"
+        " JOIN webhook_endpoints e ON e.account_id = v.a AND e.livemode = v.l"
+        " AND e.status <> 'disabled' AND (v.t = ANY(e.enabled_events)"
+        " OR '*' = ANY(e.enabled_events))",
+        ids,
+        accounts,
+        modes,
+        types,
+        created,
+    )
+    return ids
+
+
+async def emit_event(
+    conn: asyncpg.Connection[Any],
+    account_id: str,
+    livemode: bool,
+    event_type: str,
+    data: dict[str, Any],
+) -> str:
+    """Insert one event and its deliveries; call inside the state change's transaction."""
+    (event_id,) = await emit_events(conn, [Event(account_id, livemode, event_type, data)])
+    return event_id

@@ -1,0 +1,207 @@
+"""API object shapes: rows in, camelCase dicts out. Used by the API and by event payloads.
+
+The shapes are documented in ``docs/api.md``; this module is the one place that builds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "amount",
+    "render_charge",
+    "render_customer",
+    "render_event",
+    "render_invoice",
+    "render_price",
+    "render_product",
+    "render_subscription",
+    "render_test_clock",
+    "render_webhook_endpoint",
+]
+
+Row = Mapping[str, Any]
+
+
+def amount(value: Decimal | int | None) -> int | None:
+    """numeric(38,0) columns come back as Decimal; the API speaks integers."""
+    return None if value is None else int(value)
+
+
+def _base(row: Row, obj: str) -> dict[str, Any]:
+    return {"id": row["id"], "object": obj, "created": row["created"], "livemode": row["livemode"]}
+
+
+def render_product(row: Row) -> dict[str, Any]:
+    return _base(row, "product") | {
+        "name": row["name"],
+        "description": row["description"],
+        "active": row["active"],
+        "metadata": row["metadata"],
+    }
+
+
+def render_price(row: Row) -> dict[str, Any]:
+    terms: dict[str, Any] = row["terms"]
+    unit_dec = terms.get("unitAmountDecimal")
+    unit_int: int | None = None
+    if unit_dec is not None and Decimal(unit_dec) == Decimal(unit_dec).to_integral_value():
+        unit_int = int(Decimal(unit_dec))
+    return _base(row, "price") | {
+        "product": row["product_id"],
+        "currency": row["currency"],
+        "type": "recurring",
+        "active": row["active"],
+        "billingScheme": terms.get("billingScheme", "per_unit"),
+        "unitAmount": unit_int,
+        "unitAmountDecimal": unit_dec,
+        "recurring": {
+            "interval": row["interval"],
+            "intervalCount": row["interval_count"],
+            "usageType": row["usage_type"],
+            "aggregateUsage": row["aggregate_usage"],
+        },
+        "tiers": terms.get("tiers"),
+        "tiersMode": terms.get("tiersMode"),
+        "transformQuantity": terms.get("transformQuantity"),
+    }
+
+
+def render_customer(row: Row) -> dict[str, Any]:
+    return _base(row, "customer") | {
+        "name": row["name"],
+        "email": row["email"],
+        "defaultPaymentMethod": row["default_pm"],
+        "invoiceSettings": {"defaultPaymentMethod": row["default_pm"]},
+        "metadata": row["metadata"],
+    }
+
+
+def render_test_clock(row: Row) -> dict[str, Any]:
+    return _base(row, "test_helpers.test_clock") | {
+        "name": row["name"],
+        "frozenTime": row["frozen_time"],
+        "status": row["status"],
+    }
+
+
+def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
+    """``row`` carries ``customer_id``; each item row carries its price's columns as ``p_*``."""
+    data = []
+    for item in items:
+        price = {k[2:]: v for k, v in item.items() if k.startswith("p_")}
+        data.append(
+            {
+                "id": item["id"],
+                "object": "subscription_item",
+                "created": item["created"],
+                "livemode": item["livemode"],
+                "subscription": row["id"],
+                "quantity": item["quantity"],
+                "price": render_price(price),
+            }
+        )
+    return _base(row, "subscription") | {
+        "customer": row["customer_id"],
+        "status": row["status"],
+        "testClock": row["test_clock_id"],
+        "currency": row["currency"],
+        "currentPeriodStart": row["current_period_start"],
+        "currentPeriodEnd": row["current_period_end"],
+        "billingCycleAnchor": row["anchor"],
+        "cancelAtPeriodEnd": row["cancel_at_period_end"],
+        "canceledAt": row["canceled_at"],
+        "endedAt": row["ended_at"],
+        "metadata": row["metadata"],
+        "items": {
+            "object": "list",
+            "hasMore": False,
+            "data": data,
+            "url": f"/v1/subscription_items?subscription={row['id']}",
+        },
+    }
+
+
+def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) -> dict[str, Any]:
+    """``row`` carries ``customer_id``; ``prices`` maps price id → price row."""
+    rendered = []
+    for line in lines:
+        price = prices.get(line["price_id"]) if line["price_id"] else None
+        rendered.append(
+            {
+                "id": line["id"],
+                "object": "line_item",
+                "type": line["type"],
+                "subscriptionItem": line.get("item_id"),
+                "price": render_price(price) if price is not None else None,
+                "quantity": amount(line["quantity"]),
+                "amount": amount(line["amount"]),
+                "unitAmountDecimal": line["unit_amount_decimal"],
+                "currency": row["currency"],
+                "description": line["description"],
+                "period": {"start": line["period_start"], "end": line["period_end"]},
+                "proration": bool(line.get("proration")),
+            }
+        )
+    total = amount(row["total"]) or 0
+    paid = amount(row["amount_paid"]) or 0
+    return _base(row, "invoice") | {
+        "customer": row["customer_id"],
+        "subscription": row["subscription_id"],
+        "status": row["status"],
+        "currency": row["currency"],
+        "billingReason": row["billing_reason"],
+        "periodStart": row["period_start"],
+        "periodEnd": row["period_end"],
+        "subtotal": amount(row["subtotal"]),
+        "total": total,
+        "amountPaid": paid,
+        "amountDue": total,
+        "amountRemaining": total - paid,
+        "attemptCount": row["attempt_count"],
+        "nextPaymentAttempt": row["next_payment_attempt"],
+        "finalizedAt": row["finalized_at"],
+        "paidAt": row["paid_at"],
+        "lines": {
+            "object": "list",
+            "hasMore": False,
+            "data": rendered,
+            "url": f"/v1/invoices/{row['id']}/lines",
+        },
+    }
+
+
+def render_charge(row: Row) -> dict[str, Any]:
+    return _base(row, "charge") | {
+        "invoice": row["invoice_id"],
+        "attempt": row["attempt"],
+        "amount": amount(row["amount"]),
+        "currency": row["currency"],
+        "paymentMethod": row["payment_method"],
+        "status": row["status"],
+        "paid": row["status"] == "succeeded",
+        "failureCode": row["failure_code"],
+        "failureMessage": row["failure_message"],
+    }
+
+
+def render_event(row: Row) -> dict[str, Any]:
+    return _base(row, "event") | {
+        "type": row["type"],
+        "data": row["data"],
+        "apiVersion": "2026-11-01",
+    }
+
+
+def render_webhook_endpoint(row: Row, *, with_secret: bool = False) -> dict[str, Any]:
+    out = _base(row, "webhook_endpoint") | {
+        "url": row["url"],
+        "enabledEvents": list(row["enabled_events"]),
+        "status": row["status"],
+        "description": row["description"],
+    }
+    if with_secret:
+        out["secret"] = row["secret"]
+    return out

@@ -1,0 +1,78 @@
+"""Process settings, read once from ``VINR_*`` environment variables and passed down.
+
+Defaults work on a developer machine with Postgres and Redis on 127.0.0.1. Secrets are
+masked in ``repr`` so settings can be logged safely.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VINR_", extra="forbid", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql://root@127.0.0.1:5432/vinr")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_prefix: str = "vinr:"
+    # Unset means "no Kafka configured": `vinr up` and the tests start the dev broker.
+    kafka_bootstrap: str | None = None
+    usage_topic: str = "vinr.usage"
+    consumer_group: str = "vinr-aggregator"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    # Workers (aggregator, invoicer, dispatcher) serve /healthz, /readyz, /metrics here.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    idempotency_ttl_s: int = Field(default=86_400, ge=60)
+    idempotency_lease_s: float = Field(default=10.0, gt=0)
+    future_tolerance_s: int = Field(default=300, ge=0)
+    late_grace_s: int = Field(default=300, ge=0)
+    finalization_grace_s: int = Field(default=3_600, ge=0)
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    # Between marking a draft "closing" (ingest stops placing usage in its period) and pricing
+    # it: must exceed publish_timeout_s, the longest a validated record can take to reach Kafka.
+    close_settle_s: float = Field(default=6.0, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_inflight_requests: int = Field(default=4096, ge=1)
+
+    aggregator_max_records: int = Field(default=20_000, ge=1)
+    aggregator_poll_ms: int = Field(default=200, ge=1)
+    invoicer_poll_s: float = Field(default=1.0, gt=0)
+    invoicer_batch: int = Field(default=500, ge=1)
+    watermark_timeout_s: float = Field(default=30.0, gt=0)
+
+    dunning_retry_days: tuple[int, ...] = (3, 5, 7, 6)
+    dunning_final_action: str = "unpaid"
+
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_age_s: int = Field(default=3 * 86_400, ge=60)
+    webhook_concurrency: int = Field(default=32, ge=1)
+    dispatcher_poll_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("dunning_final_action")
+    @classmethod
+    def _check_final_action(cls, value: str) -> str:
+        if value not in ("unpaid", "canceled"):
+            raise ValueError(
+                f"VINR_DUNNING_FINAL_ACTION must be 'unpaid' or 'canceled', got {value!r}"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"VINR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
+        return upper
+
+    def key(self, *parts: str) -> str:
+        """A Redis key in this deployment's namespace."""
+        return self.redis_prefix + ":".join(parts)
