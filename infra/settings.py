@@ -6,7 +6,9 @@ masked in ``repr`` so settings can be logged safely.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=5.0, gt=0)
     # Between marking a draft "closing" (ingest stops placing usage in its period) and pricing
     # it: must exceed publish_timeout_s, the longest a validated record can take to reach Kafka.
-    close_settle_s: float = Field(default=6.0, ge=0)
+    close_settle_s: float = Field(default=6.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_inflight_requests: int = Field(default=4096, ge=1)
 
@@ -64,6 +66,20 @@ class Settings(BaseSettings):
                 f"VINR_DUNNING_FINAL_ACTION must be 'unpaid' or 'canceled', got {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_settle_outlasts_publish(self) -> Self:
+        # Two-phase close: once a draft is marked closing, ingest places no new usage in its
+        # period, but a record validated just before may still be on its way to Kafka for up
+        # to publish_timeout_s. Pricing earlier could miss a record the client was told was
+        # accepted.
+        if self.close_settle_s <= self.publish_timeout_s:
+            raise ValueError(
+                f"VINR_CLOSE_SETTLE_S ({self.close_settle_s}) must exceed VINR_PUBLISH_TIMEOUT_S"
+                f" ({self.publish_timeout_s}): the invoicer prices a closing period only after"
+                " every record accepted for it has reached Kafka"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
