@@ -8,7 +8,6 @@ dispatcher are stepped by the tests (``drain()``/``tick()``), arq's "burst" styl
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 from aggregator.worker import Aggregator
 from dispatcher.worker import Dispatcher
@@ -24,6 +22,7 @@ from domain.accounts import create_account
 from infra.devenv import dev_broker, free_port, isolated_settings
 from infra.settings import Settings
 from invoicer.worker import Invoicer
+from tests.support.server import LiveServer
 from vinr.api import create_app
 
 # Timings that keep tests quick; everything else is the production default. The settle time
@@ -57,36 +56,6 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(settings, min_size=1, max_size=8)
     yield p
     await p.close()
-
-
-class LiveServer:
-    def __init__(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            loop="none",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-        )
-        self.server = uvicorn.Server(config)
-        self.url = f"http://127.0.0.1:{port}"
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LiveServer:
-        self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            await self._task
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ import pytest
 
 from aggregator.worker import Aggregator
 from dispatcher.worker import Dispatcher
+from infra.devenv import free_port
 from invoicer.worker import Invoicer
-from tests.conftest import LiveServer, free_port
-from tests.integration.test_webhooks_delivery import Receiver
+from tests.support.server import LiveServer
+from tests.support.webhooks import Receiver
 from vinr.sdk import (
     AsyncVinr,
     AuthenticationError,

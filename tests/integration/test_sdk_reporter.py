@@ -9,7 +9,7 @@ import asyncio
 import httpx
 
 from aggregator.worker import Aggregator
-from tests.integration.helpers import metered_price, subscribe
+from tests.support.api import metered_price, subscribe
 from vinr.sdk import AsyncVinr, UsageBatch, UsageReporter, VinrError
 
 RECORDS_PER_ITEM = 1500

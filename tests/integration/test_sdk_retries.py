@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from aggregator.worker import Aggregator
+from infra.devenv import free_port
 from infra.settings import Settings
-from tests.conftest import LiveServer, free_port
-from tests.integration.helpers import metered_price, subscribe
+from tests.support.api import metered_price, subscribe
+from tests.support.server import LiveServer
 from vinr.api import create_app
 from vinr.sdk import APIError, AsyncVinr
 

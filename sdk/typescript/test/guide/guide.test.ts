@@ -18,14 +18,12 @@ import { accessExtensions } from './recorder.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const PACKAGE_DIR = resolve(HERE, '..');
-// The guide lives beside the repository (shared/seeds); a copy is kept here so a fresh
-// clone can run this test. Every copy that can be found is checked against snippets.ts.
-const SHARED_GUIDE = resolve(PACKAGE_DIR, '../../../shared/seeds/000_6e13dd7515580df3.txt');
-const VENDORED_GUIDE = resolve(PACKAGE_DIR, 'test/guide/bill-for-usage.md');
+// The user guide is kept in the repository (docs/guide); every code block in it must match
+// snippets.ts, which this test runs. VINR_GUIDE_PATH checks another copy as well.
+const REPO_GUIDE = resolve(PACKAGE_DIR, '../../docs/guide/bill-for-usage.md');
 const GUIDE_PATHS = [
   ...(process.env.VINR_GUIDE_PATH ? [process.env.VINR_GUIDE_PATH] : []),
-  ...(existsSync(SHARED_GUIDE) ? [SHARED_GUIDE] : []),
-  VENDORED_GUIDE,
+  REPO_GUIDE,
 ];
 const SNIPPETS_PATH = resolve(PACKAGE_DIR, 'test/guide/snippets.ts');
 
