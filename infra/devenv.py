@@ -22,10 +22,29 @@ from redis.asyncio import Redis
 from infra.db import apply_migrations, ensure_database
 from infra.settings import Settings
 
-__all__ = ["dev_broker", "free_port", "isolated_settings", "purge_redis_prefix", "role_env"]
+__all__ = [
+    "dev_broker",
+    "free_port",
+    "isolated_settings",
+    "postgres_root",
+    "purge_redis_prefix",
+    "redis_url",
+    "role_env",
+]
 
-BASE_DSN = os.environ.get("VINR_TEST_DATABASE_ROOT", "postgresql://root@127.0.0.1:5432")
-REDIS_URL = os.environ.get("VINR_REDIS_URL", "redis://127.0.0.1:6379/0")
+_LOCAL_POSTGRES = "postgresql://root@127.0.0.1:5432"
+_LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def postgres_root() -> str:
+    """The server isolated databases are created on (no database name): the local Postgres,
+    or ``VINR_TEST_DATABASE_ROOT`` (a container's, say). Read at call time, so a test
+    session can point it elsewhere before its first environment."""
+    return os.environ.get("VINR_TEST_DATABASE_ROOT", _LOCAL_POSTGRES)
+
+
+def redis_url() -> str:
+    return os.environ.get("VINR_REDIS_URL", _LOCAL_REDIS)
 
 
 def free_port() -> int:
@@ -79,9 +98,9 @@ def dev_broker() -> Iterator[str]:
             proc.stdout.close()
 
 
-async def purge_redis_prefix(prefix: str, redis_url: str = REDIS_URL) -> None:
+async def purge_redis_prefix(prefix: str, url: str | None = None) -> None:
     """Delete this environment's keys with SCAN (never KEYS)."""
-    redis = Redis.from_url(redis_url)
+    redis = Redis.from_url(url or redis_url())
     try:
         batch: list[bytes] = []
         async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
@@ -102,7 +121,8 @@ async def isolated_settings(
     """A migrated database ``vinr_<label>_<run>`` and settings pointing at it; dropped after."""
     run = uuid.uuid4().hex[:8]
     name = f"vinr_{label}_{run}"
-    dsn = f"{BASE_DSN}/{name}"
+    root = postgres_root()
+    dsn = f"{root}/{name}"
     await ensure_database(dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -111,7 +131,7 @@ async def isolated_settings(
         await conn.close()
     values: dict[str, Any] = {
         "database_url": dsn,
-        "redis_url": REDIS_URL,
+        "redis_url": redis_url(),
         "redis_prefix": f"vinr{label}:{run}:",
         "kafka_bootstrap": broker,
         "usage_topic": f"vinr.usage.{label}.{run}",
@@ -122,8 +142,8 @@ async def isolated_settings(
     try:
         yield settings
     finally:
-        await purge_redis_prefix(settings.redis_prefix)
-        admin = await asyncpg.connect(f"{BASE_DSN}/postgres")
+        await purge_redis_prefix(settings.redis_prefix, settings.redis_url.get_secret_value())
+        admin = await asyncpg.connect(f"{root}/postgres")
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:

@@ -1,15 +1,19 @@
 """Real services for the suite: Postgres, Redis and a Kafka-protocol broker.
 
 Each run gets its own database, Redis key prefix and topic, so runs never see each other's
-data. With ``VINR_KAFKA_BOOTSTRAP`` unset, a dev broker (``vinr devbroker``) is started for
-the session. Roles run in-process: the API on a free port; the aggregator, invoicer and
+data. The services are the machine's own (with ``VINR_KAFKA_BOOTSTRAP`` unset, a dev broker,
+``vinr devbroker``, is started for the session), or containers with
+``VINR_TESTCONTAINERS=1`` (see ``tests/support/containers.py``); the session's header says
+which. Roles run in-process: the API on a free port; the aggregator, invoicer and
 dispatcher are stepped by the tests (``drain()``/``tick()``), arq's "burst" style.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import asyncpg
@@ -22,6 +26,7 @@ from domain.accounts import create_account
 from infra.devenv import dev_broker, free_port, isolated_settings
 from infra.settings import Settings
 from invoicer.worker import Invoicer
+from tests.support import containers
 from tests.support.server import LiveServer
 from vinr.api import create_app
 
@@ -35,6 +40,26 @@ TEST_OVERRIDES: dict[str, Any] = {
     "aggregator_poll_ms": 50,
     "close_settle_s": 1.1,
 }
+
+
+_containers = ExitStack()
+_path: containers.ServicePath | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _path
+    _path = containers.choose_path(os.environ, containers.docker_engine_answers)
+    if _path.containers:
+        containers.apply(containers.start_containers(_containers))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _containers.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kafka = os.environ.get("VINR_KAFKA_BOOTSTRAP") or "the dev broker"
+    return f"vinr services: {_path.reason if _path else 'unknown'}; Kafka: {kafka}"
 
 
 @pytest.fixture(scope="session")
