@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from vinr_sdk import AsyncVinr, UsageBatch, UsageReporter, VinrError
 
 from aggregator.worker import Aggregator
 from tests.integration.helpers import metered_price, subscribe
-from vinr.sdk import AsyncVinr, UsageBatch, UsageReporter, VinrError
 
 RECORDS_PER_ITEM = 1500
 
@@ -44,8 +44,8 @@ async def test_reported_usage_is_all_in_the_summaries(
         await aggregator.drain()
         expected = sum(quantity(i) for i in range(RECORDS_PER_ITEM))
         for item in items:
-            summary = await vinr.usage_records.summaries(subscriptionItem=item)
-            assert summary.data[0].totalUsage == expected, item
+            summary = await vinr.usage_records.summaries(subscription_item=item)
+            assert summary.data[0].total_usage == expected, item
 
     ((batch, exc),) = refused
     assert batch.subscription_item == "si_unknown" and len(batch) == 1

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from vinr_sdk import APIError, AsyncVinr
 
 from aggregator.worker import Aggregator
 from ingest.app import create_app
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import metered_price, subscribe
-from vinr.sdk import APIError, AsyncVinr
 from vinr.settings import Settings
 
 
@@ -67,8 +67,8 @@ class Sleeps:
 
 
 async def total_usage(vinr: AsyncVinr, item: str) -> int:
-    summary = await vinr.usage_records.summaries(subscriptionItem=item)
-    total: int = summary.data[0].totalUsage
+    summary = await vinr.usage_records.summaries(subscription_item=item)
+    total: int = summary.data[0].total_usage
     return total
 
 
@@ -81,10 +81,10 @@ async def test_a_lost_answer_is_retried_with_the_same_key_and_counted_once(
     async with AsyncVinr(secret_key, api_base=api, transport=transport, sleep=sleeps,
                          max_retries=3) as vinr:
         transport.drop = 2
-        record = await vinr.usage_records.create(subscriptionItem=item, quantity=5)
+        record = await vinr.usage_records.create(subscription_item=item, quantity=5)
         transport.drop = 1
         batch = await vinr.usage_records.create_batch(
-            subscriptionItem=item, records=[{"quantity": 1}] * 10,
+            subscription_item=item, records=[{"quantity": 1}] * 10,
             idempotency_key="batch-from-my-queue-17")
         await aggregator.drain()
         assert await total_usage(vinr, item) == 15, "each call counted once"
@@ -122,7 +122,7 @@ async def test_a_503_is_retried_after_retry_after_with_the_same_key(
     sleeps = Sleeps()
     async with AsyncVinr(secret_key, api_base=api, transport=transport, sleep=sleeps,
                          max_retries=3) as vinr:
-        record = await vinr.usage_records.create(subscriptionItem=item, quantity=7,
+        record = await vinr.usage_records.create(subscription_item=item, quantity=7,
                                                  idempotency_key="usage-evt-42")
         await aggregator.drain()
         assert await total_usage(vinr, item) == 7
@@ -137,7 +137,7 @@ async def test_a_503_is_retried_after_retry_after_with_the_same_key(
     async with AsyncVinr(secret_key, api_base=api, transport=stuck, sleep=Sleeps(),
                          max_retries=2) as vinr:
         with pytest.raises(APIError) as info:
-            await vinr.usage_records.create(subscriptionItem=item, quantity=1)
+            await vinr.usage_records.create(subscription_item=item, quantity=1)
     assert info.value.http_status == 503 and info.value.headers.get("retry-after") == "1"
     assert [s.status for s in stuck.seen] == [503] * 3
     assert len({s.key for s in stuck.seen}) == 1

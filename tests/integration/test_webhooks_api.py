@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from vinr_sdk import SignatureVerificationError, verify
 
 from ingest.auth import create_account
 from invoicer.dispatcher import Dispatcher
@@ -23,7 +24,6 @@ from tests.integration.test_webhooks_delivery import (
     endpoint_for,
     no_wait,
 )
-from vinr.sdk import SignatureVerificationError, verify
 from vinr.settings import Settings
 
 

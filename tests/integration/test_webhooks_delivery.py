@@ -18,12 +18,12 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from vinr_sdk import verify
 
 from ingest.asgi import read_body
 from invoicer.dispatcher import Dispatcher
 from tests.conftest import LiveServer, free_port
 from tests.integration.helpers import eventually, post
-from vinr.sdk import verify
 from vinr.settings import Settings
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
-import orjson
-
-from vinr.sdk import AsyncVinr, Vinr
+from vinr_sdk import AsyncVinr, Vinr
 
 API_BASE = "http://vinr.test"
 SECRET_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
@@ -20,7 +19,7 @@ def respond(
     status: int = 200, body: Any = None, headers: dict[str, str] | None = None
 ) -> httpx.Response:
     payload = {"id": "obj_1", "object": "thing"} if body is None else body
-    return httpx.Response(status, content=orjson.dumps(payload), headers={
+    return httpx.Response(status, content=json.dumps(payload).encode(), headers={
         "content-type": "application/json", **(headers or {}),
     })
 
@@ -49,7 +48,7 @@ class Script:
         return step
 
     def json(self, index: int = -1) -> Any:
-        return orjson.loads(self.requests[index].content)
+        return json.loads(self.requests[index].content)
 
     def keys(self) -> list[str | None]:
         return [r.headers.get("idempotency-key") for r in self.requests]
@@ -90,7 +89,7 @@ class BatchServer:
         self.gate.set()
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = orjson.loads(await request.aread())
+        body = json.loads(await request.aread())
         self.calls.append((request.headers["idempotency-key"], body))
         self.arrived.set()
         await self.gate.wait()

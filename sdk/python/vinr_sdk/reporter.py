@@ -293,7 +293,7 @@ class UsageReporter:
             try:
                 async with self._limit:
                     await self._client.usage_records.create_batch(
-                        subscriptionItem=item,
+                        subscription_item=item,
                         records=list(batch.records),
                         idempotency_key=batch.idempotency_key,
                     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -11,10 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-
-from vinr.sdk import (
+from vinr_sdk import (
     APIError,
     InvalidRequestError,
     UsageBatch,
@@ -157,7 +156,7 @@ async def test_async_on_error_is_awaited() -> None:
 
 async def test_the_default_on_error_logs_the_count(caplog: pytest.LogCaptureFixture) -> None:
     server = BatchServer(api_error(400, "invalid_request_error", "bad"))
-    with caplog.at_level(logging.ERROR, logger="vinr.sdk.reporter"):
+    with caplog.at_level(logging.ERROR, logger="vinr_sdk.reporter"):
         async with reporter_for(server) as reporter:
             for _ in range(4):
                 await reporter.report("si_a", 1)
@@ -255,7 +254,7 @@ class FlakyIdempotentServer:
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         key = request.headers["idempotency-key"]
-        body = orjson.loads(await request.aread())
+        body = json.loads(await request.aread())
         await asyncio.sleep(0)
         if body["subscriptionItem"] == "si_bad":
             return api_error(400, "invalid_request_error", "no such item")

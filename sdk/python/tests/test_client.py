@@ -11,8 +11,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from vinr.sdk import (
+from vinr_sdk import (
     DEFAULT_API_BASE,
     APIConnectionError,
     APIError,
@@ -24,7 +23,7 @@ from vinr.sdk import (
     VinrError,
     VinrObject,
 )
-from vinr.sdk._client import BACKOFF_BASE_S, BACKOFF_CAP_S, _delay_s
+from vinr_sdk._client import BACKOFF_BASE_S, BACKOFF_CAP_S, _delay_s
 
 from ._mock import SECRET_KEY, Script, Sleeps, api_error, respond, sync_client
 
@@ -44,7 +43,7 @@ def test_idempotency_key_is_reused_across_retries() -> None:
 def test_callers_idempotency_key_is_sent_and_reused() -> None:
     script = Script(respond(500), respond(200))
     with sync_client(script) as client:
-        client.usage_records.create(subscriptionItem="si_1", quantity=3,
+        client.usage_records.create(subscription_item="si_1", quantity=3,
                                     idempotency_key="usage-req-42")
     assert script.keys() == ["usage-req-42", "usage-req-42"]
     assert "idempotency_key" not in script.json()
@@ -163,7 +162,7 @@ def test_error_mapping(
     body = response.json()["error"]
     script = Script(response)
     with sync_client(script, max_retries=0) as client, pytest.raises(error_class) as info:
-        client.usage_records.create(subscriptionItem="si_1", quantity=1)
+        client.usage_records.create(subscription_item="si_1", quantity=1)
     err = info.value
     assert (err.http_status, err.type, err.code, err.param, err.message) == (
         status, err_type, body["code"], body["param"], body["message"]
@@ -188,63 +187,93 @@ def test_errors_without_an_api_body_map_by_status(
 def test_client_errors_are_not_retried() -> None:
     script = Script(api_error(400, "invalid_request_error"), respond())
     with sync_client(script) as client, pytest.raises(InvalidRequestError):
-        client.prices.create(product="prod_1")
+        client.customers.create(name="Ada")
     assert len(script.requests) == 1
 
 
-def test_camel_case_body_is_sent_verbatim() -> None:
+def test_snake_case_arguments_go_out_in_camel_case_nested_ones_too() -> None:
     script = Script()
-    params: dict[str, Any] = {
-        "product": "prod_1", "currency": "EUR", "billingScheme": "usage",
-        "unitAmountDecimal": "0.2",
-        "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"},
-        "transformQuantity": None,
-    }
     with sync_client(script) as client:
-        client.prices.create(**params)
+        client.prices.create(
+            product="prod_1", currency="EUR", billing_scheme="tiered", tiers_mode="graduated",
+            recurring={"interval": "month", "usage_type": "metered",
+                       "aggregate_usage": "last_during_period"},
+            tiers=[{"up_to": 1000, "unit_amount_decimal": "0.5"},
+                   {"up_to": "inf", "flat_amount": 10}],
+            transform_quantity={"divide_by": 1000, "round": "up"},
+        )
     request = script.requests[0]
     assert (request.method, request.url.path) == ("POST", "/v1/prices")
-    assert script.json() == params
+    assert script.json() == {
+        "product": "prod_1", "currency": "EUR", "billingScheme": "tiered",
+        "tiersMode": "graduated",
+        "recurring": {"interval": "month", "usageType": "metered",
+                      "aggregateUsage": "last_during_period"},
+        "tiers": [{"upTo": 1000, "unitAmountDecimal": "0.5"}, {"upTo": "inf", "flatAmount": 10}],
+        "transformQuantity": {"divideBy": 1000, "round": "up"},
+    }
     assert request.headers["authorization"] == f"Bearer {SECRET_KEY}"
     assert request.headers["content-type"] == "application/json"
+
+
+def test_metadata_keys_are_sent_as_given() -> None:
+    script = Script()
+    with sync_client(script) as client:
+        client.subscriptions.create(
+            customer="cust_1", items=[{"price": "price_1", "quantity": 2}],
+            test_clock="clock_1", cancel_at_period_end=False,
+            metadata={"plan_tier": "gold", "teamId": "t_1"},
+        )
+    assert script.json() == {
+        "customer": "cust_1", "items": [{"price": "price_1", "quantity": 2}],
+        "testClock": "clock_1", "cancelAtPeriodEnd": False,
+        "metadata": {"plan_tier": "gold", "teamId": "t_1"},
+    }
+
+
+def test_none_is_sent_as_null() -> None:
+    script = Script()
+    with sync_client(script) as client:
+        client.webhook_endpoints.update("we_1", description=None)
+    assert script.json() == {"description": None}
 
 
 Call = Callable[[Vinr], Any]
 
 
 @pytest.mark.parametrize(("call", "method", "path", "query", "body"), [
-    (lambda c: c.products.list(limit=10, startingAfter="prod_9"), "GET", "/v1/products",
+    (lambda c: c.products.list(limit=10, starting_after="prod_9"), "GET", "/v1/products",
      "limit=10&startingAfter=prod_9", None),
     (lambda c: c.prices.retrieve("price_1"), "GET", "/v1/prices/price_1", "", None),
-    (lambda c: c.customers.create(id="cust_8aZ2", paymentMethod="pm_card_visa"), "POST",
+    (lambda c: c.customers.create(id="cust_8aZ2", payment_method="pm_card_visa"), "POST",
      "/v1/customers", "", {"id": "cust_8aZ2", "paymentMethod": "pm_card_visa"}),
     (lambda c: c.customers.update("cust_1", email="a@b.c"), "POST", "/v1/customers/cust_1",
      "", {"email": "a@b.c"}),
     (lambda c: c.customers.list(), "GET", "/v1/customers", "", None),
     (lambda c: c.subscriptions.create(customer="cust_1", items=[{"price": "price_1"}]),
      "POST", "/v1/subscriptions", "", {"customer": "cust_1", "items": [{"price": "price_1"}]}),
-    (lambda c: c.subscriptions.update("sub_1", cancelAtPeriodEnd=True), "POST",
+    (lambda c: c.subscriptions.update("sub_1", cancel_at_period_end=True), "POST",
      "/v1/subscriptions/sub_1", "", {"cancelAtPeriodEnd": True}),
     (lambda c: c.subscriptions.cancel("sub_1"), "DELETE", "/v1/subscriptions/sub_1", "", None),
     (lambda c: c.subscriptions.list(customer="cust_1"), "GET", "/v1/subscriptions",
      "customer=cust_1", None),
-    (lambda c: c.usage_records.create_batch(subscriptionItem="si_1",
+    (lambda c: c.usage_records.create_batch(subscription_item="si_1",
                                             records=[{"quantity": 1200, "timestamp": 5}]),
      "POST", "/v1/usage_records/batch", "",
      {"subscriptionItem": "si_1", "records": [{"quantity": 1200, "timestamp": 5}]}),
-    (lambda c: c.usage_records.summaries(subscriptionItem="si_4Kp1"), "GET",
+    (lambda c: c.usage_records.summaries(subscription_item="si_4Kp1"), "GET",
      "/v1/usage_records/summaries", "subscriptionItem=si_4Kp1", None),
     (lambda c: c.invoices.list(subscription="sub_1", limit=3), "GET", "/v1/invoices",
      "subscription=sub_1&limit=3", None),
     (lambda c: c.invoices.retrieve("inv_1"), "GET", "/v1/invoices/inv_1", "", None),
     (lambda c: c.invoices.pay("inv_1"), "POST", "/v1/invoices/inv_1/pay", "", {}),
     (lambda c: c.charges.list(invoice="inv_1"), "GET", "/v1/charges", "invoice=inv_1", None),
-    (lambda c: c.webhook_endpoints.create(url="https://x.test/h", enabledEvents=["*"]),
+    (lambda c: c.webhook_endpoints.create(url="https://x.test/h", enabled_events=["*"]),
      "POST", "/v1/webhook_endpoints", "", {"url": "https://x.test/h", "enabledEvents": ["*"]}),
     (lambda c: c.webhook_endpoints.list(), "GET", "/v1/webhook_endpoints", "", None),
     (lambda c: c.webhook_endpoints.retrieve("we_1"), "GET", "/v1/webhook_endpoints/we_1", "",
      None),
-    (lambda c: c.webhook_endpoints.update("we_1", enabledEvents=["invoice.paid"]), "POST",
+    (lambda c: c.webhook_endpoints.update("we_1", enabled_events=["invoice.paid"]), "POST",
      "/v1/webhook_endpoints/we_1", "", {"enabledEvents": ["invoice.paid"]}),
     (lambda c: c.webhook_endpoints.delete("we_1"), "DELETE", "/v1/webhook_endpoints/we_1", "",
      None),
@@ -252,18 +281,18 @@ Call = Callable[[Vinr], Any]
     (lambda c: c.webhook_endpoints.roll_secret("we_1"), "POST",
      "/v1/webhook_endpoints/we_1/roll_secret", "", {}),
     (lambda c: c.events.retrieve("evt_1"), "GET", "/v1/events/evt_1", "", None),
-    (lambda c: c.events.deliveries("evt_1", webhookEndpoint="we_1"), "GET",
+    (lambda c: c.events.deliveries("evt_1", webhook_endpoint="we_1"), "GET",
      "/v1/events/evt_1/deliveries", "webhookEndpoint=we_1", None),
     (lambda c: c.events.resend("evt_1"), "POST", "/v1/events/evt_1/resend", "", {}),
-    (lambda c: c.events.resend("evt_1", webhookEndpoint="we_1"), "POST",
+    (lambda c: c.events.resend("evt_1", webhook_endpoint="we_1"), "POST",
      "/v1/events/evt_1/resend", "", {"webhookEndpoint": "we_1"}),
     (lambda c: c.test_helpers.subscriptions.advance_period("sub_1"), "POST",
      "/v1/test_helpers/subscriptions/sub_1/advance_period", "", {}),
-    (lambda c: c.test_helpers.test_clocks.create(frozenTime=1764000000, name="c"), "POST",
+    (lambda c: c.test_helpers.test_clocks.create(frozen_time=1764000000, name="c"), "POST",
      "/v1/test_helpers/test_clocks", "", {"frozenTime": 1764000000, "name": "c"}),
     (lambda c: c.test_helpers.test_clocks.retrieve("clock_1"), "GET",
      "/v1/test_helpers/test_clocks/clock_1", "", None),
-    (lambda c: c.test_helpers.test_clocks.advance("clock_1", frozenTime=1766592000), "POST",
+    (lambda c: c.test_helpers.test_clocks.advance("clock_1", frozen_time=1766592000), "POST",
      "/v1/test_helpers/test_clocks/clock_1/advance", "", {"frozenTime": 1766592000}),
 ])
 def test_endpoints(call: Call, method: str, path: str, query: str, body: Any) -> None:
@@ -280,10 +309,14 @@ def test_endpoints(call: Call, method: str, path: str, query: str, body: Any) ->
 def test_decimals_are_sent_as_strings() -> None:
     script = Script()
     with sync_client(script) as client:
-        client.prices.create(product="prod_1", unitAmountDecimal=Decimal("0.002"))
+        client.prices.create(product="prod_1", currency="EUR", recurring={"interval": "month"},
+                             unit_amount_decimal=Decimal("0.002"))
         with pytest.raises(TypeError):
-            client.prices.create(product="prod_1", unitAmountDecimal=object())
-    assert script.json() == {"product": "prod_1", "unitAmountDecimal": "0.002"}
+            client.prices.create(product="prod_1", currency="EUR",
+                                 recurring={"interval": "month"},
+                                 unit_amount_decimal=object())  # type: ignore[arg-type]
+    assert script.json() == {"product": "prod_1", "currency": "EUR",
+                             "recurring": {"interval": "month"}, "unitAmountDecimal": "0.002"}
     assert len(script.requests) == 1
 
 
@@ -310,12 +343,13 @@ def test_responses_allow_attribute_access() -> None:
                   "invoice": None}],
     }))
     with sync_client(script) as client:
-        summary = client.usage_records.summaries(subscriptionItem="si_4Kp1")
+        summary = client.usage_records.summaries(subscription_item="si_4Kp1")
     assert isinstance(summary, VinrObject) and isinstance(summary, dict)
-    assert summary.data[0].totalUsage == 18420
+    assert summary.data[0].total_usage == 18420
     assert summary.data[0].period.end == 2
     assert summary["data"][0]["period"]["start"] == 1
-    assert summary.hasMore is False and summary.data[0].invoice is None
+    assert summary["data"][0]["totalUsage"] == 18420
+    assert summary.has_more is False and summary.data[0].invoice is None
 
 
 def test_a_non_object_success_body_is_an_api_error() -> None:
