@@ -1,4 +1,5 @@
-"""Runs the TypeScript guide test (``npm run test:guide``) against a live ``vinr up``.
+"""Runs the TypeScript guide test (``npm run test:guide``) and the Python SDK's README
+example against a live ``vinr up``.
 
     .venv/bin/python -m tests.guide_harness        (``make test-guide``)
 
@@ -11,14 +12,18 @@
    a webhook endpoint for ``invoice.paid`` on the port the test listens on;
 4. ``npm run test:guide`` with ``VINR_API_BASE``, ``VINR_SECRET_KEY``,
    ``VINR_WEBHOOK_SECRET``, ``VINR_GUIDE_WEBHOOK_PORT`` and ``VINR_GUIDE_FIXTURE=1``;
-5. always: SIGTERM to ``vinr up`` (it must exit 0 within 30 s), then the environment is
-   dropped. The exit status is the guide test's, or 1 when the harness itself failed.
+5. the first ``python`` block of ``sdk/python/README.md``, run as a script under its own
+   account with ``VINR_API_BASE`` and ``VINR_SECRET_KEY``; it must exit 0;
+6. always: SIGTERM to ``vinr up`` (it must exit 0 within 30 s), then the environment is
+   dropped. The exit status is 0 when both passed, else the failing one's (1 when the
+   harness itself failed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +44,7 @@ from vinr.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK_DIR = ROOT / "sdk" / "typescript"
+PYTHON_README = ROOT / "sdk" / "python" / "README.md"
 
 # The guide's batch goes to si_4Kp1 at these times; its period must hold both, and the
 # later one must not be more than 5 minutes ahead of the subscription's clock.
@@ -47,6 +53,7 @@ CLOCK_NOW = 1_748_476_800 + 60
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 NPM_TIMEOUT_S = 300.0
+README_TIMEOUT_S = 120.0
 
 
 class HarnessError(RuntimeError):
@@ -220,6 +227,41 @@ def _run_guide_test(server: Server, fixture: Fixture) -> int:
     return _npm("run", "test:guide", env=env)
 
 
+def python_readme_example(readme: Path = PYTHON_README) -> str:
+    """The first ``python`` fenced block of the Python SDK's README."""
+    match = re.search(r"^```python\n(.*?)^```", readme.read_text(encoding="utf-8"),
+                      re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise HarnessError(f"no ```python block in {readme.relative_to(ROOT)}")
+    return match.group(1)
+
+
+async def _run_python_readme(settings: Settings, server: Server, workdir: Path) -> int:
+    """Run the README's example as a script, under an account of its own."""
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        _, secret_key, _ = await create_account(conn, "python-readme")
+    finally:
+        await conn.close()
+    script = workdir / "readme_example.py"
+    script.write_text(python_readme_example(), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VINR_")}
+    env.update({"VINR_API_BASE": server.url, "VINR_SECRET_KEY": secret_key})
+    _say(f"python {script.name} (the example of {PYTHON_README.relative_to(ROOT)})")
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, str(script)], cwd=workdir, env=env,
+            capture_output=True, text=True, timeout=README_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _say(f"the Python README example timed out after {README_TIMEOUT_S:g} s")
+        return 1
+    for line in done.stdout.splitlines():
+        _say(f"  | {line}")
+    if done.returncode != 0:
+        _say(f"the Python README example FAILED with exit {done.returncode}:\n{done.stderr}")
+    return done.returncode
+
+
 async def run() -> int:
     started = time.monotonic()
     result = 1
@@ -234,7 +276,11 @@ async def run() -> int:
                     _say(f"ready after {time.monotonic() - started:.1f} s")
                     fixture = await _prepare(settings, server)
                     # npm runs in a thread: the loop stays free while Node drives the server.
-                    result = await asyncio.to_thread(_run_guide_test, server, fixture)
+                    guide = await asyncio.to_thread(_run_guide_test, server, fixture)
+                    readme = await _run_python_readme(settings, server, Path(tmp))
+                    _say(f"TypeScript guide test: exit {guide}; Python README example:"
+                         f" exit {readme}")
+                    result = guide or readme
                     if result != 0:
                         _say("vinr up log (last lines):\n" + server.log_tail())
                 problems = server.log_problems()
@@ -244,7 +290,8 @@ async def run() -> int:
                 _say(f"harness error: {exc}")
                 result = 1
     verdict = "PASSED" if result == 0 else f"FAILED (exit {result})"
-    _say(f"guide test {verdict} in {time.monotonic() - started:.1f} s")
+    _say(f"guide test and Python README example {verdict} in"
+         f" {time.monotonic() - started:.1f} s")
     return result
 
 
