@@ -63,4 +63,5 @@ bench: install services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist $(TS)/dist-guide .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist $(TS)/dist-guide .mypy_cache .ruff_cache \
+	  $(SDK_PY)/.mypy_cache
