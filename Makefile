@@ -5,13 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TS := sdk/typescript
+SDK_PY := sdk/python
 
-.PHONY: install services demo test test-py test-ts test-guide lint bench clean
+.PHONY: install services demo test test-py test-sdk-py test-sdk-dist test-ts test-guide lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(SDK_PY)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ./$(SDK_PY)
 	touch $(STAMP)
 
 $(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
@@ -40,9 +42,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd $(SDK_PY) && $(CURDIR)/$(BIN)/mypy
 
 test-py: install services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-sdk-py: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(SDK_PY)/tests
+
+test-sdk-dist: install
+	$(BIN)/python $(SDK_PY)/tools/check_install.py
 
 test-ts: install
 	cd $(TS) && npm test
@@ -50,10 +59,11 @@ test-ts: install
 test-guide: install services
 	$(BIN)/python -m tests.guide_harness
 
-test: lint test-py test-ts test-guide
+test: lint test-py test-sdk-py test-sdk-dist test-ts test-guide
 
 bench: install services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist $(TS)/dist-guide .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TS)/node_modules $(TS)/dist $(TS)/dist-guide .mypy_cache .ruff_cache \
+	  $(SDK_PY)/.mypy_cache

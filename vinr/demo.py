@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+from vinr_sdk import SignatureVerificationError, Vinr
 
 from domain.pricing import format_amount
-from vinr.sdk import SignatureVerificationError, Vinr
 
 _WAIT_S = 30.0
 
@@ -86,13 +86,18 @@ def run(base: str, secret_key: str) -> int:
     _step("Define a metered price (€0.002 per API request, summed monthly)")
     product = vinr.products.create(name="API access")
     price = vinr.prices.create(
-        product=product.id, currency="EUR", billingScheme="usage", unitAmountDecimal="0.2",
-        recurring={"interval": "month", "usageType": "metered", "aggregateUsage": "sum"})
-    print(f"  {product.id}  {price.id}  unitAmountDecimal={price.unitAmountDecimal}")
+        product=product.id,
+        currency="EUR",
+        billing_scheme="usage",
+        unit_amount_decimal="0.2",
+        recurring={"interval": "month", "usage_type": "metered", "aggregate_usage": "sum"},
+    )
+    print(f"  {product.id}  {price.id}  unit_amount_decimal={price.unit_amount_decimal}")
 
     _step("Subscribe the customer")
-    vinr.customers.create(id="cust_8aZ2", name="Ada Lovelace", email="ada@example.com",
-                          paymentMethod="pm_card_visa")
+    vinr.customers.create(
+        id="cust_8aZ2", name="Ada Lovelace", email="ada@example.com", payment_method="pm_card_visa"
+    )
     subscription = vinr.subscriptions.create(customer="cust_8aZ2", items=[{"price": price.id}])
     item = subscription["items"].data[0].id
     print(f"  {subscription.id}  item {item}  status={subscription.status}")
@@ -101,9 +106,10 @@ def run(base: str, secret_key: str) -> int:
     _Receiver.client = vinr
     server = ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = vinr.webhook_endpoints.create(url=f"http://127.0.0.1:{port}/webhooks",
-                                             enabledEvents=["invoice.paid",
-                                                            "invoice.payment_failed"])
+    endpoint = vinr.webhook_endpoints.create(
+        url=f"http://127.0.0.1:{port}/webhooks",
+        enabled_events=["invoice.paid", "invoice.payment_failed"],
+    )
     os.environ["VINR_WEBHOOK_SECRET"] = endpoint.secret
     print(f"  webhook endpoint {endpoint.id} → http://127.0.0.1:{port}/webhooks")
 
@@ -111,8 +117,12 @@ def run(base: str, secret_key: str) -> int:
 
     def report_api_call(count: int, request_id: str) -> str:
         record = vinr.usage_records.create(
-            subscriptionItem=item, quantity=count, timestamp=int(time.time()),
-            action="increment", idempotency_key=f"usage-{request_id}")
+            subscription_item=item,
+            quantity=count,
+            timestamp=int(time.time()),
+            action="increment",
+            idempotency_key=f"usage-{request_id}",
+        )
         return str(record.id)
 
     reported = 0
@@ -124,9 +134,13 @@ def run(base: str, secret_key: str) -> int:
     retried = report_api_call(5_000, request_id)
     print(f"  {retried}  retry of usage-{request_id}: same id, not counted again")
     now = int(time.time())
-    batch = vinr.usage_records.create_batch(subscriptionItem=item, records=[
-        {"quantity": 1200, "timestamp": now, "action": "increment"},
-        {"quantity": 220, "timestamp": now, "action": "increment"}])
+    batch = vinr.usage_records.create_batch(
+        subscription_item=item,
+        records=[
+            {"quantity": 1200, "timestamp": now, "action": "increment"},
+            {"quantity": 220, "timestamp": now, "action": "increment"},
+        ],
+    )
     reported += 1420
     print(f"  batch {batch.id}: {batch.count} records, +1420")
 
@@ -134,11 +148,11 @@ def run(base: str, secret_key: str) -> int:
     deadline = time.monotonic() + _WAIT_S
     total = -1
     while time.monotonic() < deadline:
-        total = vinr.usage_records.summaries(subscriptionItem=item).data[0].totalUsage
+        total = vinr.usage_records.summaries(subscription_item=item).data[0].total_usage
         if total == reported:
             break
         time.sleep(0.1)
-    print(f"  totalUsage = {total} (reported {reported})")
+    print(f"  total_usage = {total} (reported {reported})")
 
     _step("Advance billing period (sandbox)")
     vinr.test_helpers.subscriptions.advance_period(subscription.id)
@@ -151,19 +165,25 @@ def run(base: str, secret_key: str) -> int:
     _step("Confirm the charge")
     invoice = vinr.invoices.retrieve(event.data.id)
     line = invoice.lines.data[0]
-    print(f"  invoice {invoice.id}  status={invoice.status}  period "
-          f"{time.strftime('%Y-%m-%d', time.gmtime(invoice.periodStart))} → "
-          f"{time.strftime('%Y-%m-%d', time.gmtime(invoice.periodEnd))}")
-    print(f"  line: {line.quantity} × {line.unitAmountDecimal} {invoice.currency} minor units"
-          f" = {format_amount(line.amount, invoice.currency)}")
+    print(
+        f"  invoice {invoice.id}  status={invoice.status}  period "
+        f"{time.strftime('%Y-%m-%d', time.gmtime(invoice.period_start))} → "
+        f"{time.strftime('%Y-%m-%d', time.gmtime(invoice.period_end))}"
+    )
+    print(
+        f"  line: {line.quantity} × {line.unit_amount_decimal} {invoice.currency} minor units"
+        f" = {format_amount(line.amount, invoice.currency)}"
+    )
     print(f"  total charged: {format_amount(invoice.total, invoice.currency)}")
     server.shutdown()
-    expected = (reported * 2 + 5) // 10          # × 0.2 minor units, rounded half up once
+    expected = (reported * 2 + 5) // 10  # × 0.2 minor units, rounded half up once
     if line.quantity != reported or invoice.total != expected or invoice.status != "paid":
         print(f"\nMISMATCH: expected quantity {reported} and total {expected}")
         return 1
-    print(f"\n✔ quantity {line.quantity} equals the usage reported (the retry was not counted),"
-          f" amount exact: {format_amount(invoice.total, invoice.currency)}")
+    print(
+        f"\n✔ quantity {line.quantity} equals the usage reported (the retry was not counted),"
+        f" amount exact: {format_amount(invoice.total, invoice.currency)}"
+    )
     return 0
 
 
@@ -174,12 +194,21 @@ def main() -> int:
     log_path = os.path.join(tempfile.gettempdir(), "vinr-demo-up.log")
     print(f"starting `vinr up --port {port}` (its log: {log_path})", flush=True)
     log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen([sys.executable, "-m", "vinr.cli", "up", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vinr.cli", "up", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_ready(base, proc)
-        created = subprocess.run([sys.executable, "-m", "vinr.cli", "account", "create", "demo"],
-                                 env=env, check=True, capture_output=True, text=True)
+        created = subprocess.run(
+            [sys.executable, "-m", "vinr.cli", "account", "create", "demo"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         secret_key = created.stdout.strip().splitlines()[-1]
         return run(base, secret_key)
     finally:

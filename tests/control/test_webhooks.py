@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from vinr_sdk import SignatureVerificationError, verify
 
 from dispatcher.worker import Dispatcher
 from domain.accounts import create_account
@@ -25,7 +26,6 @@ from tests.support.webhooks import (
     endpoint_for,
     no_wait,
 )
-from vinr.sdk import SignatureVerificationError, verify
 
 
 async def one_event(client: httpx.AsyncClient) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from vinr_sdk import verify
 
 from dispatcher.worker import Dispatcher
 from infra.devenv import free_port
@@ -33,7 +34,6 @@ from tests.support.webhooks import (
     endpoint_for,
     no_wait,
 )
-from vinr.sdk import verify
 
 
 @pytest.mark.parametrize("outage", ["http_500", "connection_refused"])

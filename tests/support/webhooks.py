@@ -9,11 +9,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+from vinr_sdk import verify
 
 from dispatcher.worker import Dispatcher
 from infra.asgi import read_body
 from tests.support.api import post
-from vinr.sdk import verify
 
 
 @dataclass

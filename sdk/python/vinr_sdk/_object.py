@@ -1,7 +1,10 @@
 """``VinrObject``: the dict every response comes back as, readable by attribute too.
 
-Keys keep the API's camelCase (``price.unitAmountDecimal``). Nested objects and lists of
-objects are wrapped when the object is built, so ``summary.data[0].totalUsage`` works.
+The keys are the API's own (camelCase: ``price["unitAmountDecimal"]``); attributes are their
+snake_case names (``price.unit_amount_decimal``), by the one rule of ``_casing``. An
+attribute names the key spelt exactly so when there is one (``metadata`` keys, which are
+the caller's), else its camelCase key. Nested objects and lists of objects are wrapped when
+the object is built, so ``summary.data[0].total_usage`` works.
 
 A key that shares its name with a ``dict`` method (``items``, ``keys``, ``values``, ``get``,
 ``update``, ``copy``, ``pop``, …) must be read by subscript: ``subscription["items"]`` —
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ._casing import to_camel, to_snake
 
 __all__ = ["VinrObject"]
 
@@ -27,7 +32,7 @@ def _wrap(value: Any) -> Any:
 
 
 class VinrObject(dict[str, Any]):
-    """A JSON object from the API: a plain ``dict`` that also allows ``obj.field``.
+    """A JSON object from the API: a plain ``dict`` that also allows ``obj.snake_name``.
 
     Reading a missing attribute raises ``AttributeError`` (so ``hasattr`` and ``getattr``
     with a default behave); setting or deleting an attribute sets or deletes the key.
@@ -41,22 +46,30 @@ class VinrObject(dict[str, Any]):
         merged = dict(data, **fields)
         super().__init__((k, _wrap(v)) for k, v in merged.items())
 
+    def _key(self, name: str) -> str:
+        """The key an attribute name stands for."""
+        return name if name in self else to_camel(name)
+
     def __getattr__(self, name: str) -> Any:
         try:
-            return self[name]
+            return self[self._key(name)]
         except KeyError:
             raise AttributeError(
                 f"{type(self).__name__} has no attribute or key {name!r}"
             ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = _wrap(value)
+        self[self._key(name)] = _wrap(value)
 
     def __delattr__(self, name: str) -> None:
         try:
-            del self[name]
+            del self[self._key(name)]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __dir__(self) -> Iterable[str]:
+        fields = {to_snake(key) for key in self if isinstance(key, str) and key.isidentifier()}
+        return sorted(set(super().__dir__()) | fields)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict.__repr__(self)})"

@@ -10,6 +10,7 @@ the API sends it, else exponential backoff with full jitter (0.25 s doubling, ca
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import random
@@ -22,7 +23,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-import orjson
 
 from ._errors import APIConnectionError, APIError, AuthenticationError, error_from_response
 from ._object import VinrObject
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_API_BASE",
     "MAX_RETRY_AFTER_S",
     "RETRY_STATUSES",
+    "VERSION",
     "AsyncVinr",
     "Vinr",
 ]
@@ -118,7 +119,13 @@ def _prepare(
         headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
     if body is not None or method == "POST":
         headers["Content-Type"] = "application/json"
-        content = orjson.dumps(dict(body or {}), default=_json_default)
+        content = json.dumps(
+            dict(body or {}),
+            default=_json_default,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        ).encode()
     return _Request(method, path, httpx.QueryParams(tuple(params)), content, headers)
 
 
@@ -155,8 +162,8 @@ def _decode_json(response: httpx.Response) -> Any:
     if not response.content:
         return {}
     try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
+        return json.loads(response.content)
+    except ValueError:
         return response.text
 
 
@@ -168,7 +175,9 @@ def _result(response: httpx.Response) -> VinrObject:
     if not isinstance(body, dict):
         raise APIError(
             "the API answered with something other than a JSON object",
-            http_status=response.status_code, headers=response.headers, body=body,
+            http_status=response.status_code,
+            headers=response.headers,
+            body=body,
         )
     return VinrObject(body)
 
@@ -268,7 +277,10 @@ class Vinr(_Base, ResourceNamespaces[VinrObject]):
             response: httpx.Response | None = None
             try:
                 response = self._http.request(
-                    req.method, req.path, params=req.params, content=req.content,
+                    req.method,
+                    req.path,
+                    params=req.params,
+                    content=req.content,
                     headers=req.headers,
                 )
             except httpx.TransportError as exc:
@@ -340,7 +352,10 @@ class AsyncVinr(_Base, ResourceNamespaces[Coroutine[Any, Any, VinrObject]]):
             response: httpx.Response | None = None
             try:
                 response = await self._http.request(
-                    req.method, req.path, params=req.params, content=req.content,
+                    req.method,
+                    req.path,
+                    params=req.params,
+                    content=req.content,
                     headers=req.headers,
                 )
             except httpx.TransportError as exc:

@@ -63,7 +63,10 @@ def log_failed_batch(batch: UsageBatch, exc: VinrError) -> None:
     """The default ``on_error``: an ERROR log line naming the count and the cause."""
     log.error(
         "vinr usage reporter: %d usage records for %s were not recorded (key %s): %s",
-        len(batch), batch.subscription_item, batch.idempotency_key, exc,
+        len(batch),
+        batch.subscription_item,
+        batch.idempotency_key,
+        exc,
     )
 
 
@@ -163,10 +166,13 @@ class UsageReporter:
             RuntimeError: the reporter is closed, or closed while this call waited.
         """
         if not isinstance(subscription_item, str) or not subscription_item:
-            raise ValueError(f"subscription_item must be a non-empty string, got "
-                             f"{subscription_item!r}")
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or not (
-            0 <= quantity <= MAX_QUANTITY
+            raise ValueError(
+                f"subscription_item must be a non-empty string, got {subscription_item!r}"
+            )
+        if (
+            isinstance(quantity, bool)
+            or not isinstance(quantity, int)
+            or not (0 <= quantity <= MAX_QUANTITY)
         ):
             raise ValueError(f"quantity must be an integer in 0..2**53, got {quantity!r}")
         if timestamp is not None and (
@@ -268,7 +274,7 @@ class UsageReporter:
             queue = self._sealed.setdefault(item, deque())
             for start in range(0, cut, self._max_batch):
                 self._seq += 1
-                chunk = tuple(records[start:min(start + self._max_batch, cut)])
+                chunk = tuple(records[start : min(start + self._max_batch, cut)])
                 queue.append(UsageBatch(item, chunk, f"usage-{self._run_id}-{self._seq}"))
             if cut == len(records):
                 del self._pending[item]
@@ -293,7 +299,7 @@ class UsageReporter:
             try:
                 async with self._limit:
                     await self._client.usage_records.create_batch(
-                        subscriptionItem=item,
+                        subscription_item=item,
                         records=list(batch.records),
                         idempotency_key=batch.idempotency_key,
                     )
@@ -302,7 +308,9 @@ class UsageReporter:
                     self._last_error = exc
                     log.warning(
                         "vinr usage reporter: %d records for %s kept for retry: %s",
-                        len(batch), item, exc,
+                        len(batch),
+                        item,
+                        exc,
                     )
                     return False
                 queue.popleft()
@@ -313,7 +321,8 @@ class UsageReporter:
             except Exception:
                 log.exception(
                     "vinr usage reporter: unexpected error sending %d records for %s; kept",
-                    len(batch), item,
+                    len(batch),
+                    item,
                 )
                 return False
             queue.popleft()
@@ -334,7 +343,8 @@ class UsageReporter:
         except Exception:
             log.exception(
                 "vinr usage reporter: on_error failed for %d records for %s",
-                len(batch), batch.subscription_item,
+                len(batch),
+                batch.subscription_item,
             )
 
     async def _give_up_remaining(self) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from vinr_sdk import APIError, AsyncVinr
 
 from aggregator.worker import Aggregator
 from infra.devenv import free_port
@@ -16,7 +17,6 @@ from infra.settings import Settings
 from tests.support.api import metered_price, subscribe
 from tests.support.server import LiveServer
 from vinr.api import create_app
-from vinr.sdk import APIError, AsyncVinr
 
 
 @dataclass
@@ -42,13 +42,20 @@ class Forwarding(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._route is not None:
             url = request.url.copy_with(port=self._route(len(self.seen)))
-            request = httpx.Request(request.method, url, headers=request.headers,
-                                    content=request.content)
+            request = httpx.Request(
+                request.method, url, headers=request.headers, content=request.content
+            )
         response = await self._inner.handle_async_request(request)
         body = await response.aread()
-        self.seen.append(Seen(request.url.port or 80, request.headers.get("idempotency-key"),
-                              response.status_code, response.headers.get("idempotent-replayed"),
-                              body))
+        self.seen.append(
+            Seen(
+                request.url.port or 80,
+                request.headers.get("idempotency-key"),
+                response.status_code,
+                response.headers.get("idempotent-replayed"),
+                body,
+            )
+        )
         if self.drop > 0:
             self.drop -= 1
             await response.aclose()
@@ -68,25 +75,29 @@ class Sleeps:
 
 
 async def total_usage(vinr: AsyncVinr, item: str) -> int:
-    summary = await vinr.usage_records.summaries(subscriptionItem=item)
-    total: int = summary.data[0].totalUsage
+    summary = await vinr.usage_records.summaries(subscription_item=item)
+    total: int = summary.data[0].total_usage
     return total
 
 
 async def test_a_lost_answer_is_retried_with_the_same_key_and_counted_once(
-        api: str, secret_key: str, client: httpx.AsyncClient, aggregator: Aggregator) -> None:
+    api: str, secret_key: str, client: httpx.AsyncClient, aggregator: Aggregator
+) -> None:
     price = await metered_price(client)
     item = (await subscribe(client, price["id"]))["items"]["data"][0]["id"]
     transport = Forwarding()
     sleeps = Sleeps()
-    async with AsyncVinr(secret_key, api_base=api, transport=transport, sleep=sleeps,
-                         max_retries=3) as vinr:
+    async with AsyncVinr(
+        secret_key, api_base=api, transport=transport, sleep=sleeps, max_retries=3
+    ) as vinr:
         transport.drop = 2
-        record = await vinr.usage_records.create(subscriptionItem=item, quantity=5)
+        record = await vinr.usage_records.create(subscription_item=item, quantity=5)
         transport.drop = 1
         batch = await vinr.usage_records.create_batch(
-            subscriptionItem=item, records=[{"quantity": 1}] * 10,
-            idempotency_key="batch-from-my-queue-17")
+            subscription_item=item,
+            records=[{"quantity": 1}] * 10,
+            idempotency_key="batch-from-my-queue-17",
+        )
         await aggregator.drain()
         assert await total_usage(vinr, item) == 15, "each call counted once"
 
@@ -111,8 +122,12 @@ async def kafka_down_api(settings: Settings) -> AsyncIterator[str]:
 
 
 async def test_a_503_is_retried_after_retry_after_with_the_same_key(
-        api: str, kafka_down_api: str, secret_key: str, client: httpx.AsyncClient,
-        aggregator: Aggregator) -> None:
+    api: str,
+    kafka_down_api: str,
+    secret_key: str,
+    client: httpx.AsyncClient,
+    aggregator: Aggregator,
+) -> None:
     price = await metered_price(client)
     item = (await subscribe(client, price["id"]))["items"]["data"][0]["id"]
     healthy, down = httpx.URL(api).port, httpx.URL(kafka_down_api).port
@@ -121,24 +136,30 @@ async def test_a_503_is_retried_after_retry_after_with_the_same_key(
     # Kafka "comes back" after two attempts: the third goes to the healthy instance.
     transport = Forwarding(route=lambda n: down if n < 2 else healthy)
     sleeps = Sleeps()
-    async with AsyncVinr(secret_key, api_base=api, transport=transport, sleep=sleeps,
-                         max_retries=3) as vinr:
-        record = await vinr.usage_records.create(subscriptionItem=item, quantity=7,
-                                                 idempotency_key="usage-evt-42")
+    async with AsyncVinr(
+        secret_key, api_base=api, transport=transport, sleep=sleeps, max_retries=3
+    ) as vinr:
+        record = await vinr.usage_records.create(
+            subscription_item=item, quantity=7, idempotency_key="usage-evt-42"
+        )
         await aggregator.drain()
         assert await total_usage(vinr, item) == 7
     assert [(s.port, s.status) for s in transport.seen[:3]] == [
-        (down, 503), (down, 503), (healthy, 200)]
+        (down, 503),
+        (down, 503),
+        (healthy, 200),
+    ]
     assert {s.key for s in transport.seen[:3]} == {"usage-evt-42"}
     assert sleeps.waited == [1.0, 1.0], "Retry-After: 1 was honoured"
     assert record.quantity == 7
 
     # Still down: the retries are spent, all with one key, and the error says why.
     stuck = Forwarding(route=lambda n: down)
-    async with AsyncVinr(secret_key, api_base=api, transport=stuck, sleep=Sleeps(),
-                         max_retries=2) as vinr:
+    async with AsyncVinr(
+        secret_key, api_base=api, transport=stuck, sleep=Sleeps(), max_retries=2
+    ) as vinr:
         with pytest.raises(APIError) as info:
-            await vinr.usage_records.create(subscriptionItem=item, quantity=1)
+            await vinr.usage_records.create(subscription_item=item, quantity=1)
     assert info.value.http_status == 503 and info.value.headers.get("retry-after") == "1"
     assert [s.status for s in stuck.seen] == [503] * 3
     assert len({s.key for s in stuck.seen}) == 1

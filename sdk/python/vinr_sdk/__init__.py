@@ -1,21 +1,24 @@
 """Python SDK for the vinr billing API.
 
-    from vinr.sdk import Vinr
+    from vinr_sdk import Vinr
 
     vinr = Vinr()  # VINR_SECRET_KEY, VINR_API_BASE
     product = vinr.products.create(name="API access")
     price = vinr.prices.create(
-        product=product.id, currency="EUR", billingScheme="usage", unitAmountDecimal="0.2",
-        recurring={"interval": "month", "usageType": "metered", "aggregateUsage": "sum"},
+        product=product.id, currency="EUR", billing_scheme="usage", unit_amount_decimal="0.2",
+        recurring={"interval": "month", "usage_type": "metered", "aggregate_usage": "sum"},
     )
+    price.unit_amount_decimal  # "0.2"
 
-Keyword arguments are the API's camelCase fields, sent as they are and typed by the
-``TypedDict`` models of ``vinr.sdk.types``; responses are ``VinrObject`` dicts that also
-allow attribute access (``types`` describes their shapes too). ``AsyncVinr`` is the async
-twin. ``UsageReporter`` batches usage for producer services; ``verify`` checks webhooks.
+Keyword arguments are snake_case, typed by the ``TypedDict`` models of ``vinr_sdk.types``,
+and go out in the API's camelCase (nested keys too; ``metadata`` keys as given). Responses
+are ``VinrObject`` dicts with the API's keys that also allow snake_case attribute access
+(``summary.data[0].total_usage``; ``summary["data"][0]["totalUsage"]`` reads the same).
+``AsyncVinr`` is the async twin. ``UsageReporter`` batches usage for producer services;
+``verify`` checks webhooks.
 """
 
-from ._client import DEFAULT_API_BASE, AsyncVinr, Vinr
+from ._client import DEFAULT_API_BASE, VERSION, AsyncVinr, Vinr
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -32,6 +35,7 @@ from .webhooks import construct_event, generate_test_header, verify
 
 __all__ = [
     "DEFAULT_API_BASE",
+    "VERSION",
     "APIConnectionError",
     "APIError",
     "AsyncVinr",

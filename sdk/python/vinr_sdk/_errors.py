@@ -60,7 +60,9 @@ class VinrError(Exception):
         details = ", ".join(
             f"{name}={value}"
             for name, value in (
-                ("status", self.http_status), ("type", self.type), ("code", self.code),
+                ("status", self.http_status),
+                ("type", self.type),
+                ("code", self.code),
                 ("param", self.param),
             )
             if value is not None
@@ -128,9 +130,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: Any) -> V
     error = body.get("error") if isinstance(body, Mapping) else None
     if not isinstance(error, Mapping):
         text = body if isinstance(body, str) and body else f"HTTP {status} without an API error"
-        return _class_for_status(status)(
-            text[:500], http_status=status, headers=headers, body=body
-        )
+        return _class_for_status(status)(text[:500], http_status=status, headers=headers, body=body)
     err_type = error.get("type")
     cls = _BY_TYPE.get(err_type) if isinstance(err_type, str) else None
     message = error.get("message")

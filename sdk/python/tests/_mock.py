@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
-import orjson
-
-from vinr.sdk import AsyncVinr, Vinr
+from vinr_sdk import AsyncVinr, Vinr
 
 API_BASE = "http://vinr.test"
 SECRET_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
@@ -20,17 +19,30 @@ def respond(
     status: int = 200, body: Any = None, headers: dict[str, str] | None = None
 ) -> httpx.Response:
     payload = {"id": "obj_1", "object": "thing"} if body is None else body
-    return httpx.Response(status, content=orjson.dumps(payload), headers={
-        "content-type": "application/json", **(headers or {}),
-    })
+    return httpx.Response(
+        status,
+        content=json.dumps(payload).encode(),
+        headers={
+            "content-type": "application/json",
+            **(headers or {}),
+        },
+    )
 
 
 def api_error(
-    status: int, type_: str, message: str = "nope", *, code: str | None = None,
-    param: str | None = None, headers: dict[str, str] | None = None,
+    status: int,
+    type_: str,
+    message: str = "nope",
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    return respond(status, {"error": {"type": type_, "code": code, "message": message,
-                                      "param": param}}, headers)
+    return respond(
+        status,
+        {"error": {"type": type_, "code": code, "message": message, "param": param}},
+        headers,
+    )
 
 
 class Script:
@@ -49,7 +61,7 @@ class Script:
         return step
 
     def json(self, index: int = -1) -> Any:
-        return orjson.loads(self.requests[index].content)
+        return json.loads(self.requests[index].content)
 
     def keys(self) -> list[str | None]:
         return [r.headers.get("idempotency-key") for r in self.requests]
@@ -69,14 +81,24 @@ class Sleeps:
 
 
 def sync_client(script: Script, sleeps: Sleeps | None = None, **options: Any) -> Vinr:
-    return Vinr(SECRET_KEY, api_base=API_BASE, transport=httpx.MockTransport(script),
-                sleep=sleeps if sleeps is not None else Sleeps(), **options)
+    return Vinr(
+        SECRET_KEY,
+        api_base=API_BASE,
+        transport=httpx.MockTransport(script),
+        sleep=sleeps if sleeps is not None else Sleeps(),
+        **options,
+    )
 
 
 def async_client(script: Any, sleeps: Sleeps | None = None, **options: Any) -> AsyncVinr:
     recorder = sleeps if sleeps is not None else Sleeps()
-    return AsyncVinr(SECRET_KEY, api_base=API_BASE, transport=httpx.MockTransport(script),
-                     sleep=recorder.async_sleep, **options)
+    return AsyncVinr(
+        SECRET_KEY,
+        api_base=API_BASE,
+        transport=httpx.MockTransport(script),
+        sleep=recorder.async_sleep,
+        **options,
+    )
 
 
 class BatchServer:
@@ -90,14 +112,23 @@ class BatchServer:
         self.gate.set()
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = orjson.loads(await request.aread())
+        body = json.loads(await request.aread())
         self.calls.append((request.headers["idempotency-key"], body))
         self.arrived.set()
         await self.gate.wait()
-        step = self.steps.pop(0) if self.steps else respond(200, {
-            "id": f"mbu_{len(self.calls)}", "object": "usage_record_batch",
-            "subscriptionItem": body["subscriptionItem"], "count": len(body["records"]),
-        })
+        step = (
+            self.steps.pop(0)
+            if self.steps
+            else respond(
+                200,
+                {
+                    "id": f"mbu_{len(self.calls)}",
+                    "object": "usage_record_batch",
+                    "subscriptionItem": body["subscriptionItem"],
+                    "count": len(body["records"]),
+                },
+            )
+        )
         if isinstance(step, Exception):
             raise step
         return step
@@ -106,5 +137,6 @@ class BatchServer:
         return [body["subscriptionItem"] for _, body in self.calls]
 
     def records(self, item: str) -> list[dict[str, Any]]:
-        return [r for _, body in self.calls if body["subscriptionItem"] == item
-                for r in body["records"]]
+        return [
+            r for _, body in self.calls if body["subscriptionItem"] == item for r in body["records"]
+        ]

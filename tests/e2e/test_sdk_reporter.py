@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from vinr_sdk import AsyncVinr, UsageBatch, UsageReporter, VinrError
 
 from aggregator.worker import Aggregator
 from tests.support.api import metered_price, subscribe
-from vinr.sdk import AsyncVinr, UsageBatch, UsageReporter, VinrError
 
 RECORDS_PER_ITEM = 1500
 
@@ -20,15 +20,20 @@ def quantity(i: int) -> int:
 
 
 async def test_reported_usage_is_all_in_the_summaries(
-        api: str, secret_key: str, client: httpx.AsyncClient, aggregator: Aggregator) -> None:
+    api: str, secret_key: str, client: httpx.AsyncClient, aggregator: Aggregator
+) -> None:
     price = await metered_price(client)
-    items = [(await subscribe(client, price["id"]))["items"]["data"][0]["id"]
-             for _ in range(3)]
+    items = [(await subscribe(client, price["id"]))["items"]["data"][0]["id"] for _ in range(3)]
     refused: list[tuple[UsageBatch, VinrError]] = []
 
     async with AsyncVinr(secret_key, api_base=api) as vinr:
-        reporter = UsageReporter(vinr, max_batch=200, flush_interval_s=0.05, max_buffered=500,
-                                 on_error=lambda batch, exc: refused.append((batch, exc)))
+        reporter = UsageReporter(
+            vinr,
+            max_batch=200,
+            flush_interval_s=0.05,
+            max_buffered=500,
+            on_error=lambda batch, exc: refused.append((batch, exc)),
+        )
 
         async def produce(item: str) -> None:
             for i in range(RECORDS_PER_ITEM):
@@ -44,8 +49,8 @@ async def test_reported_usage_is_all_in_the_summaries(
         await aggregator.drain()
         expected = sum(quantity(i) for i in range(RECORDS_PER_ITEM))
         for item in items:
-            summary = await vinr.usage_records.summaries(subscriptionItem=item)
-            assert summary.data[0].totalUsage == expected, item
+            summary = await vinr.usage_records.summaries(subscription_item=item)
+            assert summary.data[0].total_usage == expected, item
 
     ((batch, exc),) = refused
     assert batch.subscription_item == "si_unknown" and len(batch) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -11,10 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-
-from vinr.sdk import (
+from vinr_sdk import (
     APIError,
     InvalidRequestError,
     UsageBatch,
@@ -126,8 +125,9 @@ async def test_report_waits_while_max_buffered_records_wait() -> None:
 
 async def test_a_refused_batch_goes_to_on_error() -> None:
     failures: list[tuple[UsageBatch, VinrError]] = []
-    server = BatchServer(api_error(400, "invalid_request_error", "before the period",
-                                   param="timestamp"))
+    server = BatchServer(
+        api_error(400, "invalid_request_error", "before the period", param="timestamp")
+    )
     async with reporter_for(server, on_error=lambda b, e: failures.append((b, e))) as reporter:
         await reporter.report("si_a", 1, timestamp=1)
         await reporter.report("si_a", 2, timestamp=2)
@@ -157,7 +157,7 @@ async def test_async_on_error_is_awaited() -> None:
 
 async def test_the_default_on_error_logs_the_count(caplog: pytest.LogCaptureFixture) -> None:
     server = BatchServer(api_error(400, "invalid_request_error", "bad"))
-    with caplog.at_level(logging.ERROR, logger="vinr.sdk.reporter"):
+    with caplog.at_level(logging.ERROR, logger="vinr_sdk.reporter"):
         async with reporter_for(server) as reporter:
             for _ in range(4):
                 await reporter.report("si_a", 1)
@@ -211,10 +211,18 @@ async def test_the_timestamp_is_taken_at_report_time() -> None:
     assert before <= record["timestamp"] <= int(time.time())
 
 
-@pytest.mark.parametrize(("args", "kwargs"), [
-    (("", 1), {}), (("si_a", -1), {}), (("si_a", True), {}), (("si_a", 2**53 + 1), {}),
-    (("si_a", 1.5), {}), (("si_a", 1), {"action": "add"}), (("si_a", 1), {"timestamp": 1.5}),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("", 1), {}),
+        (("si_a", -1), {}),
+        (("si_a", True), {}),
+        (("si_a", 2**53 + 1), {}),
+        (("si_a", 1.5), {}),
+        (("si_a", 1), {"action": "add"}),
+        (("si_a", 1), {"timestamp": 1.5}),
+    ],
+)
 async def test_bad_records_are_refused_at_once(args: tuple[Any, ...], kwargs: Any) -> None:
     server = BatchServer()
     async with reporter_for(server) as reporter:
@@ -223,10 +231,16 @@ async def test_bad_records_are_refused_at_once(args: tuple[Any, ...], kwargs: An
     assert server.calls == []
 
 
-@pytest.mark.parametrize("options", [
-    {"max_batch": 0}, {"max_batch": 1001}, {"flush_interval_s": 0}, {"max_buffered": 0},
-    {"max_concurrency": 0},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_batch": 0},
+        {"max_batch": 1001},
+        {"flush_interval_s": 0},
+        {"max_buffered": 0},
+        {"max_concurrency": 0},
+    ],
+)
 async def test_bad_options_are_refused(options: dict[str, Any]) -> None:
     client = async_client(BatchServer())
     try:
@@ -255,7 +269,7 @@ class FlakyIdempotentServer:
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         key = request.headers["idempotency-key"]
-        body = orjson.loads(await request.aread())
+        body = json.loads(await request.aread())
         await asyncio.sleep(0)
         if body["subscriptionItem"] == "si_bad":
             return api_error(400, "invalid_request_error", "no such item")
@@ -289,8 +303,9 @@ async def test_nothing_is_lost_or_double_counted_under_failures(seed: int) -> No
             given_up.append(batch)
 
     try:
-        async with UsageReporter(client, max_batch=7, flush_interval_s=0.005,
-                                 max_buffered=40, on_error=on_error) as reporter:
+        async with UsageReporter(
+            client, max_batch=7, flush_interval_s=0.005, max_buffered=40, on_error=on_error
+        ) as reporter:
             for _ in range(400):
                 item = rng.choice(items)
                 await reporter.report(item, 1, timestamp=1000)

@@ -1,14 +1,19 @@
-"""Typed models of the API (``docs/api.md``): request parameters and response objects.
+"""Typed models of the API: request parameters and response objects.
 
-Parameters are ``TypedDict``s that type the resource methods' keyword arguments
-(``**params: Unpack[PriceCreateParams]``), so a type checker catches a misspelt field or a
-wrong type; at run time the arguments go out as they are. Responses are ``VinrObject``s (a
-``dict`` with attribute access); the object models below describe them, for ``cast`` or
-annotations: ``price = cast(Price, vinr.prices.create(...))``.
+Parameters are ``TypedDict``s in Python's snake_case that type the resource methods' keyword
+arguments (``**params: Unpack[PriceCreateParams]``), nested ones included (``Recurring``,
+``Tier``), so a type checker catches a misspelt field or a wrong type; at run time every key
+goes out in the API's camelCase (``unit_amount_decimal`` → ``unitAmountDecimal``).
+
+Responses are ``VinrObject``s: read them by attribute in snake_case
+(``price.unit_amount_decimal``) or by subscript with the API's own keys
+(``price["unitAmountDecimal"]``). The object models below describe those keys, the wire
+shape, for ``cast`` and annotations: ``price = cast(Price, vinr.prices.create(...))``.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
@@ -28,6 +33,9 @@ __all__ = [
     "Period",
     "Price",
     "PriceCreateParams",
+    "PriceRecurring",
+    "PriceTier",
+    "PriceTransformQuantity",
     "Product",
     "ProductCreateParams",
     "Recurring",
@@ -61,23 +69,24 @@ Action = Literal["increment", "set"]
 
 # ---- parameters ---------------------------------------------------------------------------
 
+
 class Recurring(TypedDict):
     interval: Interval
-    intervalCount: NotRequired[int]
-    usageType: NotRequired[Literal["licensed", "metered"]]
-    aggregateUsage: NotRequired[AggregateUsage | None]
+    interval_count: NotRequired[int]
+    usage_type: NotRequired[Literal["licensed", "metered"]]
+    aggregate_usage: NotRequired[AggregateUsage | None]
 
 
 class Tier(TypedDict):
-    upTo: int | Literal["inf"]
-    unitAmount: NotRequired[int | None]
-    unitAmountDecimal: NotRequired[str | None]
-    flatAmount: NotRequired[int | None]
-    flatAmountDecimal: NotRequired[str | None]
+    up_to: int | Literal["inf"]
+    unit_amount: NotRequired[int | None]
+    unit_amount_decimal: NotRequired[str | Decimal | None]
+    flat_amount: NotRequired[int | None]
+    flat_amount_decimal: NotRequired[str | Decimal | None]
 
 
 class TransformQuantity(TypedDict):
-    divideBy: int
+    divide_by: int
     round: Literal["up", "down"]
 
 
@@ -91,26 +100,26 @@ class PriceCreateParams(TypedDict):
     product: str
     currency: str
     recurring: Recurring
-    billingScheme: NotRequired[Literal["per_unit", "tiered", "usage"]]
-    unitAmount: NotRequired[int]
-    unitAmountDecimal: NotRequired[str]
+    billing_scheme: NotRequired[Literal["per_unit", "tiered", "usage"]]
+    unit_amount: NotRequired[int]
+    unit_amount_decimal: NotRequired[str | Decimal]
     tiers: NotRequired[list[Tier]]
-    tiersMode: NotRequired[Literal["graduated", "volume"]]
-    transformQuantity: NotRequired[TransformQuantity]
+    tiers_mode: NotRequired[Literal["graduated", "volume"]]
+    transform_quantity: NotRequired[TransformQuantity]
 
 
 class CustomerCreateParams(TypedDict, total=False):
     id: str
     name: str
     email: str
-    paymentMethod: str
+    payment_method: str
     metadata: dict[str, str]
 
 
 class CustomerUpdateParams(TypedDict, total=False):
     name: str
     email: str
-    paymentMethod: str
+    payment_method: str
     metadata: dict[str, str]
 
 
@@ -123,13 +132,13 @@ class SubscriptionItemParams(TypedDict):
 class SubscriptionCreateParams(TypedDict):
     customer: str
     items: list[SubscriptionItemParams]
-    testClock: NotRequired[str]
-    cancelAtPeriodEnd: NotRequired[bool]
+    test_clock: NotRequired[str]
+    cancel_at_period_end: NotRequired[bool]
     metadata: NotRequired[dict[str, str]]
 
 
 class SubscriptionUpdateParams(TypedDict, total=False):
-    cancelAtPeriodEnd: bool
+    cancel_at_period_end: bool
     metadata: dict[str, str]
 
 
@@ -140,41 +149,42 @@ class UsageRecordParams(TypedDict):
 
 
 class UsageRecordCreateParams(UsageRecordParams):
-    subscriptionItem: str
+    subscription_item: str
 
 
 class UsageRecordBatchParams(TypedDict):
-    subscriptionItem: str
+    subscription_item: str
     records: list[UsageRecordParams]
 
 
 class TestClockCreateParams(TypedDict):
-    frozenTime: int
+    frozen_time: int
     name: NotRequired[str]
 
 
 class TestClockAdvanceParams(TypedDict):
-    frozenTime: int
+    frozen_time: int
 
 
 class WebhookEndpointCreateParams(TypedDict):
     url: str
-    enabledEvents: list[str]
+    enabled_events: list[str]
     description: NotRequired[str]
 
 
 class WebhookEndpointUpdateParams(TypedDict, total=False):
     url: str
-    enabledEvents: list[str]
+    enabled_events: list[str]
     description: str | None
     status: Literal["enabled", "disabled"]
 
 
 class EventResendParams(TypedDict, total=False):
-    webhookEndpoint: str
+    webhook_endpoint: str
 
 
 # ---- objects ------------------------------------------------------------------------------
+
 
 class _Object(TypedDict):
     id: str
@@ -208,6 +218,28 @@ class Product(_Object):
     metadata: dict[str, str]
 
 
+class PriceRecurring(TypedDict):
+    """``Price.recurring`` as the API sends it (the parameter is ``Recurring``)."""
+
+    interval: Interval
+    intervalCount: int
+    usageType: Literal["licensed", "metered"]
+    aggregateUsage: AggregateUsage | None
+
+
+class PriceTier(TypedDict):
+    upTo: int | Literal["inf"]
+    unitAmount: int | None
+    unitAmountDecimal: str | None
+    flatAmount: int | None
+    flatAmountDecimal: str | None
+
+
+class PriceTransformQuantity(TypedDict):
+    divideBy: int
+    round: Literal["up", "down"]
+
+
 class Price(_Object):
     product: str
     currency: str
@@ -216,10 +248,10 @@ class Price(_Object):
     billingScheme: Literal["per_unit", "tiered"]
     unitAmount: int | None
     unitAmountDecimal: str | None
-    recurring: Recurring
-    tiers: list[Tier] | None
+    recurring: PriceRecurring
+    tiers: list[PriceTier] | None
     tiersMode: Literal["graduated", "volume"] | None
-    transformQuantity: TransformQuantity | None
+    transformQuantity: PriceTransformQuantity | None
 
 
 class Customer(_Object):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
-from vinr.sdk import AsyncVinr, IdempotencyError, RateLimitError, VinrObject
+from vinr_sdk import AsyncVinr, IdempotencyError, RateLimitError, VinrObject
 
 from ._mock import API_BASE, SECRET_KEY, Script, Sleeps, api_error, async_client, respond
 
@@ -13,7 +12,7 @@ from ._mock import API_BASE, SECRET_KEY, Script, Sleeps, api_error, async_client
 async def test_idempotency_key_is_reused_across_retries() -> None:
     script, sleeps = Script(respond(503), respond(503), respond(200)), Sleeps()
     async with async_client(script, sleeps) as client:
-        record = await client.usage_records.create(subscriptionItem="si_1", quantity=1)
+        record = await client.usage_records.create(subscription_item="si_1", quantity=1)
     assert record.id == "obj_1"
     assert len(script.requests) == 3 and len(set(script.keys())) == 1
     assert len(sleeps.calls) == 2

@@ -6,24 +6,23 @@ The header is ``t=UNIX,v1=HEX`` with HEX = lowercase hex HMAC-SHA256(secret,
 "{t}.{raw body}"); during a secret roll it carries one ``v1`` per valid secret. Verify the
 raw bytes as received: a re-serialised body will not match.
 
-The rules are the TypeScript SDK's (``sdk/typescript/src/webhooks.ts``) and the server's
-(``vinr.signature``): parts split on ``,`` and trimmed, unknown keys ignored, the last ``t``
-counts and must be an integer, at least one ``v1`` must match exactly (every candidate is
-compared in constant time), then ``|now - t|`` must not exceed the tolerance when it is
-> 0. Both SDKs check the same fixture files (``tests/sdk/fixtures/signatures.json`` and
-``sdk/typescript/test/fixtures/signatures.json``), including the ``code`` of each refusal.
+The rules are the TypeScript SDK's and the server's: parts split on ``,`` and trimmed,
+unknown keys ignored, the last ``t`` counts and must be an integer, at least one ``v1`` must
+match exactly (every candidate is compared in constant time), then ``|now - t|`` must not
+exceed the tolerance when it is > 0. Both SDKs and the server check the same fixture file
+(``sdk/fixtures/signatures.json`` in the repository), including the ``code`` of each
+refusal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import time
 from collections.abc import Iterable
-
-import orjson
 
 from ._errors import SignatureVerificationError, VinrError
 from ._object import VinrObject
@@ -102,8 +101,11 @@ def verify_header(
         raise _refuse("no signature matches the payload and secret", "no_matching_signature")
     current = int(time.time()) if now is None else now
     if tolerance_s > 0 and abs(current - timestamp) > tolerance_s:
-        raise _refuse(f"signature timestamp {timestamp} is outside the {tolerance_s}s"
-                      f" tolerance (now {current})", "timestamp_outside_tolerance")
+        raise _refuse(
+            f"signature timestamp {timestamp} is outside the {tolerance_s}s"
+            f" tolerance (now {current})",
+            "timestamp_outside_tolerance",
+        )
     return timestamp
 
 
@@ -139,8 +141,8 @@ def verify(
         )
     verify_header(payload, signature, key, tolerance_s, now=now)
     try:
-        event = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
+        event = json.loads(payload)
+    except ValueError as exc:
         raise VinrError(f"webhook payload is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(event, dict):
         raise VinrError("webhook payload is not a JSON object", code="invalid_json")
@@ -151,7 +153,9 @@ construct_event = verify
 
 
 def generate_test_header(
-    payload: bytes | str, secret: str, timestamp: int | None = None,
+    payload: bytes | str,
+    secret: str,
+    timestamp: int | None = None,
     extra_secrets: Iterable[str] = (),
 ) -> str:
     """A valid ``x-vinr-signature`` value (one ``v1`` per secret), to test a handler."""
@@ -172,14 +176,17 @@ class Webhooks:
         *,
         now: int | None = None,
     ) -> VinrObject:
-        """See ``vinr.sdk.webhooks.verify``."""
+        """See ``vinr_sdk.webhooks.verify``."""
         return verify(payload, signature, secret, tolerance_s, now=now)
 
     construct_event = verify
 
     def generate_test_header(
-        self, payload: bytes | str, secret: str, timestamp: int | None = None,
+        self,
+        payload: bytes | str,
+        secret: str,
+        timestamp: int | None = None,
         extra_secrets: Iterable[str] = (),
     ) -> str:
-        """See ``vinr.sdk.webhooks.generate_test_header``."""
+        """See ``vinr_sdk.webhooks.generate_test_header``."""
         return generate_test_header(payload, secret, timestamp, extra_secrets)

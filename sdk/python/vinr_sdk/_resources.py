@@ -1,10 +1,11 @@
 """API resources, written once for both clients.
 
-Each method forwards its keyword arguments verbatim as the JSON body (POST) or the query
-string (GET/DELETE), so the API's camelCase names are used as they are; the bodies are typed
-by the ``TypedDict``s of ``types.py``, so a type checker catches a misspelt field:
-``client.prices.create(product=p, currency="EUR", billingScheme="usage", ...)``.
-``idempotency_key`` is the one keyword that is not forwarded: it becomes the
+Each method sends its keyword arguments as the JSON body (POST) or the query string
+(GET/DELETE). Arguments are snake_case and go out in the API's camelCase, nested keys
+included (``_casing.camelize``); the bodies are typed by the ``TypedDict``s of
+``types.py``, so a type checker catches a misspelt field:
+``client.prices.create(product=p, currency="EUR", billing_scheme="usage", ...)``.
+``idempotency_key`` is the one keyword that is not sent as a field: it becomes the
 ``Idempotency-Key`` header.
 
 The resource classes are generic in what a call returns — a ``VinrObject`` for ``Vinr``, a
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar, Unpack
 from urllib.parse import quote
 
+from ._casing import camelize
 from .types import (
     CustomerCreateParams,
     CustomerUpdateParams,
@@ -81,14 +83,15 @@ class _Resource(Generic[R]):
         self._requester = requester
 
     def _get(self, path: str, query: Mapping[str, Any] | None = None) -> R:
-        return self._requester.request("GET", path, query=dict(query or {}))
+        return self._requester.request("GET", path, query=camelize(query or {}))
 
     def _post(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> R:
-        return self._requester.request("POST", path, body=dict(body),
-                                       idempotency_key=idempotency_key)
+        return self._requester.request(
+            "POST", path, body=camelize(body), idempotency_key=idempotency_key
+        )
 
     def _delete(self, path: str, query: Mapping[str, Any] | None = None) -> R:
-        return self._requester.request("DELETE", path, query=dict(query) if query else None)
+        return self._requester.request("DELETE", path, query=camelize(query) if query else None)
 
     def _create(self, params: Mapping[str, Any], idempotency_key: str | None) -> R:
         return self._post(self._base, params, idempotency_key)
@@ -105,15 +108,16 @@ class _Retrieve(_Resource[R]):
 
 class _List(_Resource[R]):
     def list(self, **params: Any) -> R:
-        """``GET {base}?…`` — e.g. ``limit=10, startingAfter="…"``; newest first."""
+        """``GET {base}?…`` — e.g. ``limit=10, starting_after="…"``; newest first."""
         return self._get(self._base, params)
 
 
 class Products(_Retrieve[R], _List[R]):
     _base = "/v1/products"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[ProductCreateParams]) -> R:
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[ProductCreateParams]
+    ) -> R:
         """``POST /v1/products`` — ``name, description?, metadata?``."""
         return self._create(params, idempotency_key)
 
@@ -121,23 +125,31 @@ class Products(_Retrieve[R], _List[R]):
 class Prices(_Retrieve[R], _List[R]):
     _base = "/v1/prices"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[PriceCreateParams]) -> R:
-        """``POST /v1/prices`` — ``product, currency, recurring, billingScheme?,
-        unitAmount | unitAmountDecimal, tiers?, tiersMode?, transformQuantity?``."""
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[PriceCreateParams]
+    ) -> R:
+        """``POST /v1/prices`` — ``product, currency, recurring, billing_scheme?,
+        unit_amount | unit_amount_decimal, tiers?, tiers_mode?, transform_quantity?``."""
         return self._create(params, idempotency_key)
 
 
 class Customers(_Retrieve[R], _List[R]):
     _base = "/v1/customers"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[CustomerCreateParams]) -> R:
-        """``POST /v1/customers`` — ``id?, name?, email?, paymentMethod?, metadata?``."""
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[CustomerCreateParams]
+    ) -> R:
+        """``POST /v1/customers`` — ``id?, name?, email?, payment_method?, metadata?``."""
         return self._create(params, idempotency_key)
 
-    def update(self, id: str, /, *, idempotency_key: str | None = None,
-               **params: Unpack[CustomerUpdateParams]) -> R:
+    def update(
+        self,
+        id: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[CustomerUpdateParams],
+    ) -> R:
         """``POST /v1/customers/{id}``."""
         return self._update(id, params, idempotency_key)
 
@@ -145,15 +157,22 @@ class Customers(_Retrieve[R], _List[R]):
 class Subscriptions(_Retrieve[R], _List[R]):
     _base = "/v1/subscriptions"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[SubscriptionCreateParams]) -> R:
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[SubscriptionCreateParams]
+    ) -> R:
         """``POST /v1/subscriptions`` — ``customer, items: [{price, quantity?, id?}],
-        testClock?, cancelAtPeriodEnd?, metadata?``."""
+        test_clock?, cancel_at_period_end?, metadata?``."""
         return self._create(params, idempotency_key)
 
-    def update(self, id: str, /, *, idempotency_key: str | None = None,
-               **params: Unpack[SubscriptionUpdateParams]) -> R:
-        """``POST /v1/subscriptions/{id}`` — ``cancelAtPeriodEnd?, metadata?``."""
+    def update(
+        self,
+        id: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[SubscriptionUpdateParams],
+    ) -> R:
+        """``POST /v1/subscriptions/{id}`` — ``cancel_at_period_end?, metadata?``."""
         return self._update(id, params, idempotency_key)
 
     def cancel(self, id: str, /, **params: Any) -> R:
@@ -164,22 +183,25 @@ class Subscriptions(_Retrieve[R], _List[R]):
 class UsageRecords(_Resource[R]):
     _base = "/v1/usage_records"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[UsageRecordCreateParams]) -> R:
-        """``POST /v1/usage_records`` — ``subscriptionItem, quantity, timestamp?, action?``.
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[UsageRecordCreateParams]
+    ) -> R:
+        """``POST /v1/usage_records`` — ``subscription_item, quantity, timestamp?, action?``.
 
         Pass an ``idempotency_key`` derived from your own event id so that a retry after a
         crash does not count the usage twice.
         """
         return self._post(self._base, params, idempotency_key)
 
-    def create_batch(self, *, idempotency_key: str | None = None,
-                     **params: Unpack[UsageRecordBatchParams]) -> R:
-        """``POST /v1/usage_records/batch`` — ``subscriptionItem, records: [...]`` (≤ 1000)."""
+    def create_batch(
+        self, *, idempotency_key: str | None = None, **params: Unpack[UsageRecordBatchParams]
+    ) -> R:
+        """``POST /v1/usage_records/batch`` — ``subscription_item, records: [...]`` (≤ 1000)."""
         return self._post(f"{self._base}/batch", params, idempotency_key)
 
     def summaries(self, **params: Any) -> R:
-        """``GET /v1/usage_records/summaries?subscriptionItem=si_…``, newest period first."""
+        """``GET /v1/usage_records/summaries`` — ``subscription_item="si_…"``; newest period
+        first."""
         return self._get(f"{self._base}/summaries", params)
 
 
@@ -198,15 +220,22 @@ class Charges(_List[R]):
 class WebhookEndpoints(_Retrieve[R], _List[R]):
     _base = "/v1/webhook_endpoints"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[WebhookEndpointCreateParams]) -> R:
-        """``POST /v1/webhook_endpoints`` — ``url, enabledEvents``; the answer holds the
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[WebhookEndpointCreateParams]
+    ) -> R:
+        """``POST /v1/webhook_endpoints`` — ``url, enabled_events``; the answer holds the
         ``secret``, shown only here and by ``roll_secret``."""
         return self._create(params, idempotency_key)
 
-    def update(self, id: str, /, *, idempotency_key: str | None = None,
-               **params: Unpack[WebhookEndpointUpdateParams]) -> R:
-        """``POST /v1/webhook_endpoints/{id}`` — ``url?, enabledEvents?, description?,
+    def update(
+        self,
+        id: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[WebhookEndpointUpdateParams],
+    ) -> R:
+        """``POST /v1/webhook_endpoints/{id}`` — ``url?, enabled_events?, description?,
         status?: "enabled" | "disabled"``."""
         return self._update(id, params, idempotency_key)
 
@@ -226,9 +255,10 @@ class Events(_Retrieve[R], _List[R]):
         """``GET /v1/events/{id}/deliveries``: one per endpoint, each with its attempts."""
         return self._get(_path(self._base, id, "/deliveries"), params)
 
-    def resend(self, id: str, /, *, idempotency_key: str | None = None,
-               **params: Unpack[EventResendParams]) -> R:
-        """``POST /v1/events/{id}/resend`` — to ``webhookEndpoint=…``, or to every enabled
+    def resend(
+        self, id: str, /, *, idempotency_key: str | None = None, **params: Unpack[EventResendParams]
+    ) -> R:
+        """``POST /v1/events/{id}/resend`` — to ``webhook_endpoint=…``, or to every enabled
         endpoint subscribed to the event's type."""
         return self._post(_path(self._base, id, "/resend"), params, idempotency_key)
 
@@ -237,9 +267,7 @@ class TestHelperSubscriptions(_Resource[R]):
     __test__ = False  # not a pytest class
     _base = "/v1/test_helpers/subscriptions"
 
-    def advance_period(
-        self, id: str, /, *, idempotency_key: str | None = None, **params: Any
-    ) -> R:
+    def advance_period(self, id: str, /, *, idempotency_key: str | None = None, **params: Any) -> R:
         """End the current period now, invoice it and start the next (sandbox only)."""
         return self._post(_path(self._base, id, "/advance_period"), params, idempotency_key)
 
@@ -248,14 +276,21 @@ class TestClocks(_Retrieve[R]):
     __test__ = False
     _base = "/v1/test_helpers/test_clocks"
 
-    def create(self, *, idempotency_key: str | None = None,
-               **params: Unpack[TestClockCreateParams]) -> R:
-        """``POST /v1/test_helpers/test_clocks`` — ``frozenTime, name?``."""
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[TestClockCreateParams]
+    ) -> R:
+        """``POST /v1/test_helpers/test_clocks`` — ``frozen_time, name?``."""
         return self._create(params, idempotency_key)
 
-    def advance(self, id: str, /, *, idempotency_key: str | None = None,
-                **params: Unpack[TestClockAdvanceParams]) -> R:
-        """``POST /v1/test_helpers/test_clocks/{id}/advance`` — ``frozenTime=…``."""
+    def advance(
+        self,
+        id: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[TestClockAdvanceParams],
+    ) -> R:
+        """``POST /v1/test_helpers/test_clocks/{id}/advance`` — ``frozen_time=…``."""
         return self._post(_path(self._base, id, "/advance"), params, idempotency_key)
 
 
