@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from domain.pricing import parse_price_terms, render_terms
+
 __all__ = [
     "amount",
     "render_charge",
@@ -44,28 +46,28 @@ def render_product(row: Row) -> dict[str, Any]:
 
 
 def render_price(row: Row) -> dict[str, Any]:
-    terms: dict[str, Any] = row["terms"]
-    unit_dec = terms.get("unitAmountDecimal")
-    unit_int: int | None = None
-    if unit_dec is not None and Decimal(unit_dec) == Decimal(unit_dec).to_integral_value():
-        unit_int = int(Decimal(unit_dec))
+    """The pricing fields come from the stored terms through the amount codec, so every
+    amount shows both its integer and its decimal form (``domain.amounts``)."""
+    terms = render_terms(parse_price_terms(row["terms"]))
     return _base(row, "price") | {
         "product": row["product_id"],
         "currency": row["currency"],
         "type": "recurring",
         "active": row["active"],
-        "billingScheme": terms.get("billingScheme", "per_unit"),
-        "unitAmount": unit_int,
-        "unitAmountDecimal": unit_dec,
+        "nickname": row["nickname"],
+        "billingScheme": terms["billingScheme"],
+        "unitAmount": terms["unitAmount"],
+        "unitAmountDecimal": terms["unitAmountDecimal"],
         "recurring": {
             "interval": row["interval"],
             "intervalCount": row["interval_count"],
             "usageType": row["usage_type"],
             "aggregateUsage": row["aggregate_usage"],
         },
-        "tiers": terms.get("tiers"),
-        "tiersMode": terms.get("tiersMode"),
-        "transformQuantity": terms.get("transformQuantity"),
+        "tiers": terms["tiers"],
+        "tiersMode": terms["tiersMode"],
+        "transformQuantity": terms["transformQuantity"],
+        "metadata": row["metadata"],
     }
 
 
