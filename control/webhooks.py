@@ -8,11 +8,11 @@ endpoint is kept disabled and hidden, so its deliveries stay listed on their eve
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
-from pydantic import Field, HttpUrl
+from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError
 
 from control.common import (
     ApiModel,
@@ -247,14 +247,30 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
     return Json(listing)
 
 
+_HTTP_URL = TypeAdapter(HttpUrl)
+
+
+def _checked_url(value: str) -> str:
+    """An http(s) URL, kept as the caller wrote it (no added "/", no lowercased host), so
+    the endpoint reads back as written and is called at exactly that address."""
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
+    return value
+
+
+Url = Annotated[str, Field(max_length=2083), AfterValidator(_checked_url)]
+
+
 class EndpointCreate(ApiModel):
-    url: HttpUrl
+    url: Url
     enabledEvents: list[str] = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
 
 
 class EndpointUpdate(ApiModel):
-    url: HttpUrl | None = None
+    url: Url | None = None
     enabledEvents: list[str] | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     status: Literal["enabled", "disabled"] | None = None
@@ -270,7 +286,7 @@ async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
         new_id("we"),
         t.account_id,
         t.livemode,
-        str(body.url),
+        body.url,
         body.enabledEvents,
         new_secret("whsec"),
         body.description,
@@ -350,7 +366,7 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
             " description = CASE WHEN $5 THEN $6 ELSE description END"
             " WHERE id = $1 RETURNING *",
             endpoint_id,
-            str(body.url) if body.url is not None else None,
+            body.url,
             body.enabledEvents,
             body.status,
             "description" in body.model_fields_set,

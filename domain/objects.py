@@ -17,6 +17,7 @@ __all__ = [
     "render_customer",
     "render_event",
     "render_invoice",
+    "render_payment_method",
     "render_price",
     "render_product",
     "render_subscription",
@@ -78,6 +79,15 @@ def render_customer(row: Row) -> dict[str, Any]:
         "defaultPaymentMethod": row["default_pm"],
         "invoiceSettings": {"defaultPaymentMethod": row["default_pm"]},
         "metadata": row["metadata"],
+    }
+
+
+def render_payment_method(row: Row) -> dict[str, Any]:
+    """``row`` carries ``customer_id``."""
+    return _base(row, "payment_method") | {
+        "type": "card",
+        "customer": row["customer_id"],
+        "card": {"brand": row["brand"], "last4": row["last4"]},
     }
 
 
