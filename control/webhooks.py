@@ -8,14 +8,15 @@ endpoint is kept disabled and hidden, so its deliveries stay listed on their eve
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
-from pydantic import AfterValidator, Field, HttpUrl, TypeAdapter, ValidationError
+from pydantic import Field
 
 from control.common import (
     ApiModel,
+    HttpUrlAsWritten,
     Json,
     StartingAfter,
     fetch_or_404,
@@ -247,30 +248,14 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
     return Json(listing)
 
 
-_HTTP_URL = TypeAdapter(HttpUrl)
-
-
-def _checked_url(value: str) -> str:
-    """An http(s) URL, kept as the caller wrote it (no added "/", no lowercased host), so
-    the endpoint reads back as written and is called at exactly that address."""
-    try:
-        _HTTP_URL.validate_python(value)
-    except ValidationError as exc:
-        raise ValueError(exc.errors()[0]["msg"]) from None
-    return value
-
-
-Url = Annotated[str, Field(max_length=2083), AfterValidator(_checked_url)]
-
-
 class EndpointCreate(ApiModel):
-    url: Url
+    url: HttpUrlAsWritten
     enabledEvents: list[str] = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
 
 
 class EndpointUpdate(ApiModel):
-    url: Url | None = None
+    url: HttpUrlAsWritten | None = None
     enabledEvents: list[str] | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     status: Literal["enabled", "disabled"] | None = None

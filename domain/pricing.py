@@ -88,9 +88,8 @@ TIER_KEYS = frozenset(
     {"upTo", "unitAmount", "unitAmountDecimal", "flatAmount", "flatAmountDecimal"}
 )
 TRANSFORM_KEYS = frozenset({"divideBy", "round"})
-# Worst case: quantity < 2**63 (19 digits) * amount < 10**12 with 12 decimal places,
-# is under 10^31 with 12 places (43 digits); summed over at most 100 tiers plus their flat
-# amounts it stays under 10^34: under 50 significant digits.
+# Worst case: quantity < 2**63 times an amount < 10**12 with 12 places is < 10^31 (43 digits);
+# summed over 100 tiers plus flat amounts, < 10^34 (46 digits): within 50 significant digits.
 _CONTEXT = Context(
     prec=60, rounding=ROUND_HALF_UP, traps=[Inexact, Rounded, InvalidOperation, Overflow]
 )
