@@ -18,7 +18,7 @@ from control.common import (
 )
 from domain.clock import now_s
 from domain.objects import render_price, render_product
-from domain.pricing import PriceDefinitionError, parse_price_terms, terms_to_json
+from domain.pricing import MAX_TIERS, PriceDefinitionError, parse_price_terms, terms_to_json
 from infra.errors import InvalidRequest
 from infra.ids import new_id
 
@@ -49,7 +49,7 @@ class PriceCreate(ApiModel):
     billingScheme: Literal["per_unit", "tiered", "usage"] = "per_unit"
     unitAmount: int | None = None
     unitAmountDecimal: str | int | None = None
-    tiers: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    tiers: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TIERS)
     tiersMode: str | None = None
     transformQuantity: dict[str, Any] | None = None
     nickname: str | None = Field(default=None, max_length=500)
@@ -147,8 +147,8 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
         )
     row = await s.pool.fetchrow(
         "INSERT INTO prices (id, account_id, livemode, product_id, currency, terms, interval,"
-        " interval_count, usage_type, aggregate_usage, created)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+        " interval_count, usage_type, aggregate_usage, nickname, metadata, created)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
         new_id("price"),
         t.account_id,
         t.livemode,
@@ -159,6 +159,8 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
         body.recurring.intervalCount,
         usage_type,
         aggregate,
+        body.nickname,
+        body.metadata,
         now_s(),
     )
     return Json(render_price(row))

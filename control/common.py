@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from fastapi import Query, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+)
 from starlette.responses import Response
 
 from domain.accounts import Tenant
@@ -18,6 +26,7 @@ from infra.errors import InvalidRequest, NotFound
 
 __all__ = [
     "ApiModel",
+    "HttpUrlAsWritten",
     "Json",
     "StartingAfter",
     "fetch_or_404",
@@ -35,6 +44,22 @@ class ApiModel(BaseModel):
     """Request bodies: camelCase as the guide writes them; unknown parameters are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+_HTTP_URL = TypeAdapter(HttpUrl)
+
+
+def _checked_url(value: str) -> str:
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
+    return value
+
+
+# An http(s) URL kept as the caller wrote it (pydantic's HttpUrl would add a "/" and lowercase
+# the host), so it reads back, and is called, exactly as given.
+HttpUrlAsWritten = Annotated[str, Field(max_length=2083), AfterValidator(_checked_url)]
 
 
 class Json(Response):

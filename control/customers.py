@@ -20,7 +20,7 @@ from control.common import (
 from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import emit_event
-from domain.objects import render_customer
+from domain.objects import render_customer, render_payment_method
 from domain.payments import known_methods, resolve_test_method
 from infra.errors import Conflict, InvalidRequest
 from infra.ids import new_id
@@ -131,16 +131,25 @@ async def get_customer(customer_id: str, request: Request) -> Json:
 
 @router.post("/v1/customers/{customer_id}")
 async def update_customer(customer_id: str, body: CustomerUpdate, request: Request) -> Json:
+    """Set the fields given; an explicit ``null`` clears one (``name``, ``email``; ``metadata``
+    becomes ``{}``; ``paymentMethod`` leaves the customer without a default method)."""
     t, s = tenant(request), services(request)
+    given = body.model_fields_set
     async with s.pool.acquire() as conn, conn.transaction():
         row = await _customer(conn, t, customer_id)
         await conn.execute(
-            "UPDATE customers SET name = coalesce($2, name), email = coalesce($3, email),"
-            " metadata = coalesce($4, metadata) WHERE pk = $1",
+            "UPDATE customers SET name = CASE WHEN $2 THEN $3 ELSE name END,"
+            " email = CASE WHEN $4 THEN $5 ELSE email END,"
+            " metadata = CASE WHEN $6 THEN $7 ELSE metadata END,"
+            " default_pm = CASE WHEN $8 THEN NULL ELSE default_pm END WHERE pk = $1",
             row["pk"],
+            "name" in given,
             body.name,
+            "email" in given,
             body.email,
-            body.metadata,
+            "metadata" in given,
+            body.metadata or {},
+            "paymentMethod" in given and body.paymentMethod is None,
         )
         if body.paymentMethod:
             await _attach(conn, t, row["pk"], body.paymentMethod)
@@ -148,6 +157,25 @@ async def update_customer(customer_id: str, body: CustomerUpdate, request: Reque
         rendered = render_customer(row)
         await emit_event(conn, t.account_id, t.livemode, "customer.updated", rendered)
     return Json(rendered)
+
+
+@router.get("/v1/payment_methods/{pm_id}")
+async def get_payment_method(pm_id: str, request: Request) -> Json:
+    """A method attached from a test token or card number: its card's brand and last4 show
+    which one the customer was given."""
+    t, s = tenant(request), services(request)
+    row = await fetch_or_404(
+        s.pool,
+        "SELECT pm.*, c.id AS customer_id FROM payment_methods pm"
+        " JOIN customers c ON c.pk = pm.customer_pk"
+        " WHERE pm.id = $1 AND pm.account_id = $2 AND pm.livemode = $3",
+        pm_id,
+        t.account_id,
+        t.livemode,
+        what="payment method",
+        ident=pm_id,
+    )
+    return Json(render_payment_method(row))
 
 
 @router.get("/v1/customers")

@@ -88,7 +88,7 @@ _ITEMS = (
     " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
     " p.active AS p_active, p.interval AS p_interval,"
     " p.interval_count AS p_interval_count, p.usage_type AS p_usage_type,"
-    " p.aggregate_usage AS p_aggregate_usage"
+    " p.aggregate_usage AS p_aggregate_usage, p.nickname AS p_nickname, p.metadata AS p_metadata"
     " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
     " WHERE si.subscription_id = $1 AND NOT si.deleted ORDER BY si.pk"
 )

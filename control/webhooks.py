@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
-from pydantic import Field, HttpUrl
+from pydantic import Field
 
 from control.common import (
     ApiModel,
+    HttpUrlAsWritten,
     Json,
     StartingAfter,
     fetch_or_404,
@@ -248,13 +249,13 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
 
 
 class EndpointCreate(ApiModel):
-    url: HttpUrl
+    url: HttpUrlAsWritten
     enabledEvents: list[str] = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
 
 
 class EndpointUpdate(ApiModel):
-    url: HttpUrl | None = None
+    url: HttpUrlAsWritten | None = None
     enabledEvents: list[str] | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     status: Literal["enabled", "disabled"] | None = None
@@ -270,7 +271,7 @@ async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
         new_id("we"),
         t.account_id,
         t.livemode,
-        str(body.url),
+        body.url,
         body.enabledEvents,
         new_secret("whsec"),
         body.description,
@@ -350,7 +351,7 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
             " description = CASE WHEN $5 THEN $6 ELSE description END"
             " WHERE id = $1 RETURNING *",
             endpoint_id,
-            str(body.url) if body.url is not None else None,
+            body.url,
             body.enabledEvents,
             body.status,
             "description" in body.model_fields_set,

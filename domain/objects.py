@@ -9,12 +9,15 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from domain.pricing import parse_price_terms, render_terms
+
 __all__ = [
     "amount",
     "render_charge",
     "render_customer",
     "render_event",
     "render_invoice",
+    "render_payment_method",
     "render_price",
     "render_product",
     "render_subscription",
@@ -44,28 +47,28 @@ def render_product(row: Row) -> dict[str, Any]:
 
 
 def render_price(row: Row) -> dict[str, Any]:
-    terms: dict[str, Any] = row["terms"]
-    unit_dec = terms.get("unitAmountDecimal")
-    unit_int: int | None = None
-    if unit_dec is not None and Decimal(unit_dec) == Decimal(unit_dec).to_integral_value():
-        unit_int = int(Decimal(unit_dec))
+    """The pricing fields come from the stored terms through the amount codec, so every
+    amount shows both its integer and its decimal form (``domain.amounts``)."""
+    terms = render_terms(parse_price_terms(row["terms"]))
     return _base(row, "price") | {
         "product": row["product_id"],
         "currency": row["currency"],
         "type": "recurring",
         "active": row["active"],
-        "billingScheme": terms.get("billingScheme", "per_unit"),
-        "unitAmount": unit_int,
-        "unitAmountDecimal": unit_dec,
+        "nickname": row["nickname"],
+        "billingScheme": terms["billingScheme"],
+        "unitAmount": terms["unitAmount"],
+        "unitAmountDecimal": terms["unitAmountDecimal"],
         "recurring": {
             "interval": row["interval"],
             "intervalCount": row["interval_count"],
             "usageType": row["usage_type"],
             "aggregateUsage": row["aggregate_usage"],
         },
-        "tiers": terms.get("tiers"),
-        "tiersMode": terms.get("tiersMode"),
-        "transformQuantity": terms.get("transformQuantity"),
+        "tiers": terms["tiers"],
+        "tiersMode": terms["tiersMode"],
+        "transformQuantity": terms["transformQuantity"],
+        "metadata": row["metadata"],
     }
 
 
@@ -76,6 +79,15 @@ def render_customer(row: Row) -> dict[str, Any]:
         "defaultPaymentMethod": row["default_pm"],
         "invoiceSettings": {"defaultPaymentMethod": row["default_pm"]},
         "metadata": row["metadata"],
+    }
+
+
+def render_payment_method(row: Row) -> dict[str, Any]:
+    """``row`` carries ``customer_id``."""
+    return _base(row, "payment_method") | {
+        "type": "card",
+        "customer": row["customer_id"],
+        "card": {"brand": row["brand"], "last4": row["last4"]},
     }
 
 

@@ -1,9 +1,9 @@
 """Price terms and line amounts, with Stripe's semantics.
 
 Pure: no I/O, no framework, so it can be tested exhaustively. Amounts are integers in
-the currency's minor unit (the ISO 4217 exponent: Babel's CLDR data, corrected where CLDR
-departs from ISO, see ``_ISO_4217_EXPONENTS``); unit and flat amounts may be fractional
-minor units (``unitAmountDecimal: '0.2'`` EUR is €0.002).
+the currency's minor unit (the ISO 4217 exponent, ``domain.currencies``); unit and flat
+amounts may be fractional minor units (``unitAmountDecimal: '0.2'`` EUR is €0.002), read,
+stored and shown by one codec, ``domain.amounts``.
 
 A line amount is computed exactly with ``Decimal`` (a local context whose precision
 covers the largest valid input, with ``Inexact`` trapped so a silent rounding can never
@@ -29,8 +29,7 @@ Choices where Stripe is quiet or surprising, written down once:
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import (
     ROUND_HALF_UP,
@@ -43,12 +42,21 @@ from decimal import (
     localcontext,
 )
 from fractions import Fraction
-from functools import cache
 from typing import Any, Literal, cast
 
-from babel.numbers import format_currency, get_currency_precision, list_currencies
+from domain.amounts import (
+    PriceDefinitionError,
+    decimal_str,
+    parse_amount_pair,
+    shown_amount,
+    stored_amount,
+)
+from domain.currencies import currency_exponent, format_amount
 
 __all__ = [
+    "MAX_TIERS",
+    "TIER_KEYS",
+    "TRANSFORM_KEYS",
     "PriceDefinitionError",
     "PriceTerms",
     "Tier",
@@ -58,6 +66,7 @@ __all__ = [
     "line_amount",
     "parse_price_terms",
     "prorated_amount",
+    "render_terms",
     "terms_to_json",
     "unit_amount_decimal_str",
 ]
@@ -66,9 +75,7 @@ BillingScheme = Literal["per_unit", "tiered"]
 TiersMode = Literal["graduated", "volume"]
 Rounding = Literal["up", "down"]
 
-_MAX_AMOUNT = 10**12  # exclusive bound on unit and flat amounts, in minor units
-_MAX_DECIMAL_PLACES = 12
-_MAX_TIERS = 250
+MAX_TIERS = 100  # the API's limit too: its request model caps ``tiers`` with this
 _MAX_QUANTITY = 2**63 - 1  # Postgres bigint: the largest quantity that can be stored
 _SCHEMES: dict[str, BillingScheme] = {
     "per_unit": "per_unit",
@@ -77,26 +84,15 @@ _SCHEMES: dict[str, BillingScheme] = {
 }
 _TIERS_MODES: tuple[TiersMode, ...] = ("graduated", "volume")
 _ROUNDINGS: tuple[Rounding, ...] = ("up", "down")
-_TIER_KEYS = frozenset(
+TIER_KEYS = frozenset(
     {"upTo", "unitAmount", "unitAmountDecimal", "flatAmount", "flatAmountDecimal"}
 )
-_TRANSFORM_KEYS = frozenset({"divideBy", "round"})
-_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
-# Worst case: quantity < 2**63 (19 digits) * amount < 10**12 with 12 decimal places,
-# summed over at most 250 tiers plus flat amounts: under 50 significant digits.
+TRANSFORM_KEYS = frozenset({"divideBy", "round"})
+# Worst case: quantity < 2**63 times an amount < 10**12 with 12 places is < 10^31 (43 digits);
+# summed over 100 tiers plus flat amounts, < 10^34 (46 digits): within 50 significant digits.
 _CONTEXT = Context(
     prec=60, rounding=ROUND_HALF_UP, traps=[Inexact, Rounded, InvalidOperation, Overflow]
 )
-
-
-class PriceDefinitionError(ValueError):
-    """A price definition the API must refuse; ``param`` names the offending field."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,71 +128,6 @@ class PriceTerms:
     transform_quantity: TransformQuantity | None = None
 
 
-# CLDR (Babel's source) gives the digits people *display*, which for a few currencies is
-# not the ISO 4217 minor unit that amounts are counted in (CLDR rounds the Iraqi dinar to
-# whole dinars; ISO 4217 has fils, 3 digits). SPEC §4 says ISO 4217, so these win. Checked
-# against the ISO 4217 lists (current and historic) for every code Babel 2.18 knows.
-_ISO_4217_EXPONENTS: dict[str, int] = {
-    "IQD": 3,
-    "AFN": 2,
-    "ALL": 2,
-    "IRR": 2,
-    "KPW": 2,
-    "LAK": 2,
-    "LBP": 2,
-    "MGA": 2,
-    "MMK": 2,
-    "RSD": 2,
-    "SLL": 2,
-    "SOS": 2,
-    "SYP": 2,
-    "YER": 2,
-    # withdrawn codes still in Babel's list (ISO 4217 list three)
-    "MRO": 2,
-    "STD": 2,
-    "TMM": 2,
-    "ZMK": 2,
-    "ZWD": 2,
-}
-# ISO 4217 gives these no minor unit ("N.A.": precious metals, SDR, testing codes): an
-# amount cannot be counted in minor units of them, so prices in them are refused.
-_NO_MINOR_UNIT = frozenset(
-    {"XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"}
-)
-
-
-@cache
-def _known_currencies() -> frozenset[str]:
-    return frozenset(list_currencies())
-
-
-def currency_exponent(currency: str) -> int:
-    """Digits of the currency's minor unit (EUR 2, JPY 0, KWD 3), any case.
-
-    Raises:
-        PriceDefinitionError: (param ``currency``) for anything that is not a known ISO 4217
-            code — Babel would otherwise answer 2 for a made-up code.
-    """
-    if not isinstance(currency, str) or not _CURRENCY_RE.fullmatch(currency):
-        raise PriceDefinitionError(
-            f"currency must be a three-letter ISO 4217 code such as 'eur', got {currency!r}",
-            "currency",
-        )
-    code = currency.upper()
-    if code not in _known_currencies():
-        raise PriceDefinitionError(
-            f"currency {currency!r} is not a known ISO 4217 currency code", "currency"
-        )
-    if code in _NO_MINOR_UNIT:
-        raise PriceDefinitionError(
-            f"currency {currency!r} has no minor unit in ISO 4217 (a metal, fund or testing"
-            " code) and can't be used for prices",
-            "currency",
-        )
-    override = _ISO_4217_EXPONENTS.get(code)
-    return int(get_currency_precision(code)) if override is None else override
-
-
 def parse_price_terms(data: Mapping[str, Any]) -> PriceTerms:
     """Validate the API's camelCase price fields into :class:`PriceTerms`.
 
@@ -209,7 +140,7 @@ def parse_price_terms(data: Mapping[str, Any]) -> PriceTerms:
         raise PriceDefinitionError("currency is required, e.g. 'eur'", "currency")
     currency_exponent(currency)
     scheme = _parse_scheme(data.get("billingScheme"))
-    unit_amount = _parse_amount_pair(data, "unitAmount", "unitAmountDecimal")
+    unit_amount = parse_amount_pair(data, "unitAmount", "unitAmountDecimal")
     raw_tiers, raw_mode = data.get("tiers"), data.get("tiersMode")
     raw_transform = data.get("transformQuantity")
 
@@ -263,25 +194,38 @@ def parse_price_terms(data: Mapping[str, Any]) -> PriceTerms:
 
 
 def terms_to_json(terms: PriceTerms) -> dict[str, Any]:
-    """The terms as JSON-safe camelCase; :func:`parse_price_terms` reads it back unchanged.
+    """The stored document (``prices.terms``); :func:`parse_price_terms` reads it back
+    unchanged.
 
     Every key is always present (``None`` where it does not apply) so stored documents have
-    one shape. A whole amount is written as ``unitAmount`` (int), a fractional one as
-    ``unitAmountDecimal`` (string), never both, because the parser refuses both.
+    one shape. Each amount is stored in the one key it needs (``domain.amounts``), never
+    both, because the parser refuses both.
     """
+    return _document(terms, stored_amount)
+
+
+def render_terms(terms: PriceTerms) -> dict[str, Any]:
+    """The pricing fields of the API's price object: the stored document's keys, with each
+    amount shown as both ``xAmount`` and ``xAmountDecimal`` (``domain.amounts``)."""
+    return _document(terms, shown_amount)
+
+
+def _document(
+    terms: PriceTerms, amount: Callable[[Decimal, str, str], dict[str, Any]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {"currency": terms.currency, "billingScheme": terms.billing_scheme}
     if terms.unit_amount is None:
         out |= {"unitAmount": None, "unitAmountDecimal": None}
     else:
-        out |= _amount_json(terms.unit_amount, "unitAmount", "unitAmountDecimal")
+        out |= amount(terms.unit_amount, "unitAmount", "unitAmountDecimal")
     out["tiers"] = (
         None
         if terms.billing_scheme != "tiered"
         else [
             {
                 "upTo": "inf" if t.up_to is None else t.up_to,
-                **_amount_json(t.unit_amount, "unitAmount", "unitAmountDecimal"),
-                **_amount_json(t.flat_amount, "flatAmount", "flatAmountDecimal"),
+                **amount(t.unit_amount, "unitAmount", "unitAmountDecimal"),
+                **amount(t.flat_amount, "flatAmount", "flatAmountDecimal"),
             }
             for t in terms.tiers
         ]
@@ -331,23 +275,7 @@ def prorated_amount(terms: PriceTerms, quantity: int, remaining_s: int, period_s
 
 def unit_amount_decimal_str(terms: PriceTerms) -> str | None:
     """The per-unit amount as a plain decimal string ("0.2", "5"); None for tiered prices."""
-    return None if terms.unit_amount is None else _decimal_str(terms.unit_amount)
-
-
-def format_amount(amount_minor: int, currency: str) -> str:
-    """Human display of a minor-unit amount ("€36.84", "¥3,684") for the CLI and demos.
-
-    Raises:
-        PriceDefinitionError: for an unknown currency.
-    """
-    exponent = currency_exponent(currency)
-    with localcontext(_CONTEXT):
-        major = Decimal(amount_minor).scaleb(-exponent)
-    # The pattern fixes the digits to the ISO exponent (CLDR's own would round IQD to 0).
-    pattern = "¤#,##0" + ("." + "0" * exponent if exponent else "")
-    return str(
-        format_currency(major, currency.upper(), format=pattern, locale="en", currency_digits=False)
-    )
+    return None if terms.unit_amount is None else decimal_str(terms.unit_amount)
 
 
 def _parse_scheme(value: Any) -> BillingScheme:
@@ -358,73 +286,6 @@ def _parse_scheme(value: Any) -> BillingScheme:
             f"billingScheme must be 'per_unit', 'tiered' or 'usage', got {value!r}", "billingScheme"
         )
     return _SCHEMES[value]
-
-
-def _parse_amount_pair(
-    data: Mapping[str, Any], int_key: str, decimal_key: str, prefix: str = ""
-) -> Decimal | None:
-    """Read ``xAmount`` / ``xAmountDecimal``: at most one of them, None if neither."""
-    whole, fractional = data.get(int_key), data.get(decimal_key)
-    if whole is not None and fractional is not None:
-        raise PriceDefinitionError(
-            f"give either {int_key} or {decimal_key}, not both", prefix + decimal_key
-        )
-    if whole is not None:
-        return _parse_whole_amount(whole, prefix + int_key, decimal_key)
-    if fractional is not None:
-        return _parse_decimal_amount(fractional, prefix + decimal_key)
-    return None
-
-
-def _parse_whole_amount(value: Any, param: str, decimal_key: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PriceDefinitionError(
-            f"{param} must be a whole number of minor units, got {value!r}; "
-            f"use {decimal_key} for fractions",
-            param,
-        )
-    return _check_bounds(Decimal(value), param)
-
-
-def _parse_decimal_amount(value: Any, param: str) -> Decimal:
-    """Parse a string or number exactly (floats via their shortest repr, never binary)."""
-    amount: Decimal | None = None
-    if isinstance(value, bool):
-        amount = None
-    elif isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, float | Decimal):
-        candidate = Decimal(repr(value)) if isinstance(value, float) else value
-        amount = candidate if candidate.is_finite() else None
-    elif isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
-        amount = Decimal(value)
-    if amount is None:
-        raise PriceDefinitionError(
-            f"{param} must be a decimal number of minor units such as '0.2', got {value!r}", param
-        )
-    amount = _check_bounds(amount, param)
-    if amount == 0:
-        return Decimal(0)
-    sign, digits, exponent = amount.as_tuple()
-    if not isinstance(exponent, int):  # unreachable: only finite values get here
-        raise PriceDefinitionError(f"{param} must be finite", param)
-    text = "".join(map(str, digits))
-    drop = min(len(text) - len(text.rstrip("0")), max(-exponent, 0))  # fractional zeros only
-    if -(exponent + drop) > _MAX_DECIMAL_PLACES:
-        raise PriceDefinitionError(
-            f"{param} may have at most {_MAX_DECIMAL_PLACES} decimal places, got {value!r}", param
-        )
-    return Decimal((sign, digits[: len(digits) - drop], exponent + drop))
-
-
-def _check_bounds(amount: Decimal, param: str) -> Decimal:
-    if amount < 0:
-        raise PriceDefinitionError(f"{param} must be >= 0, got {amount}", param)
-    if amount >= _MAX_AMOUNT:
-        raise PriceDefinitionError(
-            f"{param} must be less than 10^12 minor units, got {amount}", param
-        )
-    return amount
 
 
 def _parse_positive_int(value: Any, param: str, message: str) -> int:
@@ -438,8 +299,8 @@ def _parse_tiers(raw: Any) -> tuple[Tier, ...]:
         raise PriceDefinitionError(f"tiers must be a list, got {type(raw).__name__}", "tiers")
     if not raw:
         raise PriceDefinitionError("a tiered price needs at least one tier", "tiers")
-    if len(raw) > _MAX_TIERS:
-        raise PriceDefinitionError(f"a price may have at most {_MAX_TIERS} tiers", "tiers")
+    if len(raw) > MAX_TIERS:
+        raise PriceDefinitionError(f"a price may have at most {MAX_TIERS} tiers", "tiers")
     tiers: list[Tier] = []
     for index, item in enumerate(raw):
         tiers.append(_parse_tier(item, f"tiers[{index}]", last=index == len(raw) - 1))
@@ -458,10 +319,10 @@ def _parse_tier(raw: Any, prefix: str, *, last: bool) -> Tier:
     if not isinstance(raw, Mapping):
         raise PriceDefinitionError(f"{prefix} must be an object with upTo", prefix)
     for key in raw:
-        if key not in _TIER_KEYS:
+        if key not in TIER_KEYS:
             raise PriceDefinitionError(
                 f"{prefix} has unknown field {key!r}; expected one of "
-                f"{', '.join(sorted(_TIER_KEYS))}",
+                f"{', '.join(sorted(TIER_KEYS))}",
                 f"{prefix}.{key}",
             )
     up_to_raw, param = raw.get("upTo"), f"{prefix}.upTo"
@@ -482,8 +343,8 @@ def _parse_tier(raw: Any, prefix: str, *, last: bool) -> Tier:
                 "the last tier must have upTo 'inf' so that every quantity is priced", param
             )
     prefix += "."
-    unit = _parse_amount_pair(raw, "unitAmount", "unitAmountDecimal", prefix)
-    flat = _parse_amount_pair(raw, "flatAmount", "flatAmountDecimal", prefix)
+    unit = parse_amount_pair(raw, "unitAmount", "unitAmountDecimal", prefix)
+    flat = parse_amount_pair(raw, "flatAmount", "flatAmountDecimal", prefix)
     return Tier(up_to=up_to, unit_amount=unit or Decimal(0), flat_amount=flat or Decimal(0))
 
 
@@ -493,7 +354,7 @@ def _parse_transform(raw: Any) -> TransformQuantity:
             "transformQuantity must be an object {divideBy, round}", "transformQuantity"
         )
     for key in raw:
-        if key not in _TRANSFORM_KEYS:
+        if key not in TRANSFORM_KEYS:
             raise PriceDefinitionError(
                 f"transformQuantity has unknown field {key!r}; expected divideBy and round",
                 f"transformQuantity.{key}",
@@ -538,14 +399,3 @@ def _exact_amount(terms: PriceTerms, quantity: int) -> Decimal:
         total += (upper - lower) * tier.unit_amount + tier.flat_amount
         lower = upper
     return total
-
-
-def _amount_json(amount: Decimal, int_key: str, decimal_key: str) -> dict[str, Any]:
-    if amount == amount.to_integral_value():
-        return {int_key: int(amount), decimal_key: None}
-    return {int_key: None, decimal_key: _decimal_str(amount)}
-
-
-def _decimal_str(amount: Decimal) -> str:
-    text = format(amount, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text

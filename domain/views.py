@@ -19,7 +19,8 @@ _ITEM_COLUMNS = (
     "si.*, p.id AS p_id, p.created AS p_created, p.livemode AS p_livemode,"
     " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
     " p.active AS p_active, p.interval AS p_interval, p.interval_count AS p_interval_count,"
-    " p.usage_type AS p_usage_type, p.aggregate_usage AS p_aggregate_usage"
+    " p.usage_type AS p_usage_type, p.aggregate_usage AS p_aggregate_usage,"
+    " p.nickname AS p_nickname, p.metadata AS p_metadata"
 )
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.pricing import (
+    MAX_TIERS,
     PriceDefinitionError,
     PriceTerms,
     Tier,
@@ -22,6 +23,7 @@ from domain.pricing import (
     line_amount,
     parse_price_terms,
     prorated_amount,
+    render_terms,
     terms_to_json,
     unit_amount_decimal_str,
 )
@@ -351,6 +353,86 @@ def test_terms_to_json_shape() -> None:
     }
 
 
+def test_the_tier_limit_is_one_hundred() -> None:
+    """The API's request model and the parser share this one limit."""
+    assert MAX_TIERS == 100
+    tiers = [{"upTo": i + 1, "unitAmount": 1} for i in range(MAX_TIERS - 1)] + [INF]
+    assert len(parse_price_terms(tiered(tiers)).tiers) == MAX_TIERS
+
+
+def test_the_largest_terms_fit_the_exact_context() -> None:
+    """The precision comment holds: the biggest amounts over the most tiers stay exact."""
+    top = "999999999999.999999999999"
+    tiers = [
+        {"upTo": 2**63 - 1 - MAX_TIERS + i, "unitAmountDecimal": top, "flatAmountDecimal": top}
+        for i in range(MAX_TIERS - 1)
+    ] + [{"upTo": "inf", "unitAmountDecimal": top, "flatAmountDecimal": top}]
+    for mode in ("graduated", "volume"):
+        assert line_amount(parse_price_terms(tiered(tiers, mode)), 2**63 - 1) > 0
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ({"unitAmount": 5}, {"unitAmount": 5, "unitAmountDecimal": "5"}),
+        ({"unitAmount": 0}, {"unitAmount": 0, "unitAmountDecimal": "0"}),
+        ({"unitAmountDecimal": "5"}, {"unitAmount": 5, "unitAmountDecimal": "5"}),
+        ({"unitAmountDecimal": 7}, {"unitAmount": 7, "unitAmountDecimal": "7"}),
+        ({"unitAmountDecimal": "0.2"}, {"unitAmount": None, "unitAmountDecimal": "0.2"}),
+        ({"unitAmountDecimal": "0.200"}, {"unitAmount": None, "unitAmountDecimal": "0.2"}),
+        ({"unitAmountDecimal": "12.50"}, {"unitAmount": None, "unitAmountDecimal": "12.5"}),
+        ({"unitAmountDecimal": "5.000"}, {"unitAmount": 5, "unitAmountDecimal": "5"}),
+    ],
+)
+def test_render_terms_shows_both_forms_of_the_unit_amount(
+    written: dict[str, Any], shown: dict[str, Any]
+) -> None:
+    rendered = render_terms(parse_price_terms(per_unit(**written)))
+    assert {k: rendered[k] for k in shown} == shown
+
+
+def test_render_terms_shows_tier_amounts_in_both_forms() -> None:
+    data = tiered(
+        [
+            {"upTo": 10, "unitAmount": 5, "flatAmountDecimal": "0.5"},
+            {"upTo": 20, "unitAmountDecimal": "0.25", "flatAmount": 100},
+            {"upTo": "inf"},
+        ],
+        mode="volume",
+    )
+    assert render_terms(parse_price_terms(data)) == {
+        "currency": "eur",
+        "billingScheme": "tiered",
+        "unitAmount": None,
+        "unitAmountDecimal": None,
+        "tiersMode": "volume",
+        "transformQuantity": None,
+        "tiers": [
+            {
+                "upTo": 10,
+                "unitAmount": 5,
+                "unitAmountDecimal": "5",
+                "flatAmount": None,
+                "flatAmountDecimal": "0.5",
+            },
+            {
+                "upTo": 20,
+                "unitAmount": None,
+                "unitAmountDecimal": "0.25",
+                "flatAmount": 100,
+                "flatAmountDecimal": "100",
+            },
+            {
+                "upTo": "inf",
+                "unitAmount": 0,
+                "unitAmountDecimal": "0",
+                "flatAmount": 0,
+                "flatAmountDecimal": "0",
+            },
+        ],
+    }
+
+
 @pytest.mark.parametrize("quantity", [-1, -(2**70), 2**63])
 def test_quantity_out_of_range_rejected(quantity: int) -> None:
     with pytest.raises(ValueError, match="quantity"):
@@ -419,7 +501,7 @@ INVALID: list[Any] = [
     (tiered([]), "tiers", "at least one tier"),
     (tiered({"upTo": "inf"}), "tiers", "must be a list"),
     (tiered("inf"), "tiers", "must be a list"),
-    (tiered([INF] * 251), "tiers", "at most 250"),
+    (tiered([INF] * (MAX_TIERS + 1)), "tiers", f"at most {MAX_TIERS}"),
     (tiered([5]), "tiers[0]", "must be an object"),
     (tiered([{"unitAmount": 1}]), "tiers[0].upTo", "required"),
     (tiered([{"upTo": 0}, INF]), "tiers[0].upTo", "from 1"),
@@ -597,6 +679,29 @@ def test_terms_to_json_round_trips(data: dict[str, Any]) -> None:
     document = terms_to_json(terms)
     assert parse_price_terms(document) == terms
     assert parse_price_terms(json.loads(json.dumps(document))) == terms
+
+
+@SETTINGS
+@given(price_requests())
+def test_render_terms_reads_back_what_was_written(data: dict[str, Any]) -> None:
+    """Every amount the request gave is shown with the same value, in both of its forms."""
+    shown = render_terms(parse_price_terms(data))
+    assert shown["currency"] == data["currency"].lower()
+    written = [(data, shown)]
+    if data["billingScheme"] == "tiered":
+        assert shown["tiersMode"] == data["tiersMode"]
+        assert [t["upTo"] for t in shown["tiers"]] == [t["upTo"] for t in data["tiers"]]
+        written = list(zip(data["tiers"], shown["tiers"], strict=True))
+    else:
+        assert shown["transformQuantity"] == data.get("transformQuantity")
+    for given_, out in written:
+        for kind in ("unit", "flat") if given_ is not data else ("unit",):
+            whole, dec = f"{kind}Amount", f"{kind}AmountDecimal"
+            value = Decimal(str(given_.get(whole, given_.get(dec, 0))))
+            assert Decimal(out[dec]) == value
+            assert out[whole] == (int(value) if value == value.to_integral_value() else None)
+            if whole in given_:
+                assert out[whole] == given_[whole]
 
 
 @SETTINGS
