@@ -10,7 +10,7 @@ import re
 import threading
 from typing import Any
 
-__all__ = ["DevBroker"]
+__all__ = ["DevBroker", "DevBrokerUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ class _AddressCatcher(logging.Handler):
             self.found.set()
 
 
+class DevBrokerUnavailable(RuntimeError):
+    """The dev broker cannot start here; the message says what to install or configure."""
+
+
 class DevBroker:
     """Hosts a one-broker mock cluster in this process; ``bootstrap`` is its address."""
 
@@ -40,7 +44,18 @@ class DevBroker:
         self.bootstrap: str | None = None
 
     def start(self, timeout_s: float = 10.0) -> str:
-        import confluent_kafka
+        """Start the mock cluster; its bootstrap address.
+
+        Raises:
+            DevBrokerUnavailable: confluent-kafka (the ``devbroker`` extra) is not installed.
+        """
+        try:
+            import confluent_kafka
+        except ImportError:
+            raise DevBrokerUnavailable(
+                "the dev broker needs confluent-kafka, which a production install leaves out:"
+                " pip install 'vinr[devbroker]', or point VINR_KAFKA_BOOTSTRAP at a Kafka"
+            ) from None
 
         catcher = _AddressCatcher()
         mock_log = logging.getLogger("infra.devbroker.librdkafka")

@@ -95,10 +95,14 @@ async def _create_account(settings: Settings, name: str) -> None:
 
 
 def _devbroker() -> int:
-    from infra.devbroker import DevBroker
+    from infra.devbroker import DevBroker, DevBrokerUnavailable
 
     broker = DevBroker()
-    address = broker.start()
+    try:
+        address = broker.start()
+    except DevBrokerUnavailable as exc:
+        print(f"vinr devbroker: {exc}", file=sys.stderr)
+        return 2
     print(address, flush=True)
     stop = threading.Event()
     try:
@@ -137,10 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         roles.tune_gc()
     broker = None
     if command == "up" and not settings.kafka_bootstrap:
-        from infra.devbroker import DevBroker
+        from infra.devbroker import DevBroker, DevBrokerUnavailable
 
         broker = DevBroker()
-        settings = settings.model_copy(update={"kafka_bootstrap": broker.start()})
+        try:
+            settings = settings.model_copy(update={"kafka_bootstrap": broker.start()})
+        except DevBrokerUnavailable as exc:
+            print(f"vinr up: {exc}", file=sys.stderr)
+            return 2
         print(
             f"dev Kafka broker at {settings.kafka_bootstrap} (in-memory, not durable)", flush=True
         )
