@@ -7,7 +7,7 @@ the ingest's publisher packs at ~18k requests/s), in arrival order. Both have so
 published twice (client retries that slipped past Redis, sent again later), gauge-like
 items reporting with ``set``, and records out of timestamp order.
 
-- **mixed**: the traffic of one ingest node at its SPEC §6 targets — 10,000 single-record
+- **mixed**: the traffic of one ingest node at its targets — 10,000 single-record
   requests/s beside 250,000 records/s in 1000-record batches (4% of records, 97% of
   requests, are single);
 - **batch requests only**: 1000-record batches.

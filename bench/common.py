@@ -44,7 +44,7 @@ class Figure:
     target: str = ""
     ceiling: float | None = None
     ceiling_label: str = ""
-    passed: bool | None = None  # against the SPEC target, when it has one
+    passed: bool | None = None  # against the stage's target, when it has one
 
     @property
     def ratio(self) -> float | None:

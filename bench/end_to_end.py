@@ -2,7 +2,7 @@
 
 A real ``vinr up`` (api + aggregator + invoicer + dispatcher) in an isolated environment.
 For each sample a record is posted, and the clock runs from the moment its 200 arrives
-until ``GET /v1/usage_records/summaries`` shows it (SPEC §6: p99 ≤ 1 s). The ceiling is
+until ``GET /v1/usage_records/summaries`` shows it. The ceiling is
 the summaries round trip alone, measured in the same run: the floor any sample can reach.
 A background producer keeps batches flowing meanwhile, so the aggregator is not idle.
 """

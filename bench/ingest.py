@@ -5,7 +5,7 @@ of an isolated environment, driven by a load generator in a separate process
 (``bench/_ingest_load.py``). The ceiling is a bare ASGI echo (``bench/_ingest_echo.py``)
 served by the same stack and driven by the same generator in the same run.
 
-Figures (SPEC §6): single-record requests/s (closed loop, 64 connections like the echo;
+Figures: single-record requests/s (closed loop, 64 connections like the echo;
 again with 256, where coalescing has more to work with), p50/p99 latency at a fixed
 open-loop rate of 5,000 requests/s (latency counted from the scheduled send time), records/s
 in batches of 1000, and the ratio of the single-record rate to the echo's. Every request

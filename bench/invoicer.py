@@ -6,7 +6,7 @@ and one licensed item per subscription, a webhook endpoint taking every event), 
 * **close**: ``Invoicer.tick()`` until nothing is due — each subscription's draft invoice
   priced, written with its lines, the subscription advanced, and ``invoice.created`` +
   ``customer.subscription.updated`` queued in the outbox with their webhook deliveries.
-  This is SPEC §6's "invoices/s priced, written and their events queued".
+  This is the "invoices/s priced, written and their events queued" target.
 * **finalize + charge**: the drafts' grace is moved into the past and ``tick()`` finalizes
   them (closing the usage windows, re-pricing) and charges the sandbox card.
 * **ceiling**: the same rows (invoices, lines, events, deliveries) written with bare bulk

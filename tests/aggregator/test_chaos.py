@@ -1,7 +1,7 @@
 """Chaos: ≥ 200k records while aggregators are killed, frozen and doubled up.
 
 Two ``vinr aggregator`` processes own the same partitions (manual assignment; the dev
-broker cannot rebalance two group members, SPEC §2). One of them is SIGKILLed at random
+broker cannot rebalance two group members). One of them is SIGKILLed at random
 moments and restarted, and once frozen with SIGSTOP mid-stream and resumed (a zombie with a
 batch in hand); the other runs throughout. Meanwhile usage is published: 1000-record batch
 requests, single records, ``set`` records, and client retries (the same request id

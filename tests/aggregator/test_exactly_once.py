@@ -1,4 +1,4 @@
-"""Exactly-once folding (SPEC §5), in-process, each test on its own topic and database.
+"""Exactly-once folding, in-process, each test on its own topic and database.
 
 Every test checks the windows against the independent ground truth of what it published
 (``aggregator_helpers.Published.truth``): zero lost, zero double counted.

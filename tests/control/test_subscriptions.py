@@ -1,4 +1,4 @@
-"""Subscription changes (SPEC §3, §4): a metered price changed mid-period splits the usage
+"""Subscription changes: a metered price changed mid-period splits the usage
 at the change, a licensed quantity change is prorated, cancel at period end or now (with a
 final invoice for the usage so far), and the first invoice of licensed items."""
 

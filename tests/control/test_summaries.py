@@ -1,4 +1,5 @@
-"""Summaries for each aggregateUsage, through HTTP, on a test clock (SPEC §4's table)."""
+"""Summaries for each aggregateUsage, through HTTP, on a test clock, against the
+aggregation table of docs/api.md."""
 
 from __future__ import annotations
 

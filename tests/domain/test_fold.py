@@ -1,4 +1,4 @@
-"""The aggregation fold (SPEC §4), exhaustively: collapse, merge, incremental apply.
+"""The aggregation fold, exhaustively: collapse, merge, incremental apply.
 
 The reference is ``fold_map`` — the usage map built record by record in arrival order —
 and the table's definitions computed directly from it (sum, max, quantity at the latest
@@ -39,7 +39,7 @@ records = st.lists(st.tuples(timestamps, quantities, st.booleans()), max_size=60
 
 
 def expected(recs: list[Record]) -> WindowState:
-    """SPEC §4, straight from the map."""
+    """The billable quantity, straight from the timestamp → quantity map."""
     usage = fold_map(recs)
     if not usage:
         return WindowState(records=len(recs))

@@ -1,4 +1,4 @@
-"""The sandbox card network (SPEC §4 "Sandbox payments"): every test method, by token and
+"""The sandbox card network: every test method, by token and
 by card number, and what charging it does."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 
 from domain.payments import charge_outcome, known_methods, resolve_test_method
 
-# (token, card number, succeeds, decline code) as SPEC §4 lists them
-SPEC_METHODS = [
+# (token, card number, succeeds, decline code) as the API reference lists them
+TEST_METHODS = [
     ("pm_card_visa", "4242424242424242", True, None),
     ("pm_card_chargeDeclined", "4000000000000002", False, "generic_decline"),
     ("pm_card_chargeDeclinedInsufficientFunds", "4000000000009995", False, "insufficient_funds"),
@@ -17,7 +17,7 @@ SPEC_METHODS = [
 ]
 
 
-@pytest.mark.parametrize(("token", "number", "succeeds", "code"), SPEC_METHODS)
+@pytest.mark.parametrize(("token", "number", "succeeds", "code"), TEST_METHODS)
 def test_token_and_card_number_name_the_same_method(
     token: str, number: str, succeeds: bool, code: str | None
 ) -> None:
@@ -50,7 +50,7 @@ def test_charging_without_a_known_method_fails(kind: str | None) -> None:
 
 def test_every_known_method_has_an_outcome() -> None:
     kinds = known_methods()
-    assert {t for t, *_ in SPEC_METHODS} <= set(kinds)
+    assert {t for t, *_ in TEST_METHODS} <= set(kinds)
     for kind in kinds:
         method = resolve_test_method(kind)
         assert method is not None

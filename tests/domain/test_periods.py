@@ -1,4 +1,4 @@
-"""Billing periods (SPEC §4): anchored, [start, end), month ends clamp without drifting."""
+"""Billing periods: anchored, [start, end), month ends clamp without drifting."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Timestamp placement (SPEC §4): current period only, ≤ 5 min ahead, late grace for sum."""
+"""Timestamp placement: current period only, ≤ 5 min ahead, late grace for sum."""
 
 from __future__ import annotations
 

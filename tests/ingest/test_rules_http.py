@@ -1,4 +1,4 @@
-"""Timestamp rules and item checks through HTTP (SPEC §4), on test clocks."""
+"""Timestamp rules and item checks through HTTP, on test clocks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A test clock advanced across several periods runs every boundary crossed, in order
-(SPEC §3 test clocks); the read side lists what it produced: usage summaries with their
+(test clocks); the read side lists what it produced: usage summaries with their
 invoice, invoices (filters, pagination), charges."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sandbox payments and dunning under a test clock (SPEC §4 "Invoices", "Sandbox payments"):
+"""Sandbox payments and dunning under a test clock:
 a declined card walks the retry schedule (3, 5, 7, 6 days), the subscription goes
 ``past_due``, every failure is an ``invoice.payment_failed``; a replaced card pays the next
 retry (or ``POST /v1/invoices/{id}/pay``); exhausted retries end ``unpaid`` or ``canceled``."""

@@ -1,4 +1,4 @@
-"""On the real clock a period's invoice stays a draft for the finalization grace (SPEC §4:
+"""On the real clock a period's invoice stays a draft for the finalization grace (
 default 1 h), and usage that lands during the grace is on the invoice."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Every pricing model billed through a real invoice, and bad price definitions refused
-with a 400 that names the field (SPEC §4 "Pricing")."""
+with a 400 that names the field."""
 
 from __future__ import annotations
 

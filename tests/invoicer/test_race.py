@@ -1,5 +1,5 @@
-"""Several invoicers at once: exactly one invoice per subscription period (SPEC §4
-"Invoices"), by row locks and the database's unique constraint, not by luck."""
+"""Several invoicers at once: exactly one invoice per subscription period,
+by row locks and the database's unique constraint, not by luck."""
 
 from __future__ import annotations
 

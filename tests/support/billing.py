@@ -93,7 +93,7 @@ async def get(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
 
 
 async def events(client: httpx.AsyncClient, event_type: str) -> list[dict[str, Any]]:
-    """This account's events of one type (in no guaranteed order, as SPEC §4 says)."""
+    """This account's events of one type (delivery order is not guaranteed)."""
     response = await client.get("/v1/events", params={"type": event_type, "limit": 100})
     assert response.status_code == 200, response.text
     data: list[dict[str, Any]] = response.json()["data"]

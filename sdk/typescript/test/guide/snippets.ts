@@ -1,6 +1,6 @@
 /*
  * The TypeScript snippets of the user guide "Bill for usage"
- * (shared/seeds/000_6e13dd7515580df3.txt), copied verbatim and in order. guide.test.ts
+ * (docs/guide/bill-for-usage.md), copied verbatim and in order. guide.test.ts
  * checks that every snippet still appears here character for character, then imports
  * this module, which runs them against the server at VINR_API_BASE.
  *
