@@ -8,10 +8,12 @@ from typing import Any
 
 import httpx
 import orjson
+from vinr_sdk import SignatureVerificationError
+from vinr_sdk.webhooks import verify_header
 
 from aggregator.worker import Aggregator
 from dispatcher.worker import Dispatcher
-from domain.signature import SIGNATURE_HEADER, SignatureError, verify_header
+from domain.signature import SIGNATURE_HEADER
 from infra.asgi import read_body
 from infra.devenv import free_port
 from invoicer.worker import Invoicer
@@ -132,7 +134,7 @@ async def test_guide_flow(
         for payload, key in ((tampered, secret), (body, "whsec_wrong")):
             try:
                 verify_header(payload, signature, key)
-            except SignatureError:
+            except SignatureVerificationError:
                 continue
             raise AssertionError("a bad signature verified")
 
