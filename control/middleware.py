@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import secrets
 
-from domain.idempotency import MAX_KEY_LENGTH, body_digest
+from domain.idempotency import ClaimState, body_digest, check_idempotency_key
 from domain.services import Services
 from infra.asgi import Message, Receive, Scope, Send, header, read_body, send_error
-from infra.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, VinrError
+from infra.errors import IdempotencyInFlight, IdempotencyMismatch, VinrError
 
 __all__ = ["PUBLIC_PATHS", "ControlMiddleware"]
 
@@ -46,11 +46,7 @@ class ControlMiddleware:
             if key is None:
                 await app(scope, _replay(body), send)  # type: ignore[operator]
                 return
-            if not 0 < len(key) <= MAX_KEY_LENGTH:
-                raise InvalidRequest(
-                    f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
-                    param="Idempotency-Key",
-                )
+            check_idempotency_key(key)
         except VinrError as exc:
             await send_error(send, exc)
             return
@@ -65,13 +61,13 @@ class ControlMiddleware:
         redis_key = self._s.settings.key("idem", "api", account, "l" if livemode else "t", key)
         try:
             begun = await store.begin(redis_key, digest, token)
-            if begun.state == "mismatch":
+            if begun.state is ClaimState.MISMATCH:
                 raise IdempotencyMismatch(
                     "this Idempotency-Key was already used with a different request; use a"
                     " new key for a new request",
                     param="Idempotency-Key",
                 )
-            if begun.state == "inflight":
+            if begun.state is ClaimState.INFLIGHT:
                 raise IdempotencyInFlight(
                     "a request with this Idempotency-Key is still being"
                     " processed; retry in a moment"
@@ -79,7 +75,7 @@ class ControlMiddleware:
         except VinrError as exc:
             await send_error(send, exc)
             return
-        if begun.state == "done":
+        if begun.state is ClaimState.DONE:
             status, _, stored = begun.stored.partition(_SEP)
             await send(
                 {

@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from domain.idempotency import Coalescer
 from domain.wire import Entry, encode_entries
+from infra.coalescer import Coalescer
 
 __all__ = ["UsagePublisher"]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from control.app import create_control_plane
 from control.middleware import ControlMiddleware
+from domain.idempotency import MAX_KEY_LENGTH
 from domain.services import Services
 from infra.asgi import Receive, Scope, Send
 from infra.settings import Settings
@@ -42,7 +43,7 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 255},
+                        "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
                     }
                 ],
                 "requestBody": {

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from domain.idempotency import Coalescer
+from infra.coalescer import Coalescer
 
 
 class _Recorder:
