@@ -23,8 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from aggregator.store import window_state
-from domain.fold import InvalidRecords, Op, WindowState, collapse, merge_ops
+from domain.fold import InvalidRecords, Op, WindowState, collapse, merge_ops, window_state
 
 __all__ = ["Rebuild", "rebuild_window", "rebuild_windows", "state_of"]
 

@@ -33,9 +33,9 @@ import asyncpg
 from aggregator.batch import PreparedBatch, Request, WindowDelta, WindowKey, window_deltas
 from domain.clock import now_s
 from domain.deadletters import insert_dead_letters
-from domain.fold import WindowState, fold_ops, points_to_read
+from domain.fold import WindowState, fold_ops, points_to_read, window_state
 
-__all__ = ["BatchResult", "PostgresWindowStore", "window_state"]
+__all__ = ["BatchResult", "PostgresWindowStore"]
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,6 @@ class BatchResult:
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason → requests
     points: int = 0  # usage_points rows written
     windows: int = 0  # windows updated
-
-
-def window_state(row: asyncpg.Record) -> WindowState:
-    return WindowState(
-        int(row["total"]),
-        int(row["max"]),
-        row["last_ts"],
-        int(row["last_quantity"]),
-        int(row["records"]),
-    )
 
 
 def _offsets_update(n: int) -> str:

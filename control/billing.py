@@ -15,7 +15,7 @@ from control.common import (
     tenant,
 )
 from domain.billing import InvoiceRules, collect_invoices
-from domain.fold import WindowState, billable_quantity
+from domain.fold import WindowState, billable_quantity, window_state
 from domain.objects import render_charge
 from domain.views import load_invoices
 from infra.errors import Conflict, InvalidRequest
@@ -54,10 +54,7 @@ async def usage_summaries(
     )
     periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
     for w in windows:
-        state: WindowState | None = WindowState(
-            int(w["total"]), int(w["max"]), w["last_ts"], int(w["last_quantity"]), w["records"]
-        )
-        periods[w["period_start"]] = (w["period_end"], state, w["invoice_id"])
+        periods[w["period_start"]] = (w["period_end"], window_state(w), w["invoice_id"])
     if item["status"] != "canceled" and item["current_period_start"] not in periods:
         periods[item["current_period_start"]] = (item["current_period_end"], None, None)
     invoices = {
@@ -181,7 +178,7 @@ async def pay_invoice(invoice_id: str, request: Request) -> Json:
             f"invoice {invoice_id} is {row['status']}; only open invoices can be paid",
             code="invoice_not_open",
         )
-    async with s.pool.acquire() as conn:
+    async with s.pool.acquire() as conn, s.meta.changes(conn) as changes:
         attempted = await collect_invoices(
             conn, [invoice_id], InvoiceRules.from_settings(s.settings), manual=True
         )
@@ -190,8 +187,7 @@ async def pay_invoice(invoice_id: str, request: Request) -> Json:
                 f"invoice {invoice_id} is being charged right now; retry in a moment",
                 code="invoice_payment_in_progress",
             )
-        if row["subscription_id"] is not None:
-            await s.meta.refresh(conn, [row["subscription_id"]])
+        changes.took(a.subscription_id for a in attempted if a.subscription_changed)
     return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
 
 

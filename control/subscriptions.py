@@ -27,10 +27,10 @@ from domain.billing import (
 )
 from domain.clock import now_s, subscription_now
 from domain.events import emit_event
+from domain.itemmeta import Changes
 from domain.objects import render_subscription, render_test_clock
 from domain.periods import period_at, period_containing
 from domain.prorations import Holding, queue_prorations
-from domain.services import Services
 from domain.views import load_subscriptions
 from infra.errors import Conflict, InvalidRequest, NotFound
 from infra.ids import new_id
@@ -131,7 +131,7 @@ async def _clock_time(conn: asyncpg.Connection[Any], t: Tenant, clock_id: str | 
 @router.post("/v1/subscriptions")
 async def create_subscription(body: SubscriptionCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    async with s.pool.acquire() as conn:
+    async with s.pool.acquire() as conn, s.meta.changes(conn) as changes:
         async with conn.transaction():
             customer_pk = await conn.fetchval(
                 "SELECT pk FROM customers WHERE account_id = $1 AND livemode = $2 AND id = $3",
@@ -146,6 +146,7 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
                     code="resource_missing",
                 )
             prices: list[asyncpg.Record] = []
+            quantities: list[int | None] = []
             for i, item in enumerate(body.items):
                 price = await conn.fetchrow(
                     "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
@@ -159,11 +160,7 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
                         param=f"items[{i}].price",
                         code="resource_missing",
                     )
-                if price["usage_type"] == "metered" and item.quantity is not None:
-                    raise InvalidRequest(
-                        "metered prices take no quantity: usage records drive the bill",
-                        param=f"items[{i}].quantity",
-                    )
+                quantities.append(_new_item_quantity(price, item.quantity, i))
                 first = prices[0] if prices else price
                 if (price["currency"], price["interval"], price["interval_count"]) != (
                     first["currency"],
@@ -201,12 +198,9 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
                 body.metadata,
                 anchor,
             )
-            for i, (item, price) in enumerate(zip(body.items, prices, strict=True)):
-                quantity = (
-                    None
-                    if price["usage_type"] == "metered"
-                    else (1 if item.quantity is None else item.quantity)
-                )
+            for i, (item, price, quantity) in enumerate(
+                zip(body.items, prices, quantities, strict=True)
+            ):
                 try:
                     async with conn.transaction():
                         await conn.execute(
@@ -235,10 +229,16 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
                 await load_subscription(conn, t, sub_id),
             )
             first_invoice = await open_first_invoice(conn, sub_id)
+            await changes.bump([sub_id])
         # Licensed items are paid in advance: the first invoice is charged right away.
-        if first_invoice is not None and await finalize_invoices(conn, [first_invoice]):
-            await collect_invoices(conn, [first_invoice], InvoiceRules.from_settings(s.settings))
-        await s.meta.refresh(conn, [sub_id])
+        if first_invoice is not None and (
+            finalized := await finalize_invoices(conn, [first_invoice])
+        ):
+            changes.took(sub for _, sub in finalized)
+            attempts = await collect_invoices(
+                conn, [first_invoice], InvoiceRules.from_settings(s.settings)
+            )
+            changes.took(a.subscription_id for a in attempts if a.subscription_changed)
         rendered = await load_subscription(conn, t, sub_id)
     return Json(rendered)
 
@@ -296,9 +296,9 @@ async def _locked(conn: asyncpg.Connection[Any], t: Tenant, sub_id: str) -> asyn
 
 
 async def _changed(
-    conn: asyncpg.Connection[Any], s: Services, t: Tenant, sub_id: str
+    conn: asyncpg.Connection[Any], changes: Changes, t: Tenant, sub_id: str
 ) -> dict[str, Any]:
-    await conn.execute("UPDATE subscriptions SET version = version + 1 WHERE id = $1", sub_id)
+    await changes.bump([sub_id])
     rendered = await load_subscription(conn, t, sub_id)
     await emit_event(conn, t.account_id, t.livemode, "customer.subscription.updated", rendered)
     return rendered
@@ -310,25 +310,40 @@ async def update_subscription(sub_id: str, body: SubscriptionUpdate, request: Re
     applies to usage from now on (the period is billed in price segments); a licensed
     item's new price or quantity is prorated on the next invoice (``prorationBehavior``)."""
     t, s = tenant(request), services(request)
-    async with s.pool.acquire() as conn:
-        async with conn.transaction():
-            sub = await _locked(conn, t, sub_id)
-            if sub["status"] == "canceled":
-                raise InvalidRequest(f"subscription {sub_id} is canceled and can't be updated")
-            await conn.execute(
-                "UPDATE subscriptions SET cancel_at_period_end = coalesce($2,"
-                " cancel_at_period_end), metadata = coalesce($3, metadata) WHERE id = $1",
-                sub_id,
-                body.cancelAtPeriodEnd,
-                body.metadata,
+    async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
+        sub = await _locked(conn, t, sub_id)
+        if sub["status"] == "canceled":
+            raise InvalidRequest(f"subscription {sub_id} is canceled and can't be updated")
+        await conn.execute(
+            "UPDATE subscriptions SET cancel_at_period_end = coalesce($2,"
+            " cancel_at_period_end), metadata = coalesce($3, metadata) WHERE id = $1",
+            sub_id,
+            body.cancelAtPeriodEnd,
+            body.metadata,
+        )
+        if body.items:
+            await _change_items(
+                conn, t, sub, body.items, prorate=body.prorationBehavior == "create_prorations"
             )
-            if body.items:
-                await _change_items(
-                    conn, t, sub, body.items, prorate=body.prorationBehavior == "create_prorations"
-                )
-            rendered = await _changed(conn, s, t, sub_id)
-        await s.meta.refresh(conn, [sub_id])
+        rendered = await _changed(conn, changes, t, sub_id)
     return Json(rendered)
+
+
+def _check_quantity(usage_type: str, quantity: int | None, i: int) -> None:
+    """Metered prices take no quantity: usage records drive the bill."""
+    if usage_type == "metered" and quantity is not None:
+        raise InvalidRequest(
+            "metered prices take no quantity: usage records drive the bill",
+            param=f"items[{i}].quantity",
+        )
+
+
+def _new_item_quantity(price: asyncpg.Record, quantity: int | None, i: int) -> int | None:
+    """A new item's quantity: none for a metered price, 1 unless given for a licensed one."""
+    _check_quantity(price["usage_type"], quantity, i)
+    if price["usage_type"] == "metered":
+        return None
+    return 1 if quantity is None else quantity
 
 
 async def _price_for(
@@ -399,11 +414,7 @@ async def _change_items(
                 f" {item['usage_type']} too (add a new item for a {price['usage_type']} price)",
                 param=f"items[{i}].price",
             )
-        if item["usage_type"] == "metered" and change.quantity is not None:
-            raise InvalidRequest(
-                "metered prices take no quantity: usage records drive the bill",
-                param=f"items[{i}].quantity",
-            )
+        _check_quantity(item["usage_type"], change.quantity, i)
         quantity = item["quantity"] if change.quantity is None else change.quantity
         if price["id"] == item["price_id"] and quantity == item["quantity"]:
             continue
@@ -451,16 +462,7 @@ async def _add_item(
             code="parameter_missing",
         )
     price = await _price_for(conn, t, sub, change.price, f"items[{i}].price")
-    if price["usage_type"] == "metered" and change.quantity is not None:
-        raise InvalidRequest(
-            "metered prices take no quantity: usage records drive the bill",
-            param=f"items[{i}].quantity",
-        )
-    quantity = (
-        None
-        if price["usage_type"] == "metered"
-        else (1 if change.quantity is None else change.quantity)
-    )
+    quantity = _new_item_quantity(price, change.quantity, i)
     item_pk = await conn.fetchval(
         "INSERT INTO subscription_items (id, account_id, livemode, subscription_id, price_id,"
         " quantity, created) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING pk",
@@ -480,27 +482,20 @@ async def _add_item(
 async def cancel_subscription(sub_id: str, request: Request) -> Json:
     """Cancel now; the invoicer bills the usage so far on a final invoice."""
     t, s = tenant(request), services(request)
-    async with s.pool.acquire() as conn:
-        async with conn.transaction():
-            sub = await _locked(conn, t, sub_id)
-            if sub["status"] == "canceled":
-                raise InvalidRequest(f"subscription {sub_id} is already canceled")
-            frozen = await _clock_time(conn, t, sub["test_clock_id"])
-            now = max(subscription_now(frozen), sub["current_period_start"])
-            await conn.execute(
-                "UPDATE subscriptions SET status = 'canceled', canceled_at = $2, ended_at = $2,"
-                " final_invoice_pending = true WHERE id = $1",
-                sub_id,
-                now,
-            )
-            rendered = await load_subscription(conn, t, sub_id)
-            await conn.execute(
-                "UPDATE subscriptions SET version = version + 1 WHERE id = $1", sub_id
-            )
-            await emit_event(
-                conn, t.account_id, t.livemode, "customer.subscription.deleted", rendered
-            )
-        await s.meta.refresh(conn, [sub_id])
+    async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
+        sub = await _locked(conn, t, sub_id)
+        if sub["status"] == "canceled":
+            raise InvalidRequest(f"subscription {sub_id} is already canceled")
+        frozen = await _clock_time(conn, t, sub["test_clock_id"])
+        now = max(subscription_now(frozen), sub["current_period_start"])
+        await changes.update(
+            "status = 'canceled', canceled_at = $2, ended_at = $2, final_invoice_pending = true",
+            "WHERE s.id = $1",
+            sub_id,
+            now,
+        )
+        rendered = await load_subscription(conn, t, sub_id)
+        await emit_event(conn, t.account_id, t.livemode, "customer.subscription.deleted", rendered)
     return Json(rendered)
 
 
@@ -510,8 +505,8 @@ def _sandbox(t: Tenant) -> None:
 
 
 async def _move_clock(
-    conn: asyncpg.Connection[Any], s: Services, t: Tenant, clock_id: str, frozen_time: int
-) -> list[str]:
+    conn: asyncpg.Connection[Any], changes: Changes, t: Tenant, clock_id: str, frozen_time: int
+) -> None:
     """Move the clock; it is ``advancing`` until the invoicer has done everything the move
     made due (every period boundary and payment retry crossed, in order), then ``ready``."""
     await conn.execute(
@@ -520,18 +515,11 @@ async def _move_clock(
         frozen_time,
     )
     await settle_clocks(conn, [clock_id])
-    subs = [
-        r["id"]
-        for r in await conn.fetch(
-            "UPDATE subscriptions SET version = version + 1 WHERE test_clock_id = $1 RETURNING id",
-            clock_id,
-        )
-    ]
+    await changes.bump_clock(clock_id)
     clock = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
     await emit_event(
         conn, t.account_id, t.livemode, "test_helpers.test_clock.advanced", render_test_clock(clock)
     )
-    return subs
 
 
 @router.post("/v1/test_helpers/subscriptions/{sub_id}/advance_period")
@@ -540,36 +528,32 @@ async def advance_period(sub_id: str, request: Request) -> Json:
     for it when it has none); the invoicer then closes and invoices the period."""
     t, s = tenant(request), services(request)
     _sandbox(t)
-    async with s.pool.acquire() as conn:
-        async with conn.transaction():
-            sub = await _locked(conn, t, sub_id)
-            if sub["status"] == "canceled":
-                raise InvalidRequest(f"subscription {sub_id} is canceled")
-            clock_id = sub["test_clock_id"]
-            if clock_id is None:
-                clock_id = new_id("clock")
-                await conn.execute(
-                    "INSERT INTO test_clocks (id, account_id, livemode, name, frozen_time,"
-                    " created) VALUES ($1, $2, false, $3, $4, $4)",
-                    clock_id,
-                    t.account_id,
-                    f"advance_period {sub_id}",
-                    subscription_now(None),
-                )
-                await conn.execute(
-                    "UPDATE subscriptions SET test_clock_id = $2 WHERE id = $1", sub_id, clock_id
-                )
-            frozen = await conn.fetchval(
-                "SELECT frozen_time FROM test_clocks WHERE id = $1", clock_id
+    async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
+        sub = await _locked(conn, t, sub_id)
+        if sub["status"] == "canceled":
+            raise InvalidRequest(f"subscription {sub_id} is canceled")
+        clock_id = sub["test_clock_id"]
+        if clock_id is None:
+            clock_id = new_id("clock")
+            await conn.execute(
+                "INSERT INTO test_clocks (id, account_id, livemode, name, frozen_time,"
+                " created) VALUES ($1, $2, false, $3, $4, $4)",
+                clock_id,
+                t.account_id,
+                f"advance_period {sub_id}",
+                subscription_now(None),
             )
-            target = sub["current_period_end"]
-            if frozen >= target:
-                target = period_containing(
-                    sub["anchor"], sub["interval"], sub["interval_count"], frozen
-                ).end
-            subs = await _move_clock(conn, s, t, clock_id, target)
-            rendered = await load_subscription(conn, t, sub_id)
-        await s.meta.refresh(conn, subs)
+            await conn.execute(
+                "UPDATE subscriptions SET test_clock_id = $2 WHERE id = $1", sub_id, clock_id
+            )
+        frozen = await conn.fetchval("SELECT frozen_time FROM test_clocks WHERE id = $1", clock_id)
+        target = sub["current_period_end"]
+        if frozen >= target:
+            target = period_containing(
+                sub["anchor"], sub["interval"], sub["interval_count"], frozen
+            ).end
+        await _move_clock(conn, changes, t, clock_id, target)
+        rendered = await load_subscription(conn, t, sub_id)
     return Json(rendered)
 
 
@@ -608,22 +592,20 @@ async def get_clock(clock_id: str, request: Request) -> Json:
 async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _sandbox(t)
-    async with s.pool.acquire() as conn:
-        async with conn.transaction():
-            row = await fetch_or_404(
-                conn,
-                "SELECT * FROM test_clocks WHERE id = $1 AND account_id = $2 FOR UPDATE",
-                clock_id,
-                t.account_id,
-                what="test clock",
-                ident=clock_id,
+    async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
+        row = await fetch_or_404(
+            conn,
+            "SELECT * FROM test_clocks WHERE id = $1 AND account_id = $2 FOR UPDATE",
+            clock_id,
+            t.account_id,
+            what="test clock",
+            ident=clock_id,
+        )
+        if body.frozenTime <= row["frozen_time"]:
+            raise InvalidRequest(
+                f"frozenTime must be after the clock's current time {row['frozen_time']}",
+                param="frozenTime",
             )
-            if body.frozenTime <= row["frozen_time"]:
-                raise InvalidRequest(
-                    f"frozenTime must be after the clock's current time {row['frozen_time']}",
-                    param="frozenTime",
-                )
-            subs = await _move_clock(conn, s, t, clock_id, body.frozenTime)
-            row = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
-        await s.meta.refresh(conn, subs)
+        await _move_clock(conn, changes, t, clock_id, body.frozenTime)
+        row = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
     return Json(render_test_clock(row))

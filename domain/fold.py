@@ -45,6 +45,7 @@ __all__ = [
     "ops_of",
     "points_to_read",
     "then",
+    "window_state",
 ]
 
 
@@ -59,6 +60,17 @@ class WindowState:
     last_ts: int | None = None
     last_quantity: int = 0
     records: int = 0
+
+
+def window_state(row: Mapping[str, Any]) -> WindowState:
+    """A window as stored in ``usage_windows`` (or any row with its five columns)."""
+    return WindowState(
+        int(row["total"]),
+        int(row["max"]),
+        row["last_ts"],
+        int(row["last_quantity"]),
+        int(row["records"]),
+    )
 
 
 class Op(NamedTuple):

@@ -1,14 +1,24 @@
-"""What ingest needs to know about a subscription item, cached in Redis.
+"""What ingest needs to know about a subscription item, cached in Redis, and the one rule
+that keeps the cache fresh.
 
-Postgres is the source of truth. Every writer that changes a subscription (control plane,
-invoicer) bumps ``subscriptions.version`` in its transaction and, after commit, writes the
-fresh metadata through with ``put`` — a Lua compare on the version, so a slow writer can
-never overwrite newer metadata with older. Ingest reads it from Redis and falls back to
+Postgres is the source of truth; ingest reads the metadata from Redis and falls back to
 Postgres (read-through) on a miss.
+
+The invalidation rule: a change to anything ``ItemMeta`` is built from — a subscription's
+status, period, items or test clock time, or its previous period's invoice being marked
+closing or finalized — bumps ``subscriptions.version`` in the writing transaction, and after
+commit the subscription's items' metadata is written through (``ItemMetaStore.refresh``) as
+a Lua compare on the version, so a slow writer can never overwrite newer metadata with
+older. Only this module writes ``version``: ``bump`` and ``bump_clock`` bump the given
+subscriptions, ``update_subscriptions`` runs the caller's ``UPDATE`` with the bump in the
+same statement; each returns the subscription ids to write through. ``ItemMetaStore.changes``
+pairs the two halves for one unit of work: what it bumps is refreshed when it ends.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +29,16 @@ from redis.asyncio import Redis
 from domain.periods import boundary
 from infra.settings import Settings
 
-__all__ = ["ItemMeta", "ItemMetaStore", "load_item_meta", "load_subscription_item_metas"]
+__all__ = [
+    "Changes",
+    "ItemMeta",
+    "ItemMetaStore",
+    "bump",
+    "bump_clock",
+    "load_item_meta",
+    "load_subscription_item_metas",
+    "update_subscriptions",
+]
 
 _TTL_S = 7 * 86_400
 
@@ -120,6 +139,71 @@ async def load_subscription_item_metas(
     return [_meta(r) for r in rows]
 
 
+async def bump(conn: asyncpg.Connection[Any], sub_ids: Iterable[str | None]) -> list[str]:
+    """Bump these subscriptions' version (inside the caller's transaction); the ids to
+    write through after commit. None (an invoice without subscription) is passed over."""
+    ids = sorted({i for i in sub_ids if i is not None})
+    if ids:
+        await conn.execute(
+            "UPDATE subscriptions SET version = version + 1 WHERE id = ANY($1::text[])", ids
+        )
+    return ids
+
+
+async def bump_clock(conn: asyncpg.Connection[Any], clock_id: str) -> list[str]:
+    """Bump the version of every subscription on this test clock (its time moved)."""
+    rows = await conn.fetch(
+        "UPDATE subscriptions SET version = version + 1 WHERE test_clock_id = $1 RETURNING id",
+        clock_id,
+    )
+    return [r["id"] for r in rows]
+
+
+async def update_subscriptions(
+    conn: asyncpg.Connection[Any],
+    assignments: str,
+    rest: str,
+    *args: Any,
+    returning: str = "s.id",
+) -> list[asyncpg.Record]:
+    """``UPDATE subscriptions s SET {assignments}, <version bump> {rest} RETURNING
+    {returning}``: the caller's change and the bump in one statement. ``rest`` is the
+    ``FROM``/``WHERE`` part; the rows returned name the subscriptions to write through."""
+    return list(
+        await conn.fetch(
+            f"UPDATE subscriptions s SET {assignments}, version = s.version + 1 {rest}"
+            f" RETURNING {returning}",
+            *args,
+        )
+    )
+
+
+class Changes:
+    """The subscriptions one unit of work bumped (see ``ItemMetaStore.changes``)."""
+
+    def __init__(self, conn: asyncpg.Connection[Any]) -> None:
+        self._conn = conn
+        self.ids: set[str] = set()
+
+    async def bump(self, sub_ids: Iterable[str | None]) -> None:
+        self.ids.update(await bump(self._conn, sub_ids))
+
+    async def bump_clock(self, clock_id: str) -> list[str]:
+        ids = await bump_clock(self._conn, clock_id)
+        self.ids.update(ids)
+        return ids
+
+    async def update(self, assignments: str, rest: str, *args: Any) -> None:
+        """``update_subscriptions`` in this unit of work."""
+        rows = await update_subscriptions(self._conn, assignments, rest, *args)
+        self.ids.update(r["id"] for r in rows)
+
+    def took(self, sub_ids: Iterable[str | None]) -> None:
+        """Take the subscriptions an operation with its own transaction reports as changed
+        (the billing operations do): it bumped them there."""
+        self.ids.update(i for i in sub_ids if i is not None)
+
+
 class ItemMetaStore:
     """The Redis side: keys ``{prefix}item:{account}:{mode}:{item_id}`` (hash: v, d)."""
 
@@ -149,8 +233,17 @@ class ItemMetaStore:
         return None if raw is None else ItemMeta.loads(raw)
 
     async def refresh(
-        self, conn: asyncpg.Connection[Any] | asyncpg.Pool, subscription_ids: list[str]
+        self, conn: asyncpg.Connection[Any] | asyncpg.Pool, subscription_ids: Iterable[str]
     ) -> None:
         """Write through the current metadata of these subscriptions' items (after commit)."""
-        if subscription_ids:
-            await self.put(await load_subscription_item_metas(conn, subscription_ids))
+        ids = sorted(set(subscription_ids))
+        if ids:
+            await self.put(await load_subscription_item_metas(conn, ids))
+
+    @asynccontextmanager
+    async def changes(self, conn: asyncpg.Connection[Any]) -> AsyncIterator[Changes]:
+        """A unit of work whose bumped subscriptions are written through when it ends
+        without error. Open its transactions inside, so the refresh follows their commit."""
+        changes = Changes(conn)
+        yield changes
+        await self.refresh(conn, changes.ids)

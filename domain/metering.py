@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from domain.fold import WindowState, billable_quantity
+from domain.fold import WindowState, billable_quantity, window_state
 
 __all__ = ["Ask", "PriceChange", "Segment", "measure", "price_at", "price_segments"]
 
@@ -117,13 +117,7 @@ async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[in
             _WINDOWS, [asks[i].item_pk for i in whole], [asks[i].window_start for i in whole]
         )
         for r in rows:
-            states[whole[r["n"] - 1]] = WindowState(
-                int(r["total"]),
-                int(r["max"]),
-                r["last_ts"],
-                int(r["last_quantity"]),
-                int(r["records"]),
-            )
+            states[whole[r["n"] - 1]] = window_state(r)
     segments: dict[int, asyncpg.Record] = {}
     if parts:
         rows = await conn.fetch(

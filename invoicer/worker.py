@@ -138,10 +138,10 @@ class Invoicer(PollingService):
 
     async def _run_step(self, step: _Step, ids: list[str]) -> _Results:
         pool, meta, _ = self._parts()
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, meta.changes(conn) as changes:
             results = await step(conn, ids)
-            # Ingest places usage by these (new period, status): write them through now.
-            await meta.refresh(conn, list({sub for _, sub in results if sub is not None}))
+            # Ingest places usage by these (new period, status): written through on exit.
+            changes.took(sub for _, sub in results)
         return results
 
     async def _drain(

@@ -1,19 +1,19 @@
 """Billing operations on invoices and subscriptions, shared by the control plane (a new
 subscription's first invoice, cancel now, advance a sandbox period) and the invoicer (every
-period that ends): each is one set-based Postgres transaction over a batch.
+period that ends): each is one set-based Postgres transaction over a batch
+(``domain.billing.batch``).
 
     close_periods ─► mark_closing ─► (settle) ─► finalize_invoices ─► collect_invoices
     (draft written)   (ingest stops)              (windows closed, open)  (charge, dunning)
+
+Pure planning beside them: ``plan`` (what a period end does to a subscription) and
+``retries`` (when a payment is attempted and what each attempt leads to).
 """
 
 from domain.billing.clocks import settle_clocks
+from domain.billing.close import close_periods, open_first_invoice
 from domain.billing.dunning import Attempt, collect_invoices
-from domain.billing.invoices import (
-    close_periods,
-    finalize_invoices,
-    mark_closing,
-    open_first_invoice,
-)
+from domain.billing.finalize import finalize_invoices, mark_closing
 from domain.billing.rules import InvoiceRules
 
 __all__ = [

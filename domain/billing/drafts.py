@@ -1,7 +1,5 @@
-"""Building blocks of the invoice transactions (``domain.billing.invoices``,
-``domain.billing.dunning``):
-draft invoices and their lines, written in bulk; prices parsed once per transaction;
-subscription locks taken in one order."""
+"""Draft invoices: their lines, and writing them in bulk with the pending invoice items they
+take and their ``invoice.created`` events."""
 
 from __future__ import annotations
 
@@ -11,27 +9,15 @@ from typing import Any
 
 import asyncpg
 
+from domain.billing.batch import int_array
 from domain.events import Event, emit_events
-from domain.pricing import PriceTerms, line_amount, parse_price_terms, unit_amount_decimal_str
 from domain.views import load_invoices
 from infra.ids import new_id
 from infra.telemetry import M
 
-__all__ = [
-    "ITEMS",
-    "Draft",
-    "Line",
-    "PriceBook",
-    "int_array",
-    "licensed_line",
-    "lock_subscriptions",
-    "price_metered",
-    "write_drafts",
-]
+__all__ = ["Draft", "Line", "invoice_item_line", "write_drafts"]
 
 log = logging.getLogger(__name__)
-
-_INT64 = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -46,6 +32,22 @@ class Line:
     period_start: int
     period_end: int
     proration: bool = False
+
+
+def invoice_item_line(ii: asyncpg.Record) -> Line:
+    """The line a pending invoice item (a proration, a carried credit) becomes."""
+    return Line(
+        "invoiceitem",
+        ii["item_pk"],
+        ii["price_id"],
+        ii["description"],
+        int(ii["quantity"]),
+        None,
+        int(ii["amount"]),
+        ii["period_start"],
+        ii["period_end"],
+        ii["proration"],
+    )
 
 
 @dataclass(slots=True)
@@ -63,11 +65,6 @@ class Draft:
     created: int
     lines: list[Line] = field(default_factory=list)
     invoice_items: list[str] = field(default_factory=list)
-
-
-def int_array(values: list[int]) -> str:
-    """bigint[] travels much faster than numeric[]; numeric only for huge amounts."""
-    return "bigint" if all(-_INT64 <= v <= _INT64 for v in values) else "numeric"
 
 
 async def write_drafts(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> list[Draft]:
@@ -148,74 +145,3 @@ async def write_drafts(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> li
     )
     M.invoices.labels("draft").inc(len(written))
     return written
-
-
-class PriceBook:
-    """Parsed price terms and display names, each price parsed once per transaction."""
-
-    def __init__(self) -> None:
-        self._terms: dict[str, PriceTerms] = {}
-        self.rows: dict[str, asyncpg.Record] = {}
-
-    async def load(self, conn: asyncpg.Connection[Any], price_ids: set[str]) -> None:
-        missing = [p for p in price_ids if p not in self.rows]
-        if missing:
-            for r in await conn.fetch(
-                "SELECT p.id, p.terms, p.usage_type, p.aggregate_usage, pr.name"
-                " FROM prices p JOIN products pr ON pr.id = p.product_id"
-                " WHERE p.id = ANY($1::text[])",
-                missing,
-            ):
-                self.rows[r["id"]] = r
-
-    def terms(self, price_id: str) -> PriceTerms:
-        terms = self._terms.get(price_id)
-        if terms is None:
-            terms = self._terms[price_id] = parse_price_terms(self.rows[price_id]["terms"])
-        return terms
-
-    def line(self, price_id: str, quantity: int) -> tuple[int, str | None]:
-        terms = self.terms(price_id)
-        return line_amount(terms, quantity), unit_amount_decimal_str(terms)
-
-    def name(self, price_id: str) -> str:
-        return str(self.rows[price_id]["name"])
-
-
-def licensed_line(prices: PriceBook, item: asyncpg.Record, lo: int, hi: int) -> Line:
-    quantity = item["quantity"] or 0
-    amount, unit = prices.line(item["price_id"], quantity)
-    return Line(
-        "subscription",
-        item["pk"],
-        item["price_id"],
-        f"{quantity} × {prices.name(item['price_id'])} (in advance)",
-        quantity,
-        unit,
-        amount,
-        lo,
-        hi,
-    )
-
-
-ITEMS = """
-SELECT si.pk, si.subscription_id, si.quantity, si.price_id, p.usage_type
-FROM subscription_items si JOIN prices p ON p.id = si.price_id
-WHERE si.subscription_id = ANY($1::text[]) AND NOT si.deleted
-ORDER BY si.subscription_id, si.pk
-"""
-
-
-def price_metered(prices: PriceBook, line: Line, price_id: str, quantity: int) -> None:
-    line.quantity = quantity
-    line.amount, line.unit_amount_decimal = prices.line(price_id, quantity)
-    line.description = f"{quantity} × {prices.name(price_id)}"
-
-
-async def lock_subscriptions(conn: asyncpg.Connection[Any], sub_ids: set[str]) -> None:
-    """Lock in id order: finalizers and collectors touching the same subscriptions from
-    different batches then wait for each other instead of deadlocking."""
-    await conn.execute(
-        "SELECT 1 FROM subscriptions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-        sorted(sub_ids),
-    )
