@@ -127,8 +127,8 @@ class Invoicer(PollingService):
 
     async def _usage_complete(self) -> bool:
         """Has the aggregator consumed everything the topic holds now? Asked after the rows
-        to price were selected, so their periods ended before these end offsets were read
-        (SPEC §5 "Closed windows are complete")."""
+        to price were selected, so their periods ended before these end offsets were read:
+        a closed window is complete."""
         _, _, watermark = self._parts()
         ends = await watermark.end_offsets()
         if await watermark.wait(ends, self._settings.watermark_timeout_s):

@@ -72,15 +72,36 @@ async def write_drafts(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> li
     ``invoice.created``; a draft whose period already has its invoice is left out."""
     if not drafts:
         return []
+    written = await _insert_invoices(conn, drafts)
+    lines = [(d.id, n, ln) for d in written for n, ln in enumerate(d.lines, 1)]
+    if lines:
+        await _insert_lines(conn, lines)
+    taken = [(d.id, item) for d in written for item in d.invoice_items]
+    if taken:
+        await conn.execute(
+            "UPDATE invoice_items ii SET invoice_id = v.inv FROM unnest($1::text[], $2::text[])"
+            " AS v(inv, id) WHERE ii.id = v.id",
+            [t[0] for t in taken],
+            [t[1] for t in taken],
+        )
+    rendered = await load_invoices(conn, [d.id for d in written])
+    await emit_events(
+        conn, [Event(d.account_id, d.livemode, "invoice.created", rendered[d.id]) for d in written]
+    )
+    M.invoices.labels("draft").inc(len(written))
+    return written
+
+
+async def _insert_invoices(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> list[Draft]:
+    """The drafts inserted: a second invoice for a period is refused by the database."""
     totals = [sum(ln.amount for ln in d.lines) for d in drafts]
-    kind = int_array(totals)
     rows = await conn.fetch(
         "INSERT INTO invoices (id, account_id, livemode, customer_pk, subscription_id,"
         " billing_reason, status, currency, period_start, period_end, subtotal, total,"
         " finalize_at, created)"
         " SELECT i, a, l, c, s, r, 'draft', cur, ps, pe, t, t, f, cr FROM unnest($1::text[],"
         " $2::text[], $3::bool[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
-        f" $8::bigint[], $9::bigint[], $10::{kind}[], $11::bigint[], $12::bigint[])"
+        f" $8::bigint[], $9::bigint[], $10::{int_array(totals)}[], $11::bigint[], $12::bigint[])"
         " AS v(i, a, l, c, s, r, cur, ps, pe, t, f, cr)"
         " ON CONFLICT (subscription_id, period_start, billing_reason) DO NOTHING RETURNING id",
         [d.id for d in drafts],
@@ -105,43 +126,31 @@ async def write_drafts(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> li
                 d.period_start,
                 d.billing_reason,
             )
-    written = [d for d in drafts if d.id in inserted]
-    lines = [(d.id, n, ln) for d in written for n, ln in enumerate(d.lines, 1)]
-    if lines:
-        quantities = [ln.quantity for _, _, ln in lines]
-        amounts = [ln.amount for _, _, ln in lines]
-        await conn.execute(
-            "INSERT INTO invoice_lines (id, invoice_id, position, type, item_pk, price_id,"
-            " description, quantity, unit_amount_decimal, amount, period_start, period_end,"
-            " proration) SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],"
-            f" $5::bigint[], $6::text[], $7::text[], $8::{int_array(quantities)}[],"
-            f" $9::text[], $10::{int_array(amounts)}[], $11::bigint[], $12::bigint[],"
-            " $13::bool[])",
-            [new_id("il") for _ in lines],
-            [i for i, _, _ in lines],
-            [n for _, n, _ in lines],
-            [ln.type for _, _, ln in lines],
-            [ln.item_pk for _, _, ln in lines],
-            [ln.price_id for _, _, ln in lines],
-            [ln.description for _, _, ln in lines],
-            quantities,
-            [ln.unit_amount_decimal for _, _, ln in lines],
-            amounts,
-            [ln.period_start for _, _, ln in lines],
-            [ln.period_end for _, _, ln in lines],
-            [ln.proration for _, _, ln in lines],
-        )
-    taken = [(d.id, item) for d in written for item in d.invoice_items]
-    if taken:
-        await conn.execute(
-            "UPDATE invoice_items ii SET invoice_id = v.inv FROM unnest($1::text[], $2::text[])"
-            " AS v(inv, id) WHERE ii.id = v.id",
-            [t[0] for t in taken],
-            [t[1] for t in taken],
-        )
-    rendered = await load_invoices(conn, [d.id for d in written])
-    await emit_events(
-        conn, [Event(d.account_id, d.livemode, "invoice.created", rendered[d.id]) for d in written]
+    return [d for d in drafts if d.id in inserted]
+
+
+async def _insert_lines(conn: asyncpg.Connection[Any], lines: list[tuple[str, int, Line]]) -> None:
+    """(invoice id, position, line) rows in one statement."""
+    quantities = [ln.quantity for _, _, ln in lines]
+    amounts = [ln.amount for _, _, ln in lines]
+    await conn.execute(
+        "INSERT INTO invoice_lines (id, invoice_id, position, type, item_pk, price_id,"
+        " description, quantity, unit_amount_decimal, amount, period_start, period_end,"
+        " proration) SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],"
+        f" $5::bigint[], $6::text[], $7::text[], $8::{int_array(quantities)}[],"
+        f" $9::text[], $10::{int_array(amounts)}[], $11::bigint[], $12::bigint[],"
+        " $13::bool[])",
+        [new_id("il") for _ in lines],
+        [i for i, _, _ in lines],
+        [n for _, n, _ in lines],
+        [ln.type for _, _, ln in lines],
+        [ln.item_pk for _, _, ln in lines],
+        [ln.price_id for _, _, ln in lines],
+        [ln.description for _, _, ln in lines],
+        quantities,
+        [ln.unit_amount_decimal for _, _, ln in lines],
+        amounts,
+        [ln.period_start for _, _, ln in lines],
+        [ln.period_end for _, _, ln in lines],
+        [ln.proration for _, _, ln in lines],
     )
-    M.invoices.labels("draft").inc(len(written))
-    return written

@@ -167,57 +167,69 @@ def _standings(failed: list[_Made]) -> dict[str, Standing]:
 
 
 async def _write(conn: asyncpg.Connection[Any], made: list[_Made]) -> dict[str, asyncpg.Record]:
-    """Write the attempts' results; the subscriptions whose status changed (id → row)."""
-    paid = [m for m in made if m.plan.paid]
+    """Write the attempts' results; the subscriptions whose status changed (id → row).
+    Failures first: a subscription is active again only once none of its invoices fails."""
     failed = [m for m in made if not m.plan.paid]
-    changed: dict[str, asyncpg.Record] = {}
-    if failed:
-        await conn.execute(
-            "UPDATE invoices i SET attempt_count = i.attempt_count + 1,"
-            " auto_attempt_count = v.auto, next_payment_attempt = v.nxt"
-            " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS v(id, auto, nxt)"
-            " WHERE i.id = v.id",
-            [m.invoice["id"] for m in failed],
-            [m.plan.auto_attempt_count for m in failed],
-            [m.plan.next_payment_attempt for m in failed],
-        )
-    if standing := _standings(failed):
-        subs = sorted(standing)
-        for row in await update_subscriptions(
-            conn,
-            "status = v.st,"
-            " canceled_at = CASE WHEN v.st = 'canceled' THEN v.at ELSE s.canceled_at END,"
-            " ended_at = CASE WHEN v.st = 'canceled' THEN greatest(v.at, v.ps)"
-            "   ELSE s.ended_at END,"
-            " final_invoice_pending = s.final_invoice_pending OR v.st = 'canceled'",
-            "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(id, st, at, ps)"
-            " WHERE s.id = v.id AND s.status <> 'canceled' AND s.status <> v.st",
-            subs,
-            [standing[s].status for s in subs],
-            [standing[s].at for s in subs],
-            [standing[s].period_start for s in subs],
-            returning=_SUB_RETURNING,
-        ):
-            changed[row["id"]] = row
+    changed = await _write_failures(conn, failed) if failed else {}
+    paid = [m for m in made if m.plan.paid]
     if paid:
-        await conn.execute(
-            "UPDATE invoices i SET status = 'paid', amount_paid = i.total, paid_at = v.at,"
-            " attempt_count = i.attempt_count + 1, next_payment_attempt = NULL"
-            " FROM unnest($1::text[], $2::bigint[]) AS v(id, at) WHERE i.id = v.id",
-            [m.invoice["id"] for m in paid],
-            [m.at for m in paid],
-        )
-        for row in await update_subscriptions(
-            conn,
-            "status = 'active'",
-            "WHERE s.id = ANY($1::text[]) AND s.status IN ('past_due', 'unpaid')"
-            " AND NOT EXISTS (SELECT 1 FROM invoices o WHERE o.subscription_id = s.id"
-            " AND o.status = 'open' AND o.attempt_count > 0)",
-            list({m.invoice["subscription_id"] for m in paid if m.invoice["subscription_id"]}),
-            returning=_SUB_RETURNING,
-        ):
-            changed[row["id"]] = row
+        changed.update(await _write_payments(conn, paid))
     return changed
+
+
+async def _write_failures(
+    conn: asyncpg.Connection[Any], failed: list[_Made]
+) -> dict[str, asyncpg.Record]:
+    await conn.execute(
+        "UPDATE invoices i SET attempt_count = i.attempt_count + 1,"
+        " auto_attempt_count = v.auto, next_payment_attempt = v.nxt"
+        " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS v(id, auto, nxt)"
+        " WHERE i.id = v.id",
+        [m.invoice["id"] for m in failed],
+        [m.plan.auto_attempt_count for m in failed],
+        [m.plan.next_payment_attempt for m in failed],
+    )
+    standing = _standings(failed)
+    if not standing:
+        return {}
+    subs = sorted(standing)
+    rows = await update_subscriptions(
+        conn,
+        "status = v.st,"
+        " canceled_at = CASE WHEN v.st = 'canceled' THEN v.at ELSE s.canceled_at END,"
+        " ended_at = CASE WHEN v.st = 'canceled' THEN greatest(v.at, v.ps) ELSE s.ended_at END,"
+        " final_invoice_pending = s.final_invoice_pending OR v.st = 'canceled'",
+        "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(id, st, at, ps)"
+        " WHERE s.id = v.id AND s.status <> 'canceled' AND s.status <> v.st",
+        subs,
+        [standing[s].status for s in subs],
+        [standing[s].at for s in subs],
+        [standing[s].period_start for s in subs],
+        returning=_SUB_RETURNING,
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def _write_payments(
+    conn: asyncpg.Connection[Any], paid: list[_Made]
+) -> dict[str, asyncpg.Record]:
+    await conn.execute(
+        "UPDATE invoices i SET status = 'paid', amount_paid = i.total, paid_at = v.at,"
+        " attempt_count = i.attempt_count + 1, next_payment_attempt = NULL"
+        " FROM unnest($1::text[], $2::bigint[]) AS v(id, at) WHERE i.id = v.id",
+        [m.invoice["id"] for m in paid],
+        [m.at for m in paid],
+    )
+    rows = await update_subscriptions(
+        conn,
+        "status = 'active'",
+        "WHERE s.id = ANY($1::text[]) AND s.status IN ('past_due', 'unpaid')"
+        " AND NOT EXISTS (SELECT 1 FROM invoices o WHERE o.subscription_id = s.id"
+        " AND o.status = 'open' AND o.attempt_count > 0)",
+        list({m.invoice["subscription_id"] for m in paid if m.invoice["subscription_id"]}),
+        returning=_SUB_RETURNING,
+    )
+    return {r["id"]: r for r in rows}
 
 
 async def _announce(
