@@ -7,7 +7,7 @@ One transaction per prepared batch:
    twice, and a refused partition is reported so the consumer seeks back to the stored
    offset);
 2. insert the requests into the ledger (id, window, Kafka position, records) and keep only
-   the ids that were not there yet — the unit of dedupe is the request (SPEC §5);
+   the ids that were not there yet — the unit of dedupe is the request (docs/adr/0001);
 3. fold the new requests' pre-aggregated deltas into per-(item, period) windows and the
    per-timestamp map ``usage_points``; requests for windows already closed by an invoice,
    and requests whose records are malformed, go to ``usage_dead_letters`` with the reason

@@ -1,6 +1,6 @@
 """Which period a usage request lands in — or why it is refused. Pure: no I/O.
 
-SPEC §4: a record is accepted only if its timestamp lies in the item's current period and
+A record is accepted only if its timestamp lies in the item's current period and
 not more than ``future_tolerance_s`` ahead of now; records before the current period are
 refused, except that for ``sum`` prices, during the first ``late_grace_s`` of a period,
 records for the previous period are still accepted while its invoice is not finalized.
