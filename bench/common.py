@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import signal
 import sys
@@ -23,6 +24,7 @@ from infra.settings import Settings
 
 __all__ = [
     "Figure",
+    "Served",
     "bench_env",
     "metered_fixture",
     "print_table",
@@ -88,10 +90,22 @@ def bench_env(settings: Settings) -> dict[str, str]:
     return role_env(settings, VINR_LOG_LEVEL="WARNING")
 
 
+class Served(str):
+    """A served process's base URL, which also knows the process (for its CPU time)."""
+
+    pid: int
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the process has used so far (Linux ``/proc``)."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.asynccontextmanager
 async def serve_process(
     args: list[str], env: dict[str, str], port: int, ready_path: str
-) -> AsyncIterator[str]:
+) -> AsyncIterator[Served]:
     """A server subprocess, up once ``ready_path`` answers; SIGTERM (graceful) on exit."""
     proc = await asyncio.create_subprocess_exec(sys.executable, *args, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -107,7 +121,9 @@ async def serve_process(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{args} did not become ready")
                 await asyncio.sleep(0.1)
-        yield url
+        served = Served(url)
+        served.pid = proc.pid
+        yield served
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
