@@ -57,9 +57,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _containers.close()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Say which services this run tests against, even under ``-q``."""
     kafka = os.environ.get("VINR_KAFKA_BOOTSTRAP") or "the dev broker"
-    return f"vinr services: {_path.reason if _path else 'unknown'}; Kafka: {kafka}"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"vinr services: {_path.reason if _path else '?'}; Kafka: {kafka}")
 
 
 @pytest.fixture(scope="session")
