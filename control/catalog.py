@@ -16,11 +16,10 @@ from control.common import (
     services,
     tenant,
 )
-from domain.clock import now_s
 from domain.objects import render_price, render_product
 from domain.pricing import MAX_TIERS, PriceDefinitionError, parse_price_terms, terms_to_json
+from domain.store import catalog
 from infra.errors import InvalidRequest
-from infra.ids import new_id
 
 __all__ = ["router"]
 
@@ -59,16 +58,8 @@ class PriceCreate(ApiModel):
 @router.post("/v1/products")
 async def create_product(body: ProductCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await s.pool.fetchrow(
-        "INSERT INTO products (id, account_id, livemode, name, description, metadata, created)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-        new_id("prod"),
-        t.account_id,
-        t.livemode,
-        body.name,
-        body.description,
-        body.metadata,
-        now_s(),
+    row = await catalog.insert_product(
+        s.pool, t, name=body.name, description=body.description, metadata=body.metadata
     )
     return Json(render_product(row))
 
@@ -135,33 +126,22 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
         terms = parse_price_terms(body.model_dump(exclude_none=True))
     except PriceDefinitionError as exc:
         raise InvalidRequest(exc.message, param=exc.param) from None
-    product = await s.pool.fetchval(
-        "SELECT id FROM products WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        body.product,
-        t.account_id,
-        t.livemode,
-    )
-    if product is None:
+    if not await catalog.product_exists(s.pool, t, body.product):
         raise InvalidRequest(
             f"no such product: '{body.product}'", param="product", code="resource_missing"
         )
-    row = await s.pool.fetchrow(
-        "INSERT INTO prices (id, account_id, livemode, product_id, currency, terms, interval,"
-        " interval_count, usage_type, aggregate_usage, nickname, metadata, created)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
-        new_id("price"),
-        t.account_id,
-        t.livemode,
-        body.product,
-        terms.currency,
-        terms_to_json(terms),
-        body.recurring.interval,
-        body.recurring.intervalCount,
-        usage_type,
-        aggregate,
-        body.nickname,
-        body.metadata,
-        now_s(),
+    row = await catalog.insert_price(
+        s.pool,
+        t,
+        product_id=body.product,
+        currency=terms.currency,
+        terms=terms_to_json(terms),
+        interval=body.recurring.interval,
+        interval_count=body.recurring.intervalCount,
+        usage_type=usage_type,
+        aggregate_usage=aggregate,
+        nickname=body.nickname,
+        metadata=body.metadata,
     )
     return Json(render_price(row))
 

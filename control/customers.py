@@ -12,18 +12,17 @@ from control.common import (
     ApiModel,
     Json,
     StartingAfter,
-    fetch_or_404,
+    fetch_owned,
     page,
     services,
     tenant,
 )
 from domain.accounts import Tenant
-from domain.clock import now_s
 from domain.events import emit_event
 from domain.objects import render_customer, render_payment_method
 from domain.payments import known_methods, resolve_test_method
-from infra.errors import Conflict, InvalidRequest
-from infra.ids import new_id
+from domain.store import customers
+from infra.errors import Conflict, InvalidRequest, NotFound
 
 __all__ = ["router"]
 
@@ -61,21 +60,7 @@ async def _attach(conn: asyncpg.Connection[Any], t: Tenant, customer_pk: int, va
             "live mode has no card network here; test payment methods work with sk_test_ keys only",
             param="paymentMethod",
         )
-    pm_id = new_id("pm")
-    await conn.execute(
-        "INSERT INTO payment_methods (id, account_id, livemode, customer_pk, kind, brand, last4,"
-        " created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        pm_id,
-        t.account_id,
-        t.livemode,
-        customer_pk,
-        method.kind,
-        method.brand,
-        method.last4,
-        now_s(),
-    )
-    await conn.execute("UPDATE customers SET default_pm = $2 WHERE pk = $1", customer_pk, pm_id)
-    return pm_id
+    return await customers.insert_payment_method(conn, t, customer_pk, method)
 
 
 @router.post("/v1/customers")
@@ -83,16 +68,13 @@ async def create_customer(body: CustomerCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn, conn.transaction():
         try:
-            row = await conn.fetchrow(
-                "INSERT INTO customers (id, account_id, livemode, name, email, metadata, created)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-                body.id or new_id("cust"),
-                t.account_id,
-                t.livemode,
-                body.name,
-                body.email,
-                body.metadata,
-                now_s(),
+            row = await customers.insert_customer(
+                conn,
+                t,
+                customer_id=body.id,
+                name=body.name,
+                email=body.email,
+                metadata=body.metadata,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -102,7 +84,7 @@ async def create_customer(body: CustomerCreate, request: Request) -> Json:
             ) from None
         if body.paymentMethod:
             await _attach(conn, t, row["pk"], body.paymentMethod)
-            row = await conn.fetchrow("SELECT * FROM customers WHERE pk = $1", row["pk"])
+            row = await customers.customer_by_pk(conn, row["pk"])
         rendered = render_customer(row)
         await emit_event(conn, t.account_id, t.livemode, "customer.created", rendered)
     return Json(rendered)
@@ -111,15 +93,7 @@ async def create_customer(body: CustomerCreate, request: Request) -> Json:
 async def _customer(
     db: asyncpg.Pool | asyncpg.Connection[Any], t: Tenant, cid: str
 ) -> asyncpg.Record:
-    return await fetch_or_404(
-        db,
-        "SELECT * FROM customers WHERE account_id = $1 AND livemode = $2 AND id = $3",
-        t.account_id,
-        t.livemode,
-        cid,
-        what="customer",
-        ident=cid,
-    )
+    return await fetch_owned(db, "customers", t, cid, what="customer")
 
 
 @router.get("/v1/customers/{customer_id}")
@@ -137,23 +111,17 @@ async def update_customer(customer_id: str, body: CustomerUpdate, request: Reque
     given = body.model_fields_set
     async with s.pool.acquire() as conn, conn.transaction():
         row = await _customer(conn, t, customer_id)
-        await conn.execute(
-            "UPDATE customers SET name = CASE WHEN $2 THEN $3 ELSE name END,"
-            " email = CASE WHEN $4 THEN $5 ELSE email END,"
-            " metadata = CASE WHEN $6 THEN $7 ELSE metadata END,"
-            " default_pm = CASE WHEN $8 THEN NULL ELSE default_pm END WHERE pk = $1",
+        await customers.update_customer(
+            conn,
             row["pk"],
-            "name" in given,
-            body.name,
-            "email" in given,
-            body.email,
-            "metadata" in given,
-            body.metadata or {},
-            "paymentMethod" in given and body.paymentMethod is None,
+            name=("name" in given, body.name),
+            email=("email" in given, body.email),
+            metadata=("metadata" in given, body.metadata or {}),
+            clear_default_method="paymentMethod" in given and body.paymentMethod is None,
         )
         if body.paymentMethod:
             await _attach(conn, t, row["pk"], body.paymentMethod)
-        row = await conn.fetchrow("SELECT * FROM customers WHERE pk = $1", row["pk"])
+        row = await customers.customer_by_pk(conn, row["pk"])
         rendered = render_customer(row)
         await emit_event(conn, t.account_id, t.livemode, "customer.updated", rendered)
     return Json(rendered)
@@ -164,17 +132,9 @@ async def get_payment_method(pm_id: str, request: Request) -> Json:
     """A method attached from a test token or card number: its card's brand and last4 show
     which one the customer was given."""
     t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool,
-        "SELECT pm.*, c.id AS customer_id FROM payment_methods pm"
-        " JOIN customers c ON c.pk = pm.customer_pk"
-        " WHERE pm.id = $1 AND pm.account_id = $2 AND pm.livemode = $3",
-        pm_id,
-        t.account_id,
-        t.livemode,
-        what="payment method",
-        ident=pm_id,
-    )
+    row = await customers.payment_method(s.pool, t, pm_id)
+    if row is None:
+        raise NotFound(f"no such payment method: '{pm_id}'", param="id")
     return Json(render_payment_method(row))
 
 

@@ -20,6 +20,7 @@ import asyncpg
 
 from domain.clock import now_s
 from domain.pricing import parse_price_terms, prorated_amount
+from domain.store import catalog
 from infra.ids import new_id
 
 __all__ = ["Holding", "queue_prorations"]
@@ -53,11 +54,7 @@ async def queue_prorations(
         return []
     names = {
         r["id"]: r["name"]
-        for r in await conn.fetch(
-            "SELECT p.id, pr.name FROM prices p JOIN products pr ON pr.id = p.product_id"
-            " WHERE p.id = ANY($1::text[])",
-            [h.price["id"] for h in (old, new) if h],
-        )
+        for r in await catalog.pricing_rows(conn, [h.price["id"] for h in (old, new) if h])
     }
     rows = []
     for holding, sign, what in ((old, -1, "Unused"), (new, 1, "Remaining")):

@@ -9,6 +9,7 @@ import asyncpg
 
 from domain.billing.drafts import Line
 from domain.pricing import PriceTerms, line_amount, parse_price_terms, unit_amount_decimal_str
+from domain.store import catalog
 
 __all__ = ["PriceBook"]
 
@@ -23,12 +24,7 @@ class PriceBook:
     async def load(self, conn: asyncpg.Connection[Any], price_ids: set[str]) -> None:
         missing = [p for p in price_ids if p not in self.rows]
         if missing:
-            for r in await conn.fetch(
-                "SELECT p.id, p.terms, p.usage_type, p.aggregate_usage, pr.name"
-                " FROM prices p JOIN products pr ON pr.id = p.product_id"
-                " WHERE p.id = ANY($1::text[])",
-                missing,
-            ):
+            for r in await catalog.pricing_rows(conn, missing):
                 self.rows[r["id"]] = r
 
     def terms(self, price_id: str) -> PriceTerms:
