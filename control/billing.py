@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from control.common import (
     Json,
     StartingAfter,
-    fetch_or_404,
+    found,
     page,
     services,
     tenant,
@@ -17,7 +17,7 @@ from control.common import (
 from domain.billing import InvoiceRules, collect_invoices
 from domain.fold import WindowState, billable_quantity, window_state
 from domain.objects import render_charge
-from domain.views import load_invoices
+from domain.store import invoices as store
 from infra.errors import Conflict, InvalidRequest
 from infra.ids import derived_id
 
@@ -36,36 +36,19 @@ async def usage_summaries(
     t, s = tenant(request), services(request)
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100", param="limit")
-    item = await fetch_or_404(
-        s.pool,
-        "SELECT si.pk, si.id, p.aggregate_usage, p.usage_type, s.current_period_start,"
-        " s.current_period_end, s.status, s.ended_at FROM subscription_items si"
-        " JOIN prices p ON p.id = si.price_id JOIN subscriptions s ON s.id = si.subscription_id"
-        " WHERE si.account_id = $1 AND si.livemode = $2 AND si.id = $3",
-        t.account_id,
-        t.livemode,
-        subscription_item,
+    item = found(
+        await store.usage_item(s.pool, t, subscription_item),
         what="subscription item",
         ident=subscription_item,
         param="subscriptionItem",
     )
-    windows = await s.pool.fetch(
-        "SELECT * FROM usage_windows WHERE item_pk = $1 ORDER BY period_start", item["pk"]
-    )
+    windows = await store.item_windows(s.pool, item["pk"])
     periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
     for w in windows:
         periods[w["period_start"]] = (w["period_end"], window_state(w), w["invoice_id"])
     if item["status"] != "canceled" and item["current_period_start"] not in periods:
         periods[item["current_period_start"]] = (item["current_period_end"], None, None)
-    invoices = {
-        r["period_start"]: r["id"]
-        for r in await s.pool.fetch(
-            "SELECT DISTINCT i.period_start, i.id FROM invoice_lines l"
-            " JOIN invoices i ON i.id = l.invoice_id"
-            " WHERE l.item_pk = $1 AND l.type = 'subscription'",
-            item["pk"],
-        )
-    }
+    invoices = await store.subscription_invoices_by_period(s.pool, item["pk"])
     data: list[dict[str, Any]] = []
     carry = 0
     for start in sorted(periods):
@@ -98,16 +81,8 @@ async def usage_summaries(
 @router.get("/v1/invoices/{invoice_id}")
 async def get_invoice(invoice_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    await fetch_or_404(
-        s.pool,
-        "SELECT 1 FROM invoices WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        invoice_id,
-        t.account_id,
-        t.livemode,
-        what="invoice",
-        ident=invoice_id,
-    )
-    return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
+    found(await store.owned_invoice(s.pool, t, invoice_id), what="invoice", ident=invoice_id)
+    return Json((await store.load_invoices(s.pool, [invoice_id]))[invoice_id])
 
 
 _INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
@@ -128,19 +103,7 @@ async def list_invoices(
         raise InvalidRequest(
             f"status must be one of {', '.join(_INVOICE_STATUSES)}, got '{status}'", param="status"
         )
-    where, args = "", []
-    if subscription is not None:
-        args.append(subscription)
-        where += f" AND t.subscription_id = ${len(args) + 2}"
-    if customer is not None:
-        args.append(customer)
-        where += (
-            f" AND t.customer_pk = (SELECT pk FROM customers WHERE account_id = $1"
-            f" AND livemode = $2 AND id = ${len(args) + 2})"
-        )
-    if status is not None:
-        args.append(status)
-        where += f" AND t.status = ${len(args) + 2}"
+    where, args = store.invoice_filter(subscription, customer, status)
     listing = await page(
         s.pool,
         table="invoices",
@@ -153,7 +116,7 @@ async def list_invoices(
         args=args,
         select="t.id, t.created",
     )
-    rendered = await load_invoices(s.pool, [r["id"] for r in listing["data"]])
+    rendered = await store.load_invoices(s.pool, [r["id"] for r in listing["data"]])
     listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
@@ -163,16 +126,7 @@ async def pay_invoice(invoice_id: str, request: Request) -> Json:
     """Attempt the charge now, outside the dunning schedule. Answers the invoice: ``paid``,
     or still ``open`` with one more ``attemptCount`` when the card was declined."""
     t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool,
-        "SELECT status, subscription_id FROM invoices WHERE id = $1 AND account_id = $2"
-        " AND livemode = $3",
-        invoice_id,
-        t.account_id,
-        t.livemode,
-        what="invoice",
-        ident=invoice_id,
-    )
+    row = found(await store.owned_invoice(s.pool, t, invoice_id), what="invoice", ident=invoice_id)
     if row["status"] != "open":
         raise InvalidRequest(
             f"invoice {invoice_id} is {row['status']}; only open invoices can be paid",
@@ -188,7 +142,7 @@ async def pay_invoice(invoice_id: str, request: Request) -> Json:
                 code="invoice_payment_in_progress",
             )
         changes.took(a.subscription_id for a in attempted if a.subscription_changed)
-    return Json((await load_invoices(s.pool, [invoice_id]))[invoice_id])
+    return Json((await store.load_invoices(s.pool, [invoice_id]))[invoice_id])
 
 
 @router.get("/v1/charges")
@@ -199,7 +153,7 @@ async def list_charges(
     invoice: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
-    where, args = ("", []) if invoice is None else (" AND t.invoice_id = $3", [invoice])
+    where, args = store.charge_filter(invoice)
     return Json(
         await page(
             s.pool,

@@ -4,7 +4,7 @@ lookup, JSON responses, list pagination and "fetch or 404"."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import orjson
@@ -31,11 +31,14 @@ __all__ = [
     "StartingAfter",
     "fetch_or_404",
     "fetch_owned",
+    "found",
     "page",
     "services",
     "tenant",
 ]
 
+
+_T = TypeVar("_T")
 
 StartingAfter = Annotated[str | None, Query(alias="startingAfter")]
 
@@ -87,7 +90,11 @@ async def fetch_or_404(
     ident: str,
     param: str | None = None,
 ) -> asyncpg.Record:
-    row = await db.fetchrow(query, *args)
+    return found(await db.fetchrow(query, *args), what=what, ident=ident, param=param)
+
+
+def found(row: _T | None, *, what: str, ident: str, param: str | None = None) -> _T:
+    """``row``, or the 404 that names what was asked for when there is none."""
     if row is None:
         raise NotFound(f"no such {what}: '{ident}'", param=param or "id")
     return row

@@ -11,8 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from control.common import Json, StartingAfter, fetch_or_404, page, services, tenant
+from control.common import Json, StartingAfter, found, page, services, tenant
 from domain.deadletters import REASONS, render_dead_letter
+from domain.store.subscriptions import ITEM_ID_OF_PK, item_pk
 from infra.errors import InvalidRequest
 
 __all__ = ["router"]
@@ -30,19 +31,16 @@ async def list_dead_letters(
 ) -> Json:
     """Newest first; optionally for one subscription item and/or one reason."""
     t, s = tenant(request), services(request)
-    where, args = "", []
+    where = ""
+    args: list[Any] = []
     if subscription_item is not None:
-        item = await fetch_or_404(
-            s.pool,
-            "SELECT pk FROM subscription_items WHERE account_id = $1 AND livemode = $2 AND id = $3",
-            t.account_id,
-            t.livemode,
-            subscription_item,
+        pk = found(
+            await item_pk(s.pool, t, subscription_item),
             what="subscription item",
             ident=subscription_item,
             param="subscriptionItem",
         )
-        args.append(item["pk"])
+        args.append(pk)
         where += f" AND t.item_pk = ${len(args) + 2}"
     if reason is not None:
         if reason not in REASONS:
@@ -64,7 +62,6 @@ async def list_dead_letters(
             render=render,
             where=where,
             args=args,
-            select="t.*, (SELECT si.id FROM subscription_items si WHERE si.pk = t.item_pk)"
-            " AS item_id",
+            select=f"t.*, {ITEM_ID_OF_PK}",
         )
     )

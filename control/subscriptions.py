@@ -12,7 +12,7 @@ from control.common import (
     ApiModel,
     Json,
     StartingAfter,
-    fetch_or_404,
+    found,
     page,
     services,
     tenant,
@@ -25,13 +25,14 @@ from domain.billing import (
     open_first_invoice,
     settle_clocks,
 )
-from domain.clock import now_s, subscription_now
+from domain.clock import subscription_now
 from domain.events import emit_event
 from domain.itemmeta import Changes
-from domain.objects import render_subscription, render_test_clock
+from domain.objects import render_test_clock
 from domain.periods import period_at, period_containing
 from domain.prorations import Holding, queue_prorations
-from domain.views import load_subscriptions
+from domain.store import catalog, customers
+from domain.store import subscriptions as store
 from infra.errors import Conflict, InvalidRequest, NotFound
 from infra.ids import new_id
 
@@ -80,33 +81,10 @@ class ClockAdvance(ApiModel):
     frozenTime: int = Field(ge=0, le=2**40)
 
 
-_SUB = (
-    "SELECT s.*, c.id AS customer_id FROM subscriptions s JOIN customers c ON c.pk = s.customer_pk"
-)
-_ITEMS = (
-    "SELECT si.*, p.id AS p_id, p.created AS p_created, p.livemode AS p_livemode,"
-    " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
-    " p.active AS p_active, p.interval AS p_interval,"
-    " p.interval_count AS p_interval_count, p.usage_type AS p_usage_type,"
-    " p.aggregate_usage AS p_aggregate_usage, p.nickname AS p_nickname, p.metadata AS p_metadata"
-    " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
-    " WHERE si.subscription_id = $1 AND NOT si.deleted ORDER BY si.pk"
-)
-
-
 async def load_subscription(
     db: asyncpg.Pool | asyncpg.Connection[Any], t: Tenant, sub_id: str
 ) -> dict[str, Any]:
-    row = await fetch_or_404(
-        db,
-        _SUB + " WHERE s.id = $1 AND s.account_id = $2 AND s.livemode = $3",
-        sub_id,
-        t.account_id,
-        t.livemode,
-        what="subscription",
-        ident=sub_id,
-    )
-    return render_subscription(row, await db.fetch(_ITEMS, sub_id))
+    return found(await store.load_subscription(db, t, sub_id), what="subscription", ident=sub_id)
 
 
 async def _clock_time(conn: asyncpg.Connection[Any], t: Tenant, clock_id: str | None) -> int | None:
@@ -116,11 +94,7 @@ async def _clock_time(conn: asyncpg.Connection[Any], t: Tenant, clock_id: str | 
         raise InvalidRequest(
             "test clocks exist in the sandbox only (sk_test_ keys)", param="testClock"
         )
-    frozen: int | None = await conn.fetchval(
-        "SELECT frozen_time FROM test_clocks WHERE id = $1 AND account_id = $2",
-        clock_id,
-        t.account_id,
-    )
+    frozen = await store.owned_clock_time(conn, t.account_id, clock_id)
     if frozen is None:
         raise InvalidRequest(
             f"no such test clock: '{clock_id}'", param="testClock", code="resource_missing"
@@ -133,12 +107,7 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn, s.meta.changes(conn) as changes:
         async with conn.transaction():
-            customer_pk = await conn.fetchval(
-                "SELECT pk FROM customers WHERE account_id = $1 AND livemode = $2 AND id = $3",
-                t.account_id,
-                t.livemode,
-                body.customer,
-            )
+            customer_pk = await customers.customer_pk(conn, t, body.customer)
             if customer_pk is None:
                 raise InvalidRequest(
                     f"no such customer: '{body.customer}'",
@@ -148,12 +117,7 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
             prices: list[asyncpg.Record] = []
             quantities: list[int | None] = []
             for i, item in enumerate(body.items):
-                price = await conn.fetchrow(
-                    "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
-                    item.price,
-                    t.account_id,
-                    t.livemode,
-                )
+                price = await catalog.tenant_price(conn, t, item.price)
                 if price is None:
                     raise InvalidRequest(
                         f"no such price: '{item.price}'",
@@ -177,43 +141,25 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
             first = prices[0]
             period = period_at(anchor, first["interval"], first["interval_count"], 0)
             sub_id = new_id("sub")
-            await conn.execute(
-                "INSERT INTO subscriptions (id, account_id, livemode, customer_pk, status,"
-                " test_clock_id, currency, interval, interval_count, anchor,"
-                " current_period_start, current_period_end, cancel_at_period_end, metadata,"
-                " created) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12,"
-                " $13, $14)",
+            await store.insert_subscription(
+                conn,
+                t,
                 sub_id,
-                t.account_id,
-                t.livemode,
-                customer_pk,
-                body.testClock,
-                first["currency"],
-                first["interval"],
-                first["interval_count"],
-                anchor,
-                period.start,
-                period.end,
-                body.cancelAtPeriodEnd,
-                body.metadata,
-                anchor,
+                customer_pk=customer_pk,
+                test_clock_id=body.testClock,
+                first_price=first,
+                anchor=anchor,
+                period=period,
+                cancel_at_period_end=body.cancelAtPeriodEnd,
+                metadata=body.metadata,
             )
             for i, (item, price, quantity) in enumerate(
                 zip(body.items, prices, quantities, strict=True)
             ):
                 try:
                     async with conn.transaction():
-                        await conn.execute(
-                            "INSERT INTO subscription_items (id, account_id, livemode,"
-                            " subscription_id, price_id, quantity, created)"
-                            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                            item.id or new_id("si"),
-                            t.account_id,
-                            t.livemode,
-                            sub_id,
-                            price["id"],
-                            quantity,
-                            anchor,
+                        await store.insert_item(
+                            conn, t, item.id or new_id("si"), sub_id, price["id"], quantity, anchor
                         )
                 except asyncpg.UniqueViolationError:
                     raise Conflict(
@@ -256,15 +202,7 @@ async def list_subscriptions(
     customer: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
-    where, args = "", []
-    if customer is not None:
-        where, args = (
-            (
-                " AND t.customer_pk = (SELECT pk FROM customers WHERE account_id = $1"
-                " AND livemode = $2 AND id = $3)"
-            ),
-            [customer],
-        )
+    where, args = store.subscription_filter(customer)
     listing = await page(
         s.pool,
         table="subscriptions",
@@ -277,22 +215,13 @@ async def list_subscriptions(
         args=args,
         select="t.id, t.created",
     )
-    rendered = await load_subscriptions(s.pool, [r["id"] for r in listing["data"]])
+    rendered = await store.load_subscriptions(s.pool, [r["id"] for r in listing["data"]])
     listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
 
 async def _locked(conn: asyncpg.Connection[Any], t: Tenant, sub_id: str) -> asyncpg.Record:
-    return await fetch_or_404(
-        conn,
-        "SELECT * FROM subscriptions WHERE id = $1 AND account_id = $2 AND livemode = $3"
-        " FOR UPDATE",
-        sub_id,
-        t.account_id,
-        t.livemode,
-        what="subscription",
-        ident=sub_id,
-    )
+    return found(await store.lock_subscription(conn, t, sub_id), what="subscription", ident=sub_id)
 
 
 async def _changed(
@@ -314,13 +243,7 @@ async def update_subscription(sub_id: str, body: SubscriptionUpdate, request: Re
         sub = await _locked(conn, t, sub_id)
         if sub["status"] == "canceled":
             raise InvalidRequest(f"subscription {sub_id} is canceled and can't be updated")
-        await conn.execute(
-            "UPDATE subscriptions SET cancel_at_period_end = coalesce($2,"
-            " cancel_at_period_end), metadata = coalesce($3, metadata) WHERE id = $1",
-            sub_id,
-            body.cancelAtPeriodEnd,
-            body.metadata,
-        )
+        await store.update_settings(conn, sub_id, body.cancelAtPeriodEnd, body.metadata)
         if body.items:
             await _change_items(
                 conn, t, sub, body.items, prorate=body.prorationBehavior == "create_prorations"
@@ -349,12 +272,7 @@ def _new_item_quantity(price: asyncpg.Record, quantity: int | None, i: int) -> i
 async def _price_for(
     conn: asyncpg.Connection[Any], t: Tenant, sub: asyncpg.Record, price_id: str, param: str
 ) -> asyncpg.Record:
-    price = await conn.fetchrow(
-        "SELECT * FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        price_id,
-        t.account_id,
-        t.livemode,
-    )
+    price = await catalog.tenant_price(conn, t, price_id)
     if price is None:
         raise InvalidRequest(f"no such price: '{price_id}'", param=param, code="resource_missing")
     if (price["currency"], price["interval"], price["interval_count"]) != (
@@ -389,20 +307,16 @@ async def _change_items(
         if change.id is None:
             await _add_item(conn, t, sub, change, i, at, prorate=prorate)
             continue
-        item = await conn.fetchrow(
-            "SELECT si.*, p.usage_type FROM subscription_items si JOIN prices p"
-            " ON p.id = si.price_id WHERE si.id = $1 AND si.subscription_id = $2"
-            " AND NOT si.deleted FOR UPDATE OF si",
-            change.id,
-            sub["id"],
-        )
+        item = await store.lock_item(conn, sub["id"], change.id)
         if item is None:
             raise InvalidRequest(
                 f"subscription {sub['id']} has no item '{change.id}'",
                 param=f"items[{i}].id",
                 code="resource_missing",
             )
-        old_price = await conn.fetchrow("SELECT * FROM prices WHERE id = $1", item["price_id"])
+        old_price = await catalog.price(conn, item["price_id"])
+        if old_price is None:  # a foreign key: an item's price is never missing
+            raise RuntimeError(f"price {item['price_id']} of item {change.id} is missing")
         price = (
             old_price
             if change.price is None
@@ -419,15 +333,7 @@ async def _change_items(
         if price["id"] == item["price_id"] and quantity == item["quantity"]:
             continue
         if price["id"] != item["price_id"]:
-            await conn.execute(
-                "INSERT INTO subscription_item_price_changes (item_pk, changed_at, old_price_id,"
-                " new_price_id, created) VALUES ($1, $2, $3, $4, $5)",
-                item["pk"],
-                at,
-                item["price_id"],
-                price["id"],
-                now_s(),
-            )
+            await store.record_price_change(conn, item["pk"], at, item["price_id"], price["id"])
         if item["usage_type"] == "licensed" and prorate:
             await queue_prorations(
                 conn,
@@ -437,12 +343,7 @@ async def _change_items(
                 Holding(price, quantity or 0),
                 at,
             )
-        await conn.execute(
-            "UPDATE subscription_items SET price_id = $2, quantity = $3 WHERE pk = $1",
-            item["pk"],
-            price["id"],
-            quantity,
-        )
+        await store.update_item(conn, item["pk"], price["id"], quantity)
 
 
 async def _add_item(
@@ -463,17 +364,7 @@ async def _add_item(
         )
     price = await _price_for(conn, t, sub, change.price, f"items[{i}].price")
     quantity = _new_item_quantity(price, change.quantity, i)
-    item_pk = await conn.fetchval(
-        "INSERT INTO subscription_items (id, account_id, livemode, subscription_id, price_id,"
-        " quantity, created) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING pk",
-        new_id("si"),
-        t.account_id,
-        t.livemode,
-        sub["id"],
-        price["id"],
-        quantity,
-        at,
-    )
+    item_pk = await store.insert_item(conn, t, new_id("si"), sub["id"], price["id"], quantity, at)
     if quantity is not None and prorate:
         await queue_prorations(conn, sub, item_pk, None, Holding(price, quantity), at)
 
@@ -488,12 +379,7 @@ async def cancel_subscription(sub_id: str, request: Request) -> Json:
             raise InvalidRequest(f"subscription {sub_id} is already canceled")
         frozen = await _clock_time(conn, t, sub["test_clock_id"])
         now = max(subscription_now(frozen), sub["current_period_start"])
-        await changes.update(
-            "status = 'canceled', canceled_at = $2, ended_at = $2, final_invoice_pending = true",
-            "WHERE s.id = $1",
-            sub_id,
-            now,
-        )
+        await store.cancel(changes, sub_id, now)
         rendered = await load_subscription(conn, t, sub_id)
         await emit_event(conn, t.account_id, t.livemode, "customer.subscription.deleted", rendered)
     return Json(rendered)
@@ -509,14 +395,10 @@ async def _move_clock(
 ) -> None:
     """Move the clock; it is ``advancing`` until the invoicer has done everything the move
     made due (every period boundary and payment retry crossed, in order), then ``ready``."""
-    await conn.execute(
-        "UPDATE test_clocks SET frozen_time = $2, status = 'advancing' WHERE id = $1",
-        clock_id,
-        frozen_time,
-    )
+    await store.move_clock(conn, clock_id, frozen_time)
     await settle_clocks(conn, [clock_id])
     await changes.bump_clock(clock_id)
-    clock = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
+    clock = await store.clock(conn, clock_id)
     await emit_event(
         conn, t.account_id, t.livemode, "test_helpers.test_clock.advanced", render_test_clock(clock)
     )
@@ -535,18 +417,12 @@ async def advance_period(sub_id: str, request: Request) -> Json:
         clock_id = sub["test_clock_id"]
         if clock_id is None:
             clock_id = new_id("clock")
-            await conn.execute(
-                "INSERT INTO test_clocks (id, account_id, livemode, name, frozen_time,"
-                " created) VALUES ($1, $2, false, $3, $4, $4)",
-                clock_id,
-                t.account_id,
-                f"advance_period {sub_id}",
-                subscription_now(None),
+            created = subscription_now(None)
+            await store.insert_clock(
+                conn, clock_id, t.account_id, f"advance_period {sub_id}", created, created
             )
-            await conn.execute(
-                "UPDATE subscriptions SET test_clock_id = $2 WHERE id = $1", sub_id, clock_id
-            )
-        frozen = await conn.fetchval("SELECT frozen_time FROM test_clocks WHERE id = $1", clock_id)
+            await store.set_test_clock(conn, sub_id, clock_id)
+        frozen = await store.clock_frozen_time(conn, clock_id)
         target = sub["current_period_end"]
         if frozen >= target:
             target = period_containing(
@@ -561,14 +437,8 @@ async def advance_period(sub_id: str, request: Request) -> Json:
 async def create_clock(body: ClockCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _sandbox(t)
-    row = await s.pool.fetchrow(
-        "INSERT INTO test_clocks (id, account_id, livemode, name, frozen_time, created)"
-        " VALUES ($1, $2, false, $3, $4, $5) RETURNING *",
-        new_id("clock"),
-        t.account_id,
-        body.name,
-        body.frozenTime,
-        subscription_now(None),
+    row = await store.insert_clock(
+        s.pool, new_id("clock"), t.account_id, body.name, body.frozenTime, subscription_now(None)
     )
     return Json(render_test_clock(row))
 
@@ -577,13 +447,8 @@ async def create_clock(body: ClockCreate, request: Request) -> Json:
 async def get_clock(clock_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _sandbox(t)
-    row = await fetch_or_404(
-        s.pool,
-        "SELECT * FROM test_clocks WHERE id = $1 AND account_id = $2",
-        clock_id,
-        t.account_id,
-        what="test clock",
-        ident=clock_id,
+    row = found(
+        await store.owned_clock(s.pool, t.account_id, clock_id), what="test clock", ident=clock_id
     )
     return Json(render_test_clock(row))
 
@@ -593,11 +458,8 @@ async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> 
     t, s = tenant(request), services(request)
     _sandbox(t)
     async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
-        row = await fetch_or_404(
-            conn,
-            "SELECT * FROM test_clocks WHERE id = $1 AND account_id = $2 FOR UPDATE",
-            clock_id,
-            t.account_id,
+        row = found(
+            await store.owned_clock(conn, t.account_id, clock_id, lock=True),
             what="test clock",
             ident=clock_id,
         )
@@ -607,5 +469,5 @@ async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> 
                 param="frozenTime",
             )
         await _move_clock(conn, changes, t, clock_id, body.frozenTime)
-        row = await conn.fetchrow("SELECT * FROM test_clocks WHERE id = $1", clock_id)
+        row = await store.clock(conn, clock_id)
     return Json(render_test_clock(row))

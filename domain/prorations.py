@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from domain.clock import now_s
 from domain.pricing import parse_price_terms, prorated_amount
 from domain.store import catalog
+from domain.store.subscriptions import PendingItem, insert_invoice_items
 from infra.ids import new_id
 
 __all__ = ["Holding", "queue_prorations"]
@@ -56,7 +56,7 @@ async def queue_prorations(
         r["id"]: r["name"]
         for r in await catalog.pricing_rows(conn, [h.price["id"] for h in (old, new) if h])
     }
-    rows = []
+    rows: list[PendingItem] = []
     for holding, sign, what in ((old, -1, "Unused"), (new, 1, "Remaining")):
         if holding is None:
             continue
@@ -73,26 +73,5 @@ async def queue_prorations(
                 sign * amount,
             )
         )
-    await conn.executemany(
-        "INSERT INTO invoice_items (id, account_id, livemode, subscription_id, item_pk,"
-        " price_id, description, quantity, amount, proration, period_start, period_end,"
-        " created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, $12)",
-        [
-            (
-                ii,
-                sub["account_id"],
-                sub["livemode"],
-                sub["id"],
-                item_pk,
-                price_id,
-                description,
-                quantity,
-                amount,
-                end - remaining,
-                end,
-                now_s(),
-            )
-            for ii, price_id, description, quantity, amount in rows
-        ],
-    )
+    await insert_invoice_items(conn, sub, item_pk, rows, end - remaining, end)
     return [r[0] for r in rows]

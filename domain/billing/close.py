@@ -25,7 +25,7 @@ from domain.clock import now_s
 from domain.events import Event, emit_events
 from domain.itemmeta import update_subscriptions
 from domain.metering import Ask, PriceChange, measure, price_segments
-from domain.views import load_subscriptions
+from domain.store.subscriptions import load_subscriptions
 from infra.ids import new_id
 
 __all__ = ["close_periods", "open_first_invoice"]

@@ -11,7 +11,7 @@ import asyncpg
 
 from domain.billing.batch import int_array
 from domain.events import Event, emit_events
-from domain.views import load_invoices
+from domain.store.invoices import load_invoices
 from infra.ids import new_id
 from infra.telemetry import M
 

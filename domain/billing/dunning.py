@@ -21,7 +21,8 @@ from domain.clock import now_s
 from domain.events import Event, emit_events
 from domain.itemmeta import update_subscriptions
 from domain.payments import ChargeOutcome, charge_outcome
-from domain.views import load_invoices, load_subscriptions
+from domain.store.invoices import load_invoices
+from domain.store.subscriptions import load_subscriptions
 from infra.ids import new_id
 from infra.telemetry import M
 

@@ -19,7 +19,7 @@ from domain.clock import now_s
 from domain.events import Event, emit_events
 from domain.itemmeta import bump
 from domain.metering import Ask, measure
-from domain.views import load_invoices
+from domain.store.invoices import load_invoices
 from infra.ids import new_id
 from infra.telemetry import M
 

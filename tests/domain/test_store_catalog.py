@@ -22,14 +22,6 @@ TABLES = ("products", "prices", "customers", "payment_methods")
 # SQL keywords are written in capitals throughout, which keeps prose out of the match.
 STATEMENT = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+(" + "|".join(TABLES) + r")\b")
 
-# Statements on these tables still written in role modules whose storage moves with their
-# own table family; each entry is the exact number left. Remove an entry when its module
-# stops writing them: the check then holds that module to none.
-PENDING: dict[str, int] = {
-    "control/subscriptions.py": 5,
-    "control/billing.py": 1,
-}
-
 
 def _hits() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
@@ -61,16 +53,10 @@ def test_no_role_module_writes_sql_on_the_catalog_or_customer_tables() -> None:
     hits = _hits()
     assert (ROOT / "control" / "catalog.py").is_file()
     assert (ROOT / "control" / "customers.py").is_file()
-    unexpected = {path: found for path, found in hits.items() if path not in PENDING}
-    assert not unexpected, (
+    assert not hits, (
         f"SQL on {', '.join(TABLES)} belongs in domain/store/catalog.py or"
-        f" domain/store/customers.py: {unexpected}"
+        f" domain/store/customers.py: {hits}"
     )
-    for path, count in PENDING.items():
-        assert len(hits.get(path, [])) == count, (
-            f"{path} now writes {len(hits.get(path, []))} statement(s) on these tables, not"
-            f" {count}: update its entry in PENDING (remove it at none)"
-        )
 
 
 @pytest.fixture

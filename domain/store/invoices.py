@@ -1,0 +1,139 @@
+"""The read side of invoices, their lines, charges and usage summaries: invoices rendered
+many at a time (a fixed number of queries however many are asked for) for event payloads
+in the billing operations' bulk transactions and the API's lists, and what the control
+plane looks up to answer invoices, charges and an item's usage per period.
+
+The billing operations (``domain.billing``) write these tables; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from domain.accounts import Tenant
+from domain.objects import render_invoice
+
+__all__ = [
+    "charge_filter",
+    "invoice_filter",
+    "item_windows",
+    "load_invoice",
+    "load_invoices",
+    "owned_invoice",
+    "subscription_invoices_by_period",
+    "usage_item",
+]
+
+Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection[Any]"
+
+
+async def load_invoices(db: Db, invoice_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """invoice id → rendered invoice with its lines; unknown ids are absent."""
+    if not invoice_ids:
+        return {}
+    rows = await db.fetch(
+        "SELECT i.*, c.id AS customer_id FROM invoices i JOIN customers c ON c.pk = i.customer_pk"
+        " WHERE i.id = ANY($1::text[])",
+        invoice_ids,
+    )
+    lines = await db.fetch(
+        "SELECT l.*, si.id AS item_id FROM invoice_lines l"
+        " LEFT JOIN subscription_items si ON si.pk = l.item_pk"
+        " WHERE l.invoice_id = ANY($1::text[]) ORDER BY l.invoice_id, l.position",
+        invoice_ids,
+    )
+    by_invoice: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for line in lines:
+        by_invoice[line["invoice_id"]].append(line)
+    price_ids = list({ln["price_id"] for ln in lines if ln["price_id"]})
+    prices = (
+        {
+            p["id"]: p
+            for p in await db.fetch("SELECT * FROM prices WHERE id = ANY($1::text[])", price_ids)
+        }
+        if price_ids
+        else {}
+    )
+    return {r["id"]: render_invoice(r, by_invoice[r["id"]], prices) for r in rows}
+
+
+async def load_invoice(db: Db, invoice_id: str) -> dict[str, Any] | None:
+    return (await load_invoices(db, [invoice_id])).get(invoice_id)
+
+
+async def owned_invoice(db: Db, t: Tenant, invoice_id: str) -> asyncpg.Record | None:
+    """The tenant's invoice's status and subscription; None when it has none of that id."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT status, subscription_id FROM invoices WHERE id = $1 AND account_id = $2"
+        " AND livemode = $3",
+        invoice_id,
+        t.account_id,
+        t.livemode,
+    )
+    return row
+
+
+def invoice_filter(
+    subscription: str | None, customer: str | None, status: str | None
+) -> tuple[str, list[Any]]:
+    """The invoice list's ``where`` and its arguments (after account and mode); the
+    filters combine."""
+    where, args = "", []
+    if subscription is not None:
+        args.append(subscription)
+        where += f" AND t.subscription_id = ${len(args) + 2}"
+    if customer is not None:
+        args.append(customer)
+        where += (
+            f" AND t.customer_pk = (SELECT pk FROM customers WHERE account_id = $1"
+            f" AND livemode = $2 AND id = ${len(args) + 2})"
+        )
+    if status is not None:
+        args.append(status)
+        where += f" AND t.status = ${len(args) + 2}"
+    return where, args
+
+
+def charge_filter(invoice: str | None) -> tuple[str, list[Any]]:
+    """The charge list's ``where`` and its arguments (after account and mode)."""
+    return ("", []) if invoice is None else (" AND t.invoice_id = $3", [invoice])
+
+
+async def usage_item(db: Db, t: Tenant, item_id: str) -> asyncpg.Record | None:
+    """The tenant's subscription item with what its usage summaries need: its price's
+    aggregation and its subscription's current period and status."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT si.pk, si.id, p.aggregate_usage, p.usage_type, s.current_period_start,"
+        " s.current_period_end, s.status, s.ended_at FROM subscription_items si"
+        " JOIN prices p ON p.id = si.price_id JOIN subscriptions s ON s.id = si.subscription_id"
+        " WHERE si.account_id = $1 AND si.livemode = $2 AND si.id = $3",
+        t.account_id,
+        t.livemode,
+        item_id,
+    )
+    return row
+
+
+async def item_windows(db: Db, item_pk: int) -> list[asyncpg.Record]:
+    """The item's usage windows, oldest period first."""
+    return list(
+        await db.fetch(
+            "SELECT * FROM usage_windows WHERE item_pk = $1 ORDER BY period_start", item_pk
+        )
+    )
+
+
+async def subscription_invoices_by_period(db: Db, item_pk: int) -> dict[int, str]:
+    """period start → the invoice that billed the item's usage for that period."""
+    return {
+        r["period_start"]: r["id"]
+        for r in await db.fetch(
+            "SELECT DISTINCT i.period_start, i.id FROM invoice_lines l"
+            " JOIN invoices i ON i.id = l.invoice_id"
+            " WHERE l.item_pk = $1 AND l.type = 'subscription'",
+            item_pk,
+        )
+    }

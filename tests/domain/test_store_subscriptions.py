@@ -1,0 +1,103 @@
+"""The SQL of subscriptions, their items, price changes, test clocks, pending invoice items,
+invoices, their lines, charges and the usage windows the summaries read lives in
+``domain.store.subscriptions`` and ``domain.store.invoices``: the role modules that serve
+the API (``control/``, ``dispatcher/``) write none of it, and the subscription item query
+the renderings share is written once."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = ("control", "dispatcher")
+STORES = ("domain/store/subscriptions.py", "domain/store/invoices.py")
+TABLES = (
+    "subscriptions",
+    "subscription_items",
+    "subscription_item_price_changes",
+    "test_clocks",
+    "invoice_items",
+    "invoices",
+    "invoice_lines",
+    "charges",
+    "usage_windows",
+)
+_SQL = re.compile(rf"\b(?:FROM|INTO|UPDATE|JOIN)\s+({'|'.join(TABLES)})\b")
+
+
+def _strings(path: Path) -> list[str]:
+    """Every string literal of the module; adjacent literals come joined, as Python joins
+    them, so a statement split over lines reads whole."""
+    found: list[str] = []
+    tree = ast.parse(path.read_text(), str(path))
+    parts = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts:
+            found.append(node.value)
+        elif isinstance(node, ast.JoinedStr):
+            found.append(
+                "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            )
+    return found
+
+
+def _statements(path: Path) -> list[tuple[str, str]]:
+    return [(m.group(1), s) for s in _strings(path) for m in _SQL.finditer(s)]
+
+
+def _role_modules() -> list[Path]:
+    return sorted(p for role in ROLES for p in (ROOT / role).rglob("*.py"))
+
+
+def test_the_scan_sees_split_and_formatted_statements(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'a = ("SELECT * FROM"\n    " test_clocks WHERE id = $1")\n'
+        'b = f"UPDATE subscriptions SET x = {1}"\n'
+        'c = "INSERT INTO invoice_items (id) VALUES ($1)"\n'
+        'd = "SELECT * FROM customers"\n'
+    )
+    assert sorted(t for t, _ in _statements(sample)) == [
+        "invoice_items",
+        "subscriptions",
+        "test_clocks",
+    ]
+
+
+@pytest.mark.parametrize("module", _role_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_role_modules_write_no_sql_for_these_tables(module: Path) -> None:
+    assert _statements(module) == [], (
+        f"{module.relative_to(ROOT)} queries these tables itself; use domain.store"
+    )
+
+
+def test_the_stores_hold_the_statements() -> None:
+    """Each table of the family is reached from its store (the scan above has teeth); the
+    charge list is the generic ``page`` over ``charges`` with the store's filter."""
+    seen = {t for store in STORES for t, _ in _statements(ROOT / store)}
+    assert seen == set(TABLES) - {"charges"}
+
+
+def test_the_subscription_item_query_is_written_once() -> None:
+    holders = [
+        p.relative_to(ROOT).as_posix()
+        for layer in ("control", "dispatcher", "domain", "invoicer", "aggregator", "ingest")
+        for p in (ROOT / layer).rglob("*.py")
+        if any("p.nickname AS p_nickname" in s for s in _strings(p))
+    ]
+    assert holders == ["domain/store/subscriptions.py"]
+
+
+def test_only_itemmeta_writes_the_subscription_version() -> None:
+    bump = re.compile(r"\bversion\s*=\s*(?:s\.)?version\s*\+")
+    writers = sorted(
+        p.relative_to(ROOT).as_posix()
+        for layer in ("control", "dispatcher", "domain", "invoicer", "aggregator", "ingest")
+        for p in (ROOT / layer).rglob("*.py")
+        if any(bump.search(s) for s in _strings(p))
+    )
+    assert writers == ["domain/itemmeta.py"]
