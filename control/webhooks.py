@@ -19,8 +19,6 @@ from control.common import (
     HttpUrlAsWritten,
     Json,
     StartingAfter,
-    fetch_or_404,
-    fetch_owned,
     page,
     services,
     tenant,
@@ -29,6 +27,7 @@ from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import EVENT_TYPES
 from domain.objects import render_event, render_webhook_endpoint
+from domain.store import webhooks as store
 from infra.errors import InvalidRequest, NotFound
 from infra.ids import new_id, new_secret
 
@@ -39,10 +38,12 @@ router = APIRouter(tags=["webhooks"])
 # How long the replaced secret keeps signing deliveries after a roll.
 SECRET_ROLL_GRACE_S = 86_400
 
-_LIVE_ENDPOINT = (
-    "SELECT * FROM webhook_endpoints WHERE id = $1 AND account_id = $2 AND livemode = $3"
-    " AND deleted_at IS NULL"
-)
+
+def _found(row: asyncpg.Record | None, what: str, ident: str, param: str = "id") -> asyncpg.Record:
+    """The row the store found, or the API's 404 naming what was asked for."""
+    if row is None:
+        raise NotFound(f"no such {what}: '{ident}'", param=param)
+    return row
 
 
 def _check_event_types(names: list[str]) -> None:
@@ -58,7 +59,7 @@ def _check_event_types(names: list[str]) -> None:
 @router.get("/v1/events/{event_id}")
 async def get_event(event_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await fetch_owned(s.pool, "events", t, event_id, what="event")
+    row = _found(await store.event(s.pool, t, event_id), "event", event_id)
     return Json(render_event(row))
 
 
@@ -70,18 +71,18 @@ async def list_events(
     type: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
-    where, args = ("", []) if type is None else (" AND t.type = $3", [type])
+    listing = store.event_list(type)
     return Json(
         await page(
             s.pool,
-            table="events",
+            table=listing.table,
             t=t,
             limit=limit,
             starting_after=starting_after,
             url="/v1/events",
             render=render_event,
-            where=where,
-            args=args,
+            where=listing.where,
+            args=listing.args,
         )
     )
 
@@ -129,24 +130,10 @@ async def _deliveries(
     starting_after: str | None = None,
 ) -> dict[str, Any]:
     """One event's deliveries (one per endpoint), ordered by id, each with its attempts."""
-    rows = await db.fetch(
-        "SELECT d.*, e.livemode, w.url FROM webhook_deliveries d"
-        " JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id"
-        " WHERE d.event_id = $1 AND ($2::text[] IS NULL OR d.endpoint_id = ANY($2::text[]))"
-        "   AND ($3::text IS NULL OR d.id > $3) ORDER BY d.id LIMIT $4",
-        event_id,
-        endpoints,
-        starting_after,
-        limit + 1,
+    rows = await store.deliveries(
+        db, event_id, endpoints=endpoints, starting_after=starting_after, limit=limit + 1
     )
-    attempts: dict[str, list[asyncpg.Record]] = {}
-    if rows:
-        for a in await db.fetch(
-            "SELECT * FROM webhook_attempts WHERE delivery_id = ANY($1::text[])"
-            " ORDER BY delivery_id, attempt",
-            [r["id"] for r in rows[:limit]],
-        ):
-            attempts.setdefault(a["delivery_id"], []).append(a)
+    attempts = await store.attempts(db, [r["id"] for r in rows[:limit]]) if rows else {}
     return {
         "object": "list",
         "url": f"/v1/events/{event_id}/deliveries",
@@ -158,15 +145,7 @@ async def _deliveries(
 async def _event_or_404(
     db: asyncpg.Pool | asyncpg.Connection[Any], t: Tenant, event_id: str
 ) -> asyncpg.Record:
-    return await fetch_or_404(
-        db,
-        "SELECT id, type FROM events WHERE id = $1 AND account_id = $2 AND livemode = $3",
-        event_id,
-        t.account_id,
-        t.livemode,
-        what="event",
-        ident=event_id,
-    )
+    return _found(await store.event_head(db, t, event_id), "event", event_id)
 
 
 @router.get("/v1/events/{event_id}/deliveries")
@@ -204,14 +183,10 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
         event = await _event_or_404(conn, t, event_id)
         chosen = body.webhookEndpoint if body is not None else None
         if chosen is not None:
-            endpoint = await fetch_or_404(
-                conn,
-                _LIVE_ENDPOINT,
+            endpoint = _found(
+                await store.live_endpoint(conn, t, chosen),
+                "webhook endpoint",
                 chosen,
-                t.account_id,
-                t.livemode,
-                what="webhook endpoint",
-                ident=chosen,
                 param="webhookEndpoint",
             )
             if endpoint["status"] == "disabled":
@@ -222,28 +197,8 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
                 )
             targets = [endpoint["id"]]
         else:
-            targets = [
-                r["id"]
-                for r in await conn.fetch(
-                    "SELECT id FROM webhook_endpoints WHERE account_id = $1 AND livemode = $2"
-                    " AND status <> 'disabled' AND deleted_at IS NULL"
-                    " AND ($3 = ANY(enabled_events) OR '*' = ANY(enabled_events))",
-                    t.account_id,
-                    t.livemode,
-                    event["type"],
-                )
-            ]
-        await conn.execute(
-            "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
-            " SELECT 'whd_' || md5($1 || w), $1, w, extract(epoch from clock_timestamp()), $3"
-            " FROM unnest($2::text[]) AS w"
-            " ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending',"
-            "   next_attempt_at = excluded.next_attempt_at, first_attempt_at = NULL,"
-            "   delivered_at = NULL",
-            event_id,
-            targets,
-            now_s(),
-        )
+            targets = await store.subscribed_endpoints(conn, t, event["type"])
+        await store.requeue_deliveries(conn, event_id, targets, now_s())
         listing = await _deliveries(conn, event_id, endpoints=targets, limit=max(1, len(targets)))
     return Json(listing)
 
@@ -265,17 +220,15 @@ class EndpointUpdate(ApiModel):
 async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _check_event_types(body.enabledEvents)
-    row = await s.pool.fetchrow(
-        "INSERT INTO webhook_endpoints (id, account_id, livemode, url, enabled_events, secret,"
-        " description, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-        new_id("we"),
-        t.account_id,
-        t.livemode,
-        body.url,
-        body.enabledEvents,
-        new_secret("whsec"),
-        body.description,
-        now_s(),
+    row = await store.insert_endpoint(
+        s.pool,
+        t,
+        endpoint_id=new_id("we"),
+        url=body.url,
+        enabled_events=body.enabledEvents,
+        secret=new_secret("whsec"),
+        description=body.description,
+        created=now_s(),
     )
     return Json(render_webhook_endpoint(row, with_secret=True))
 
@@ -290,13 +243,14 @@ async def list_endpoints(
     return Json(
         await page(
             s.pool,
-            table="webhook_endpoints",
+            table=store.ENDPOINT_LIST.table,
             t=t,
             limit=limit,
             starting_after=starting_after,
             url="/v1/webhook_endpoints",
             render=render_webhook_endpoint,
-            where=" AND t.deleted_at IS NULL",
+            where=store.ENDPOINT_LIST.where,
+            args=store.ENDPOINT_LIST.args,
         )
     )
 
@@ -304,25 +258,8 @@ async def list_endpoints(
 @router.get("/v1/webhook_endpoints/{endpoint_id}")
 async def get_endpoint(endpoint_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await fetch_or_404(
-        s.pool,
-        _LIVE_ENDPOINT,
-        endpoint_id,
-        t.account_id,
-        t.livemode,
-        what="webhook endpoint",
-        ident=endpoint_id,
-    )
+    row = _found(await store.live_endpoint(s.pool, t, endpoint_id), "webhook endpoint", endpoint_id)
     return Json(render_webhook_endpoint(row))
-
-
-async def _cancel_pending(conn: asyncpg.Connection[Any], endpoint_id: str, why: str) -> None:
-    await conn.execute(
-        "UPDATE webhook_deliveries SET status = 'canceled', last_error = $2"
-        " WHERE endpoint_id = $1 AND status = 'pending'",
-        endpoint_id,
-        why,
-    )
 
 
 @router.post("/v1/webhook_endpoints/{endpoint_id}")
@@ -336,29 +273,22 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
     if body.enabledEvents is not None:
         _check_event_types(body.enabledEvents)
     async with s.pool.acquire() as conn, conn.transaction():
-        await fetch_or_404(
-            conn,
-            _LIVE_ENDPOINT + " FOR UPDATE",
+        _found(
+            await store.live_endpoint(conn, t, endpoint_id, for_update=True),
+            "webhook endpoint",
             endpoint_id,
-            t.account_id,
-            t.livemode,
-            what="webhook endpoint",
-            ident=endpoint_id,
         )
-        row = await conn.fetchrow(
-            "UPDATE webhook_endpoints SET url = coalesce($2, url),"
-            " enabled_events = coalesce($3, enabled_events), status = coalesce($4, status),"
-            " description = CASE WHEN $5 THEN $6 ELSE description END"
-            " WHERE id = $1 RETURNING *",
+        row = await store.update_endpoint(
+            conn,
             endpoint_id,
-            body.url,
-            body.enabledEvents,
-            body.status,
-            "description" in body.model_fields_set,
-            body.description,
+            url=body.url,
+            enabled_events=body.enabledEvents,
+            status=body.status,
+            set_description="description" in body.model_fields_set,
+            description=body.description,
         )
         if body.status == "disabled":
-            await _cancel_pending(conn, endpoint_id, "endpoint disabled")
+            await store.cancel_pending(conn, endpoint_id, "endpoint disabled")
     return Json(render_webhook_endpoint(row))
 
 
@@ -366,18 +296,9 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
 async def delete_endpoint(endpoint_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE webhook_endpoints SET status = 'disabled', deleted_at = $4"
-            " WHERE id = $1 AND account_id = $2 AND livemode = $3 AND deleted_at IS NULL"
-            " RETURNING id",
-            endpoint_id,
-            t.account_id,
-            t.livemode,
-            now_s(),
-        )
-        if row is None:
+        if not await store.delete_endpoint(conn, t, endpoint_id, now_s()):
             raise NotFound(f"no such webhook endpoint: '{endpoint_id}'", param="id")
-        await _cancel_pending(conn, endpoint_id, "endpoint deleted")
+        await store.cancel_pending(conn, endpoint_id, "endpoint deleted")
     return Json({"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
 
 
@@ -386,16 +307,11 @@ async def roll_secret(endpoint_id: str, request: Request) -> Json:
     """A new secret, returned this once; the replaced one keeps signing for 24 h (deliveries
     carry a ``v1`` for each). Rolling again within 24 h retires the older one at once."""
     t, s = tenant(request), services(request)
-    row = await s.pool.fetchrow(
-        "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires = $5,"
-        " secret = $4 WHERE id = $1 AND account_id = $2 AND livemode = $3"
-        " AND deleted_at IS NULL RETURNING *",
+    row = _found(
+        await store.roll_secret(
+            s.pool, t, endpoint_id, new_secret("whsec"), now_s() + SECRET_ROLL_GRACE_S
+        ),
+        "webhook endpoint",
         endpoint_id,
-        t.account_id,
-        t.livemode,
-        new_secret("whsec"),
-        now_s() + SECRET_ROLL_GRACE_S,
     )
-    if row is None:
-        raise NotFound(f"no such webhook endpoint: '{endpoint_id}'", param="id")
     return Json(render_webhook_endpoint(row, with_secret=True))

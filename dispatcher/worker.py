@@ -33,6 +33,7 @@ import orjson
 from domain.events import emit_event
 from domain.objects import render_event, render_webhook_endpoint
 from domain.signature import SIGNATURE_HEADER, sign
+from domain.store import delivery_queue as store
 from infra.db import create_pool
 from infra.lifecycle import PollingService
 from infra.settings import Settings
@@ -47,26 +48,6 @@ RetryPolicy = Callable[[int], float]
 
 # Seconds beyond the request timeout before a claimed delivery may be claimed again.
 _LEASE_MARGIN_S = 5.0
-
-_CLAIM = """
-UPDATE webhook_deliveries d SET next_attempt_at = $2 + $3, attempts = d.attempts + 1,
-       first_attempt_at = coalesce(d.first_attempt_at, $2::bigint)
-FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2
-      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due,
-     events e, webhook_endpoints w
-WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
-RETURNING d.id, d.attempts, d.first_attempt_at, e.id AS event_id, e.type, e.data, e.created,
-          e.livemode, e.account_id, w.id AS endpoint_id, w.url, w.status AS endpoint_status,
-          w.secret, w.previous_secret, w.previous_secret_expires
-"""
-
-# Outcomes are fenced on the attempt number the claim gave out.
-_FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'pending'"
-
-_GAUGES = """
-SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
-       (SELECT count(*) FROM webhook_endpoints WHERE status = 'failing') AS failing
-"""
 
 
 def retry_delay_s(attempt: int, rng: random.Random | None = None) -> float:
@@ -141,7 +122,7 @@ class Dispatcher(PollingService):
         pool, _ = self._require()
         size = min(limit or self._settings.webhook_concurrency, self._settings.webhook_concurrency)
         lease_s = self._settings.webhook_timeout_s + _LEASE_MARGIN_S
-        rows = await pool.fetch(_CLAIM, size, self._now(), lease_s)
+        rows = await store.claim(pool, size, self._now(), lease_s)
         results = await asyncio.gather(*(self._deliver(r) for r in rows), return_exceptions=True)
         for row, result in zip(rows, results, strict=True):
             if isinstance(result, BaseException):
@@ -153,7 +134,7 @@ class Dispatcher(PollingService):
                     row["id"],
                     result,
                 )
-        counts = await pool.fetchrow(_GAUGES)
+        counts = await store.gauges(pool)
         M.webhook_pending.set(counts["pending"])
         M.webhook_failing.set(counts["failing"])
         return len(rows)
@@ -176,11 +157,7 @@ class Dispatcher(PollingService):
         pool, _ = self._require()
         fence = (row["id"], row["attempts"])
         if row["endpoint_status"] == "disabled":
-            await pool.execute(
-                "UPDATE webhook_deliveries SET status = 'canceled',"
-                " last_error = 'endpoint disabled' " + _FENCE,
-                *fence,
-            )
+            await store.cancel_claimed(pool, *fence)
             return
         event = {
             "id": row["event_id"],
@@ -207,60 +184,29 @@ class Dispatcher(PollingService):
         M.webhook_deliveries.labels("delivered" if ok else "failed").inc()
         now = self._now()
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error,"
-                " duration_ms, created) VALUES ($1, $2, $3, $4, $5, $6)"
-                " ON CONFLICT DO NOTHING",
-                row["id"],
-                row["attempts"],
-                status,
-                error,
-                int(elapsed * 1000),
-                int(now),
+            await store.record_attempt(
+                conn,
+                *fence,
+                status_code=status,
+                error=error,
+                duration_ms=int(elapsed * 1000),
+                created=int(now),
             )
             if ok:
-                await conn.execute(
-                    "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $3,"
-                    " last_status_code = $4, last_error = NULL " + _FENCE,
-                    *fence,
-                    int(now),
-                    status,
-                )
+                await store.mark_delivered(conn, *fence, int(now), status)
                 if row["endpoint_status"] == "failing":
-                    await conn.execute(
-                        "UPDATE webhook_endpoints SET status = 'enabled'"
-                        " WHERE id = $1 AND status = 'failing'",
-                        row["endpoint_id"],
-                    )
+                    await store.endpoint_recovered(conn, row["endpoint_id"])
                 return
             delay = self._retry_delay_s(row["attempts"])
             age = now - (row["first_attempt_at"] or now)
             if age + delay > self._settings.webhook_max_age_s:
-                given_up = await conn.fetchval(
-                    "UPDATE webhook_deliveries SET status = 'failed', last_status_code = $3,"
-                    " last_error = $4 " + _FENCE + " RETURNING id",
-                    *fence,
-                    status,
-                    error,
-                )
-                if given_up is not None:
+                if await store.mark_failed(conn, *fence, status, error):
                     await self._mark_failing(conn, row["endpoint_id"])
                 return
-            await conn.execute(
-                "UPDATE webhook_deliveries SET next_attempt_at = $3, last_status_code = $4,"
-                " last_error = $5 " + _FENCE,
-                *fence,
-                now + delay,
-                status,
-                error,
-            )
+            await store.schedule_retry(conn, *fence, now + delay, status, error)
 
     async def _mark_failing(self, conn: asyncpg.Connection[Any], endpoint_id: str) -> None:
-        endpoint = await conn.fetchrow(
-            "UPDATE webhook_endpoints SET status = 'failing' WHERE id = $1"
-            " AND status = 'enabled' RETURNING *",
-            endpoint_id,
-        )
+        endpoint = await store.mark_endpoint_failing(conn, endpoint_id)
         if endpoint is None:
             return
         log.error(

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from domain.clock import now_s
+from domain.store import webhooks as store
 from infra.ids import new_id
 
 __all__ = ["EVENT_TYPES", "Event", "emit_event", "emit_events"]
@@ -51,33 +52,14 @@ async def emit_events(conn: asyncpg.Connection[Any], events: list[Event]) -> lis
     if not events:
         return []
     ids = [new_id("evt") for _ in events]
-    created = now_s()
-    accounts = [e.account_id for e in events]
-    modes = [e.livemode for e in events]
-    types = [e.type for e in events]
-    await conn.execute(
-        "INSERT INTO events (id, account_id, livemode, type, data, created)"
-        " SELECT i, a, l, t, d, $6 FROM unnest($1::text[], $2::text[], $3::bool[],"
-        " $4::text[], $5::jsonb[]) WITH ORDINALITY AS v(i, a, l, t, d, n) ORDER BY n",
-        ids,
-        accounts,
-        modes,
-        types,
-        [e.data for e in events],
-        created,
-    )
-    await conn.execute(
-        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
-        " SELECT 'whd_' || md5(v.i || e.id), v.i, e.id, extract(epoch from clock_timestamp()),"
-        " $5 FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[]) AS v(i, a, l, t)"
-        " JOIN webhook_endpoints e ON e.account_id = v.a AND e.livemode = v.l"
-        " AND e.status <> 'disabled' AND (v.t = ANY(e.enabled_events)"
-        " OR '*' = ANY(e.enabled_events))",
-        ids,
-        accounts,
-        modes,
-        types,
-        created,
+    await store.insert_outbox(
+        conn,
+        ids=ids,
+        accounts=[e.account_id for e in events],
+        modes=[e.livemode for e in events],
+        types=[e.type for e in events],
+        data=[e.data for e in events],
+        created=now_s(),
     )
     return ids
 
