@@ -6,18 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from control.common import (
-    Json,
-    StartingAfter,
-    found,
-    page,
-    services,
-    tenant,
-)
+from control.common import Json, StartingAfter, services, tenant
 from domain.billing import InvoiceRules, collect_invoices
 from domain.fold import WindowState, billable_quantity, window_state
 from domain.objects import render_charge
 from domain.store import invoices as store
+from domain.store.owned import found, page
 from infra.errors import Conflict, InvalidRequest
 from infra.ids import derived_id
 

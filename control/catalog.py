@@ -7,18 +7,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from control.common import (
-    ApiModel,
-    Json,
-    StartingAfter,
-    fetch_owned,
-    page,
-    services,
-    tenant,
-)
+from control.common import ApiModel, Json, StartingAfter, services, tenant
 from domain.objects import render_price, render_product
 from domain.pricing import MAX_TIERS, PriceDefinitionError, parse_price_terms, terms_to_json
 from domain.store import catalog
+from domain.store.owned import fetch_owned, page
 from infra.errors import InvalidRequest
 
 __all__ = ["router"]

@@ -8,20 +8,13 @@ import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from control.common import (
-    ApiModel,
-    Json,
-    StartingAfter,
-    fetch_owned,
-    page,
-    services,
-    tenant,
-)
+from control.common import ApiModel, Json, StartingAfter, services, tenant
 from domain.accounts import Tenant
 from domain.events import emit_event
 from domain.objects import render_customer, render_payment_method
 from domain.payments import known_methods, resolve_test_method
 from domain.store import customers
+from domain.store.owned import fetch_owned, page
 from infra.errors import Conflict, InvalidRequest, NotFound
 
 __all__ = ["router"]

@@ -11,8 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from control.common import Json, StartingAfter, found, page, services, tenant
+from control.common import Json, StartingAfter, services, tenant
 from domain.deadletters import REASONS, render_dead_letter
+from domain.store.owned import found, page
 from domain.store.subscriptions import ITEM_ID_OF_PK, item_pk
 from infra.errors import InvalidRequest
 

@@ -8,15 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from control.common import (
-    ApiModel,
-    Json,
-    StartingAfter,
-    found,
-    page,
-    services,
-    tenant,
-)
+from control.common import ApiModel, Json, StartingAfter, services, tenant
 from domain.accounts import Tenant
 from domain.billing import (
     InvoiceRules,
@@ -33,6 +25,7 @@ from domain.periods import period_at, period_containing
 from domain.prorations import Holding, queue_prorations
 from domain.store import catalog, customers
 from domain.store import subscriptions as store
+from domain.store.owned import found, page
 from infra.errors import Conflict, InvalidRequest, NotFound
 from infra.ids import new_id
 

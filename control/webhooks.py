@@ -14,20 +14,13 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from control.common import (
-    ApiModel,
-    HttpUrlAsWritten,
-    Json,
-    StartingAfter,
-    page,
-    services,
-    tenant,
-)
+from control.common import ApiModel, HttpUrlAsWritten, Json, StartingAfter, services, tenant
 from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import EVENT_TYPES
 from domain.objects import render_event, render_webhook_endpoint
 from domain.store import webhooks as store
+from domain.store.owned import found, page
 from infra.errors import InvalidRequest, NotFound
 from infra.ids import new_id, new_secret
 
@@ -37,13 +30,6 @@ router = APIRouter(tags=["webhooks"])
 
 # How long the replaced secret keeps signing deliveries after a roll.
 SECRET_ROLL_GRACE_S = 86_400
-
-
-def _found(row: asyncpg.Record | None, what: str, ident: str, param: str = "id") -> asyncpg.Record:
-    """The row the store found, or the API's 404 naming what was asked for."""
-    if row is None:
-        raise NotFound(f"no such {what}: '{ident}'", param=param)
-    return row
 
 
 def _check_event_types(names: list[str]) -> None:
@@ -59,7 +45,7 @@ def _check_event_types(names: list[str]) -> None:
 @router.get("/v1/events/{event_id}")
 async def get_event(event_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = _found(await store.event(s.pool, t, event_id), "event", event_id)
+    row = found(await store.event(s.pool, t, event_id), what="event", ident=event_id)
     return Json(render_event(row))
 
 
@@ -145,7 +131,7 @@ async def _deliveries(
 async def _event_or_404(
     db: asyncpg.Pool | asyncpg.Connection[Any], t: Tenant, event_id: str
 ) -> asyncpg.Record:
-    return _found(await store.event_head(db, t, event_id), "event", event_id)
+    return found(await store.event_head(db, t, event_id), what="event", ident=event_id)
 
 
 @router.get("/v1/events/{event_id}/deliveries")
@@ -183,10 +169,10 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
         event = await _event_or_404(conn, t, event_id)
         chosen = body.webhookEndpoint if body is not None else None
         if chosen is not None:
-            endpoint = _found(
+            endpoint = found(
                 await store.live_endpoint(conn, t, chosen),
-                "webhook endpoint",
-                chosen,
+                what="webhook endpoint",
+                ident=chosen,
                 param="webhookEndpoint",
             )
             if endpoint["status"] == "disabled":
@@ -258,7 +244,11 @@ async def list_endpoints(
 @router.get("/v1/webhook_endpoints/{endpoint_id}")
 async def get_endpoint(endpoint_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = _found(await store.live_endpoint(s.pool, t, endpoint_id), "webhook endpoint", endpoint_id)
+    row = found(
+        await store.live_endpoint(s.pool, t, endpoint_id),
+        what="webhook endpoint",
+        ident=endpoint_id,
+    )
     return Json(render_webhook_endpoint(row))
 
 
@@ -273,10 +263,10 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
     if body.enabledEvents is not None:
         _check_event_types(body.enabledEvents)
     async with s.pool.acquire() as conn, conn.transaction():
-        _found(
+        found(
             await store.live_endpoint(conn, t, endpoint_id, for_update=True),
-            "webhook endpoint",
-            endpoint_id,
+            what="webhook endpoint",
+            ident=endpoint_id,
         )
         row = await store.update_endpoint(
             conn,
@@ -307,11 +297,11 @@ async def roll_secret(endpoint_id: str, request: Request) -> Json:
     """A new secret, returned this once; the replaced one keeps signing for 24 h (deliveries
     carry a ``v1`` for each). Rolling again within 24 h retires the older one at once."""
     t, s = tenant(request), services(request)
-    row = _found(
+    row = found(
         await store.roll_secret(
             s.pool, t, endpoint_id, new_secret("whsec"), now_s() + SECRET_ROLL_GRACE_S
         ),
-        "webhook endpoint",
-        endpoint_id,
+        what="webhook endpoint",
+        ident=endpoint_id,
     )
     return Json(render_webhook_endpoint(row, with_secret=True))
