@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from domain.pricing import parse_price_terms, render_terms
+from domain.pricing import render_stored_terms
 
 __all__ = [
     "amount",
@@ -49,7 +49,7 @@ def render_product(row: Row) -> dict[str, Any]:
 def render_price(row: Row) -> dict[str, Any]:
     """The pricing fields come from the stored terms through the amount codec, so every
     amount shows both its integer and its decimal form (``domain.amounts``)."""
-    terms = render_terms(parse_price_terms(row["terms"]))
+    terms = render_stored_terms(row["terms"])
     return _base(row, "price") | {
         "product": row["product_id"],
         "currency": row["currency"],

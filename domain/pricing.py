@@ -28,6 +28,7 @@ Choices where Stripe is quiet or surprising, written down once:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from decimal import (
 )
 from fractions import Fraction
 from typing import Any, Literal, cast
+
+import orjson
 
 from domain.amounts import (
     PriceDefinitionError,
@@ -66,6 +69,7 @@ __all__ = [
     "line_amount",
     "parse_price_terms",
     "prorated_amount",
+    "render_stored_terms",
     "render_terms",
     "terms_to_json",
     "unit_amount_decimal_str",
@@ -202,6 +206,18 @@ def terms_to_json(terms: PriceTerms) -> dict[str, Any]:
     both, because the parser refuses both.
     """
     return _document(terms, stored_amount)
+
+
+def render_stored_terms(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`render_terms` of a stored document (``prices.terms``), parsed and rendered once
+    per distinct document: an invoice renders the price of every line, and a price's terms
+    never change once created. Treat the result as read-only; it is shared."""
+    return _rendered(orjson.dumps(stored, option=orjson.OPT_SORT_KEYS))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rendered(stored: bytes) -> dict[str, Any]:
+    return render_terms(parse_price_terms(orjson.loads(stored)))
 
 
 def render_terms(terms: PriceTerms) -> dict[str, Any]:

@@ -826,3 +826,24 @@ def test_prorated_amount_matches_fraction_reference(
     terms = parse_price_terms(per_unit(unitAmountDecimal=format(unit, "f")))
     expected = half_up(quantity * Fraction(format(unit, "f")) * Fraction(remaining, period))
     assert prorated_amount(terms, quantity, remaining, period) == expected
+
+
+def test_stored_terms_render_once_per_document_whatever_the_key_order() -> None:
+    from domain.pricing import _rendered, render_stored_terms, render_terms, terms_to_json
+
+    terms = parse_price_terms(
+        {
+            "currency": "eur",
+            "billingScheme": "tiered",
+            "tiersMode": "graduated",
+            "tiers": [
+                {"upTo": 5, "unitAmountDecimal": "0.25", "flatAmount": 100},
+                {"upTo": "inf", "unitAmount": 2},
+            ],
+        }
+    )
+    stored = terms_to_json(terms)
+    _rendered.cache_clear()
+    assert render_stored_terms(stored) == render_terms(terms)
+    assert render_stored_terms(dict(reversed(list(stored.items())))) == render_terms(terms)
+    assert _rendered.cache_info().hits == 1
