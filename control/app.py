@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -18,9 +18,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from control import billing, catalog, customers, dead_letters, subscriptions, webhooks
-from control.common import Json
+from control.common import Json, check_params
 from domain.services import Services
-from infra.errors import DependencyUnavailable, InvalidRequest, NotFound, VinrError
+from infra.errors import (
+    DependencyUnavailable,
+    InvalidRequest,
+    NotFound,
+    VinrError,
+    refused_value,
+)
 from infra.validation import validation_error
 
 __all__ = ["create_control_plane"]
@@ -53,6 +59,7 @@ def create_control_plane(
         lifespan=lifespan,
         redoc_url=None,
         description="Usage-based billing: metered prices, usage records, invoices.",
+        dependencies=[Depends(check_params)],
     )
     api.state.services = services
     for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters):
@@ -71,6 +78,12 @@ def create_control_plane(
         if exc.status_code == 404:
             return _error(NotFound("unrecognized request URL; see /openapi.json for the API"))
         return _error(InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}"))
+
+    @api.exception_handler(asyncpg.DataError)
+    async def on_data_error(_: Request, exc: asyncpg.DataError) -> Response:
+        # A value Postgres cannot store or compare (a text it cannot encode, a number out
+        # of range): the request's fault, and retrying it can never succeed.
+        return _error(refused_value(exc))
 
     @api.exception_handler(asyncpg.PostgresConnectionError)
     @api.exception_handler(asyncpg.InterfaceError)

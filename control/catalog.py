@@ -7,7 +7,16 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from control.common import ApiModel, Json, StartingAfter, services, tenant
+from control.common import (
+    ApiModel,
+    Json,
+    Metadata,
+    StartingAfter,
+    Text,
+    TextOrInt,
+    services,
+    tenant,
+)
 from domain.objects import render_price, render_product
 from domain.pricing import MAX_TIERS, PriceDefinitionError, parse_price_terms, terms_to_json
 from domain.store import catalog
@@ -22,9 +31,9 @@ _MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 
 
 class ProductCreate(ApiModel):
-    name: str = Field(min_length=1, max_length=500)
-    description: str | None = Field(default=None, max_length=5000)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    name: Text = Field(min_length=1, max_length=500)
+    description: Text | None = Field(default=None, max_length=5000)
+    metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
 class RecurringIn(ApiModel):
@@ -35,17 +44,17 @@ class RecurringIn(ApiModel):
 
 
 class PriceCreate(ApiModel):
-    product: str = Field(min_length=1, max_length=255)
-    currency: str = Field(min_length=3, max_length=3)
+    product: Text = Field(min_length=1, max_length=255)
+    currency: Text = Field(min_length=3, max_length=3)
     recurring: RecurringIn
     billingScheme: Literal["per_unit", "tiered", "usage"] = "per_unit"
     unitAmount: int | None = None
-    unitAmountDecimal: str | int | None = None
+    unitAmountDecimal: TextOrInt | None = None
     tiers: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TIERS)
-    tiersMode: str | None = None
+    tiersMode: Text | None = None
     transformQuantity: dict[str, Any] | None = None
-    nickname: str | None = Field(default=None, max_length=500)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    nickname: Text | None = Field(default=None, max_length=500)
+    metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
 @router.post("/v1/products")

@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from control.common import ApiModel, Json, StartingAfter, services, tenant
+from control.common import ApiModel, Json, Metadata, StartingAfter, Text, services, tenant
 from domain.accounts import Tenant
 from domain.events import emit_event
 from domain.objects import render_customer, render_payment_method
@@ -25,18 +25,18 @@ _ID_PATTERN = r"^cust_[A-Za-z0-9_]{1,64}$"
 
 
 class CustomerCreate(ApiModel):
-    id: str | None = Field(default=None, pattern=_ID_PATTERN)
-    name: str | None = Field(default=None, max_length=500)
-    email: str | None = Field(default=None, max_length=500)
-    paymentMethod: str | None = Field(default=None, max_length=64)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    id: Text | None = Field(default=None, pattern=_ID_PATTERN)
+    name: Text | None = Field(default=None, max_length=500)
+    email: Text | None = Field(default=None, max_length=500)
+    paymentMethod: Text | None = Field(default=None, max_length=64)
+    metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
 class CustomerUpdate(ApiModel):
-    name: str | None = Field(default=None, max_length=500)
-    email: str | None = Field(default=None, max_length=500)
-    paymentMethod: str | None = Field(default=None, max_length=64)
-    metadata: dict[str, str] | None = Field(default=None, max_length=50)
+    name: Text | None = Field(default=None, max_length=500)
+    email: Text | None = Field(default=None, max_length=500)
+    paymentMethod: Text | None = Field(default=None, max_length=64)
+    metadata: Metadata | None = Field(default=None, max_length=50)
 
 
 async def _attach(conn: asyncpg.Connection[Any], t: Tenant, customer_pk: int, value: str) -> str:

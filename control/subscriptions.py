@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from control.common import ApiModel, Json, StartingAfter, services, tenant
+from control.common import ApiModel, Json, Metadata, StartingAfter, Text, services, tenant
 from domain.accounts import Tenant
 from domain.billing import (
     InvoiceRules,
@@ -37,37 +37,37 @@ _ITEM_ID = r"^si_[A-Za-z0-9_]{1,64}$"
 
 
 class ItemIn(ApiModel):
-    price: str = Field(min_length=1, max_length=255)
+    price: Text = Field(min_length=1, max_length=255)
     quantity: int | None = Field(default=None, ge=0, le=10**9)
-    id: str | None = Field(default=None, pattern=_ITEM_ID)
+    id: Text | None = Field(default=None, pattern=_ITEM_ID)
 
 
 class SubscriptionCreate(ApiModel):
-    customer: str = Field(min_length=1, max_length=255)
+    customer: Text = Field(min_length=1, max_length=255)
     items: list[ItemIn] = Field(min_length=1, max_length=20)
-    testClock: str | None = Field(default=None, max_length=255)
+    testClock: Text | None = Field(default=None, max_length=255)
     cancelAtPeriodEnd: bool = False
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
 class ItemChange(ApiModel):
     """An existing item (``id``) to change, or, without ``id``, a new item to add."""
 
-    id: str | None = Field(default=None, pattern=_ITEM_ID)
-    price: str | None = Field(default=None, min_length=1, max_length=255)
+    id: Text | None = Field(default=None, pattern=_ITEM_ID)
+    price: Text | None = Field(default=None, min_length=1, max_length=255)
     quantity: int | None = Field(default=None, ge=0, le=10**9)
 
 
 class SubscriptionUpdate(ApiModel):
     cancelAtPeriodEnd: bool | None = None
-    metadata: dict[str, str] | None = Field(default=None, max_length=50)
+    metadata: Metadata | None = Field(default=None, max_length=50)
     items: list[ItemChange] | None = Field(default=None, min_length=1, max_length=20)
     prorationBehavior: Literal["create_prorations", "none"] = "create_prorations"
 
 
 class ClockCreate(ApiModel):
     frozenTime: int = Field(ge=0, le=2**40)
-    name: str | None = Field(default=None, max_length=300)
+    name: Text | None = Field(default=None, max_length=300)
 
 
 class ClockAdvance(ApiModel):

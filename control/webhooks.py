@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from control.common import ApiModel, HttpUrlAsWritten, Json, StartingAfter, services, tenant
+from control.common import ApiModel, HttpUrlAsWritten, Json, StartingAfter, Text, services, tenant
 from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import EVENT_TYPES
@@ -156,7 +156,7 @@ async def list_deliveries(
 
 
 class ResendIn(ApiModel):
-    webhookEndpoint: str | None = Field(default=None, max_length=255)
+    webhookEndpoint: Text | None = Field(default=None, max_length=255)
 
 
 @router.post("/v1/events/{event_id}/resend")
@@ -191,14 +191,14 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
 
 class EndpointCreate(ApiModel):
     url: HttpUrlAsWritten
-    enabledEvents: list[str] = Field(min_length=1, max_length=100)
-    description: str | None = Field(default=None, max_length=500)
+    enabledEvents: list[Text] = Field(min_length=1, max_length=100)
+    description: Text | None = Field(default=None, max_length=500)
 
 
 class EndpointUpdate(ApiModel):
     url: HttpUrlAsWritten | None = None
-    enabledEvents: list[str] | None = Field(default=None, min_length=1, max_length=100)
-    description: str | None = Field(default=None, max_length=500)
+    enabledEvents: list[Text] | None = Field(default=None, min_length=1, max_length=100)
+    description: Text | None = Field(default=None, max_length=500)
     status: Literal["enabled", "disabled"] | None = None
 
 

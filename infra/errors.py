@@ -13,7 +13,8 @@
     └── DependencyUnavailable   503  api_error  (+ Retry-After)
 
 Library errors (Redis, Kafka, Postgres) are translated to ``DependencyUnavailable`` at the
-edge so the API answers 503 with ``Retry-After`` instead of accepting what it cannot keep.
+edge so the API answers 503 with ``Retry-After`` instead of accepting what it cannot keep —
+except a value Postgres refuses (``refused_value``), which is a 400: retrying cannot help.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "RateLimited",
     "Unprocessable",
     "VinrError",
+    "refused_value",
 ]
 
 
@@ -123,3 +125,12 @@ class DependencyUnavailable(VinrError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+def refused_value(exc: Exception) -> InvalidRequest:
+    """The 400 for a value the database refused (``asyncpg.DataError``: a text it cannot
+    encode, a number out of range): the request's fault, never a reason to retry."""
+    return InvalidRequest(
+        f"a value of this request cannot be stored: {exc}; correct it and send the request again",
+        code="invalid_value",
+    )
