@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from domain.accounts import Tenant
 from domain.itemmeta import ItemMeta, load_item_meta
 from domain.services import Services
-from infra.errors import DependencyUnavailable, NotFound
+from infra.errors import DependencyUnavailable, NotFound, refused_value
 from ingest.rules import Calendar, Schedule, calendar
 
 __all__ = ["ItemLookup"]
@@ -72,6 +72,8 @@ class ItemLookup:
         fresh = await self._load(tenant, meta.item_id)
         try:
             row = await self._s.pool.fetchrow(_SCHEDULE, fresh.subscription_id)
+        except asyncpg.DataError as exc:
+            raise refused_value(exc) from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DependencyUnavailable("postgres", str(exc)) from exc
         if row is None:
@@ -106,6 +108,8 @@ class ItemLookup:
     async def _load(self, tenant: Tenant, item_id: str) -> ItemMeta:
         try:
             loaded = await load_item_meta(self._s.pool, tenant.account_id, tenant.livemode, item_id)
+        except asyncpg.DataError as exc:
+            raise refused_value(exc) from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DependencyUnavailable("postgres", str(exc)) from exc
         if loaded is None:

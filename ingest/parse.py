@@ -49,11 +49,22 @@ _SINGLE_FIELDS = frozenset(UsageRecordIn.model_fields)
 _ACTIONS = {"increment": False, "set": True}
 
 
+def _nul(param: str) -> tuple[str, str, str]:
+    return param, "parameter_invalid", f"{param} must not contain NUL characters (\\u0000)"
+
+
+def _check_text(param: str, value: str) -> None:
+    """NUL is the one character a JSON string can carry that Postgres text cannot (a lone
+    surrogate is already refused by the JSON parsers): refused here, before any lookup."""
+    if "\x00" in value:
+        raise combined_error([_nul(param)])
+
+
 def parse_single(body: bytes) -> Request:
     """The single-record body. Accepts exactly what ``UsageRecordIn`` accepts: strict types
     (no bools or floats for integers), the same bounds and no unknown fields.
 
-    Raises ValidationError (``refusal`` words it)."""
+    Raises ValidationError (``refusal`` words it), or InvalidRequest for a NUL character."""
     try:
         d = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -67,6 +78,7 @@ def parse_single(body: bytes) -> Request:
         if (
             type(item) is str
             and 0 < len(item) <= MAX_ITEM_LENGTH
+            and "\x00" not in item
             and type(q) is int
             and 0 <= q <= MAX_QUANTITY
             and (ts is None or (type(ts) is int and 0 <= ts <= MAX_TIMESTAMP))
@@ -74,6 +86,7 @@ def parse_single(body: bytes) -> Request:
         ):
             return Request(False, item, [q], [ts], [is_set], [None])
     r = UsageRecordIn.model_validate_json(body)
+    _check_text("subscriptionItem", r.subscriptionItem)
     return Request(
         False, r.subscriptionItem, [r.quantity], [r.timestamp], [r.action == "set"], [None]
     )
@@ -83,12 +96,16 @@ def parse_batch(body: bytes) -> Request:
     """The batch body. Raises ValidationError (``refusal`` words it), or InvalidRequest
     naming every record whose idempotency key repeats an earlier one's."""
     b = UsageBatchIn.model_validate_json(body)
+    _check_text("subscriptionItem", b.subscriptionItem)
     recs = b.records
     keys = [r.idempotencyKey for r in recs]
     seen: dict[str, int] = {}
     problems: list[tuple[str, str, str]] = []
     for i, key in enumerate(keys):
         if key is None:
+            continue
+        if "\x00" in key:
+            problems.append(_nul(f"records[{i}].idempotencyKey"))
             continue
         if key in seen:
             param = f"records[{i}].idempotencyKey"

@@ -18,6 +18,8 @@ the idempotency claim, ``ingest.rules`` (where its records land), the publish an
 Failure handling, in order of the request:
 
 - bad body, unknown item, timestamp outside the rules → 4xx, nothing claimed or released;
+- a value Postgres refuses (``asyncpg.DataError``) → 400, like a bad body: retrying it
+  cannot succeed, so it neither answers 503 nor holds off the requests that follow;
 - Redis, Kafka or Postgres unavailable → 503 + ``Retry-After``; whatever was claimed is
   released (or expires with its lease when even that fails), nothing is answered 200;
 - more than ``max_inflight_requests`` requests in the process → 429 + ``Retry-After``.
@@ -55,7 +57,7 @@ from domain.idempotency import (
 from domain.services import Services
 from domain.wire import Entry, item_key, usage_entry
 from infra.asgi import Receive, Scope, Send, read_body, send_error, send_json
-from infra.errors import DependencyUnavailable, RateLimited, VinrError
+from infra.errors import DependencyUnavailable, RateLimited, VinrError, refused_value
 from infra.ids import derived_id, new_id
 from infra.telemetry import M
 from infra.validation import combined_error
@@ -173,6 +175,8 @@ class UsageEndpoint:
         if tenant is None:
             try:
                 tenant = await auth.authenticate(authorization)
+            except asyncpg.DataError as exc:
+                raise refused_value(exc) from exc
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise DependencyUnavailable("postgres", str(exc)) from exc
         message = await receive()
