@@ -259,17 +259,20 @@ def _pinned(
 ) -> httpx.Request:
     """The POST to ``url`` sent to the first checked address: the URL's host is swapped
     for that address, and its name kept as the ``Host`` header and the TLS server name
-    (so the certificate is still verified against the name)."""
+    (so the certificate is still verified against the name).
+
+    The client pools connections by address, not by name, so an https request by name
+    asks for its connection to be closed afterwards: a connection whose certificate was
+    verified for one name is never reused for another name on the same address."""
     target = httpx.URL(url)
-    pinned = target.copy_with(host=verdict.addresses[0])
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    return client.build_request(
-        "POST",
-        pinned,
-        content=body,
-        headers={**headers, "host": target.netloc.decode("ascii")},
-        extensions=extensions,
-    )
+    address = verdict.addresses[0]
+    pinned = target.copy_with(host=address)
+    sent = {**headers, "host": target.netloc.decode("ascii")}
+    extensions: dict[str, Any] = {}
+    if target.scheme == "https" and target.host != address:
+        extensions["sni_hostname"] = target.host
+        sent["connection"] = "close"
+    return client.build_request("POST", pinned, content=body, headers=sent, extensions=extensions)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> int:

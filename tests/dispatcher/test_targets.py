@@ -200,6 +200,7 @@ async def test_a_target_that_re_resolves_to_a_private_address_is_not_sent(
     assert (request.url.host, request.url.port, request.url.path) == ("93.184.216.34", 8443, "/in")
     assert request.url.query == b"x=1"
     assert request.extensions["sni_hostname"] == host, "TLS still checks the name"
+    assert request.headers["connection"] == "close", "no reuse for another name"
 
 
 async def test_a_redirect_is_a_failed_delivery_and_is_not_followed(
