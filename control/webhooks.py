@@ -21,8 +21,10 @@ from domain.events import EVENT_TYPES
 from domain.objects import render_event, render_webhook_endpoint
 from domain.store import webhooks as store
 from domain.store.owned import found, page
+from domain.webhook_targets import check_static, check_target
 from infra.errors import InvalidRequest, NotFound
 from infra.ids import new_id, new_secret
+from infra.resolver import resolve
 
 __all__ = ["SECRET_ROLL_GRACE_S", "router"]
 
@@ -40,6 +42,23 @@ def _check_event_types(names: list[str]) -> None:
                 + ", ".join(sorted(EVENT_TYPES)),
                 param=f"enabledEvents[{i}]",
             )
+
+
+async def _check_url(url: str, t: Tenant) -> None:
+    """Refuse a target the dispatcher would not send to. A live endpoint's name is resolved
+    and every address must be public; in sandbox mode only what the URL itself says is
+    checked here (the dispatcher checks the resolved addresses at every delivery)."""
+    if t.livemode:
+        verdict = await check_target(url, live=True, resolver=resolve)
+    else:
+        verdict = check_static(url, live=False)
+    if verdict.refused is not None:
+        raise InvalidRequest(
+            f"webhook endpoint URL refused: {verdict.refused}. Live endpoints must use"
+            " http or https and resolve only to public addresses; sandbox endpoints may"
+            " also use local receivers (loopback or private addresses)",
+            param="url",
+        )
 
 
 @router.get("/v1/events/{event_id}")
@@ -206,6 +225,7 @@ class EndpointUpdate(ApiModel):
 async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _check_event_types(body.enabledEvents)
+    await _check_url(body.url, t)
     row = await store.insert_endpoint(
         s.pool,
         t,
@@ -262,6 +282,8 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
     t, s = tenant(request), services(request)
     if body.enabledEvents is not None:
         _check_event_types(body.enabledEvents)
+    if body.url is not None:
+        await _check_url(body.url, t)
     async with s.pool.acquire() as conn, conn.transaction():
         found(
             await store.live_endpoint(conn, t, endpoint_id, for_update=True),

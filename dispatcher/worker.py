@@ -13,6 +13,13 @@ newer attempt's. Failures retry with exponential backoff and jitter for up to
 its endpoint marked ``failing`` with a ``webhook_endpoint.disabled`` event. A failing
 endpoint keeps receiving new events and is ``enabled`` again after its next success.
 
+Before every send the target is checked again (``domain/webhook_targets.py``: DNS can
+change after the endpoint was accepted) and the request goes to the address that was
+checked, with the URL's own name kept in the ``Host`` header and the TLS server name. A
+refused target fails like an unreachable one: the attempt is recorded with the reason and
+retried on the schedule. Redirects are not followed (a 3xx is a failed delivery) and no
+more than ``webhook_max_response_bytes`` of an answer is read.
+
 Time comes from an injectable ``now`` and the retry schedule from an injectable policy, so
 tests can step through days of retries without waiting.
 """
@@ -34,8 +41,10 @@ from domain.events import emit_event
 from domain.objects import render_event, render_webhook_endpoint
 from domain.signature import SIGNATURE_HEADER, sign
 from domain.store import delivery_queue as store
+from domain.webhook_targets import Resolver, Verdict, check_target
 from infra.db import create_pool
 from infra.lifecycle import PollingService
+from infra.resolver import resolve
 from infra.settings import Settings
 from infra.telemetry import M
 
@@ -69,6 +78,8 @@ class Dispatcher(PollingService):
         now: the clock, unix seconds (``time.time``); it schedules retries, measures the
             3-day window and dates signatures.
         retry_delay_s: seconds before retry ``n`` (1-based); exponential with jitter.
+        resolver: host, port → IP addresses (the system resolver); every address is
+            checked before a send.
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class Dispatcher(PollingService):
         client: httpx.AsyncClient | None = None,
         now: Clock = time.time,
         retry_delay_s: RetryPolicy = retry_delay_s,
+        resolver: Resolver = resolve,
     ) -> None:
         super().__init__()
         self.poll_s = settings.dispatcher_poll_s
@@ -90,6 +102,7 @@ class Dispatcher(PollingService):
         self._own_client = client is None
         self._now = now
         self._retry_delay_s = retry_delay_s
+        self._resolver = resolver
 
     async def start(self) -> None:
         if self._pool is None:
@@ -140,18 +153,32 @@ class Dispatcher(PollingService):
         return len(rows)
 
     async def _post(
-        self, url: str, body: bytes, headers: dict[str, str]
+        self, url: str, body: bytes, headers: dict[str, str], *, live: bool
     ) -> tuple[int | None, str | None]:
-        """POST within ``webhook_timeout_s`` in total: (status, None) or (None, error)."""
+        """Check the target, then POST to the checked address, within ``webhook_timeout_s``
+        in total: (status, None) on a 2xx, else (status or None, error)."""
         _, client = self._require()
+        timeout_s = self._settings.webhook_timeout_s
         try:
-            async with asyncio.timeout(self._settings.webhook_timeout_s):
-                response = await client.post(url, content=body, headers=headers)
+            async with asyncio.timeout(timeout_s):
+                verdict = await check_target(url, live=live, resolver=self._resolver)
+                if verdict.refused is not None:
+                    return None, f"target refused: {verdict.refused}"[:500]
+                request = _pinned(client, url, verdict, body, headers)
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
+                    await _read_capped(response, self._settings.webhook_max_response_bytes)
+                finally:
+                    await response.aclose()
         except TimeoutError:
-            return None, f"timed out after {self._settings.webhook_timeout_s:g} s"
-        except httpx.HTTPError as exc:
+            return None, f"timed out after {timeout_s:g} s"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
-        return response.status_code, None
+        status = response.status_code
+        if 300 <= status < 400:
+            location = response.headers.get("location", "")
+            return status, f"redirect to '{location}' not followed"[:500]
+        return status, None
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         pool, _ = self._require()
@@ -177,7 +204,7 @@ class Dispatcher(PollingService):
             SIGNATURE_HEADER: sign(secrets[0], body, signed_at, *secrets[1:]),
         }
         started = time.perf_counter()
-        status, error = await self._post(row["url"], body, headers)
+        status, error = await self._post(row["url"], body, headers, live=row["livemode"])
         elapsed = time.perf_counter() - started
         M.webhook_seconds.observe(elapsed)
         ok = status is not None and 200 <= status < 300
@@ -221,3 +248,39 @@ class Dispatcher(PollingService):
             "webhook_endpoint.disabled",
             render_webhook_endpoint(endpoint),
         )
+
+
+def _pinned(
+    client: httpx.AsyncClient,
+    url: str,
+    verdict: Verdict,
+    body: bytes,
+    headers: dict[str, str],
+) -> httpx.Request:
+    """The POST to ``url`` sent to the first checked address: the URL's host is swapped
+    for that address, and its name kept as the ``Host`` header and the TLS server name
+    (so the certificate is still verified against the name).
+
+    The client pools connections by address, not by name, so an https request by name
+    asks for its connection to be closed afterwards: a connection whose certificate was
+    verified for one name is never reused for another name on the same address."""
+    target = httpx.URL(url)
+    address = verdict.addresses[0]
+    pinned = target.copy_with(host=address)
+    sent = {**headers, "host": target.netloc.decode("ascii")}
+    extensions: dict[str, Any] = {}
+    if target.scheme == "https" and target.host != address:
+        extensions["sni_hostname"] = target.host
+        sent["connection"] = "close"
+    return client.build_request("POST", pinned, content=body, headers=sent, extensions=extensions)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> int:
+    """Read at most about ``cap`` bytes of the answer (as sent, undecoded); what lies
+    beyond is never read, the connection is closed instead. The number of bytes read."""
+    read = 0
+    async for chunk in response.aiter_raw():
+        read += len(chunk)
+        if read >= cap:
+            break
+    return read

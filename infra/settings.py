@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_max_age_s: int = Field(default=3 * 86_400, ge=60)
     webhook_concurrency: int = Field(default=32, ge=1)
+    # How much of an endpoint's answer the dispatcher reads; the rest is not read.
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
     dispatcher_poll_s: float = Field(default=0.5, gt=0)
 
     @field_validator("dunning_final_action")
