@@ -10,7 +10,9 @@ dispatcher are stepped by the tests (``drain()``/``tick()``), arq's "burst" styl
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -46,14 +48,37 @@ _containers = ExitStack()
 _path: containers.ServicePath | None = None
 
 
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """Tests never resolve a name through DNS (the resolver is an address off this machine,
+    and a webhook endpoint named ``example.com`` must never be reached): numeric addresses
+    and ``localhost`` resolve as usual, any other name fails like an unknown host."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name == "localhost" or _is_numeric(name):
+        return _real_getaddrinfo(host, *args, **kwargs)
+    raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no host names ({name!r})")
+
+
+def _is_numeric(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _path
+    socket.getaddrinfo = _loopback_only_getaddrinfo
     _path = containers.choose_path(os.environ, containers.docker_engine_answers)
     if _path.containers:
         containers.apply(containers.start_containers(_containers))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    socket.getaddrinfo = _real_getaddrinfo
     _containers.close()
 
 
