@@ -4,9 +4,7 @@ reads return what its writes stored, scoped to the account and mode asked for.""
 
 from __future__ import annotations
 
-import re
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,38 +13,36 @@ from domain.accounts import Tenant, create_account
 from domain.payments import resolve_test_method
 from domain.pricing import parse_price_terms, terms_to_json
 from domain.store import catalog, customers
+from tests.support.sqlscan import ROOT, modules, sql_tables
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("ingest", "control", "aggregator", "invoicer", "dispatcher")
 TABLES = ("products", "prices", "customers", "payment_methods")
-# SQL keywords are written in capitals throughout, which keeps prose out of the match.
-STATEMENT = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+(" + "|".join(TABLES) + r")\b")
+_KEYWORDS = "FROM|INTO|UPDATE"
 
 
 def _hits() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for role in ROLES:
-        for path in sorted((ROOT / role).rglob("*.py")):
-            text = path.read_text()
-            hits = [m.group(0) for m in STATEMENT.finditer(text)]
-            if hits:
-                found[path.relative_to(ROOT).as_posix()] = hits
+    for path in modules(ROLES):
+        hits = sql_tables(path.read_text(), TABLES, keywords=_KEYWORDS)
+        if hits:
+            found[path.relative_to(ROOT).as_posix()] = hits
     return found
 
 
 def test_the_pattern_sees_the_statements_it_guards() -> None:
     """The scan itself: it finds each kind of statement, and not table names in prose."""
     sql = (
-        '"SELECT * FROM prices WHERE id = $1" "INSERT INTO customers (id) VALUES ($1)"'
-        ' "UPDATE products SET name = $2" "DELETE FROM payment_methods"'
+        'q = ("SELECT * FROM prices WHERE id = $1" "INSERT INTO customers (id) VALUES ($1)"'
+        ' "UPDATE products SET name = $2" "DELETE FROM payment_methods")'
     )
-    assert [m.group(1) for m in STATEMENT.finditer(sql)] == [
+    assert sql_tables(sql, TABLES, keywords=_KEYWORDS) == [
         "prices",
         "customers",
         "products",
         "payment_methods",
     ]
-    assert not STATEMENT.findall("prices come from products; customers updated from prices_x")
+    prose = 'm = "prices come from products; customers updated from prices_x"'
+    assert not sql_tables(prose, TABLES, keywords=_KEYWORDS)
 
 
 def test_no_role_module_writes_sql_on_the_catalog_or_customer_tables() -> None:

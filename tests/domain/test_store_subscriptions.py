@@ -6,13 +6,13 @@ the renderings share is written once."""
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.sqlscan import ROOT, modules, sql_tables, string_literals
+
 ROLES = ("control", "dispatcher")
 STORES = ("domain/store/subscriptions.py", "domain/store/invoices.py")
 TABLES = (
@@ -26,31 +26,19 @@ TABLES = (
     "charges",
     "usage_windows",
 )
-_SQL = re.compile(rf"\b(?:FROM|INTO|UPDATE|JOIN)\s+({'|'.join(TABLES)})\b")
+_KEYWORDS = "FROM|INTO|UPDATE|JOIN"
 
 
 def _strings(path: Path) -> list[str]:
-    """Every string literal of the module; adjacent literals come joined, as Python joins
-    them, so a statement split over lines reads whole."""
-    found: list[str] = []
-    tree = ast.parse(path.read_text(), str(path))
-    parts = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts:
-            found.append(node.value)
-        elif isinstance(node, ast.JoinedStr):
-            found.append(
-                "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
-            )
-    return found
+    return string_literals(path.read_text())
 
 
-def _statements(path: Path) -> list[tuple[str, str]]:
-    return [(m.group(1), s) for s in _strings(path) for m in _SQL.finditer(s)]
+def _statements(path: Path) -> list[str]:
+    return sql_tables(path.read_text(), TABLES, keywords=_KEYWORDS)
 
 
 def _role_modules() -> list[Path]:
-    return sorted(p for role in ROLES for p in (ROOT / role).rglob("*.py"))
+    return modules(ROLES)
 
 
 def test_the_scan_sees_split_and_formatted_statements(tmp_path: Path) -> None:
@@ -61,7 +49,7 @@ def test_the_scan_sees_split_and_formatted_statements(tmp_path: Path) -> None:
         'c = "INSERT INTO invoice_items (id) VALUES ($1)"\n'
         'd = "SELECT * FROM customers"\n'
     )
-    assert sorted(t for t, _ in _statements(sample)) == [
+    assert sorted(_statements(sample)) == [
         "invoice_items",
         "subscriptions",
         "test_clocks",
@@ -78,7 +66,7 @@ def test_role_modules_write_no_sql_for_these_tables(module: Path) -> None:
 def test_the_stores_hold_the_statements() -> None:
     """Each table of the family is reached from its store (the scan above has teeth); the
     charge list is the generic ``page`` over ``charges`` with the store's filter."""
-    seen = {t for store in STORES for t, _ in _statements(ROOT / store)}
+    seen = {t for store in STORES for t in _statements(ROOT / store)}
     assert seen == set(TABLES) - {"charges"}
 
 

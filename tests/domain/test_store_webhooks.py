@@ -3,58 +3,32 @@ no role module writes a statement on those tables, or names one for a generic he
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.sqlscan import ROOT, modules, sql_tables
+
 ROLES = ("ingest", "control", "aggregator", "invoicer", "dispatcher")
 STORE = ("domain/store/webhooks.py", "domain/store/delivery_queue.py")
 TABLES = ("events", "webhook_endpoints", "webhook_deliveries", "webhook_attempts")
 
-_STATEMENT = re.compile(
-    r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(" + "|".join(TABLES) + r")\b", re.IGNORECASE
-)
-
-
-def _docstrings(tree: ast.AST) -> set[int]:
-    found: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            first = node.body[0] if node.body else None
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                found.add(id(first.value))
-    return found
-
 
 def family_sql(source: str) -> list[str]:
-    """The table names this source's string literals (docstrings aside) use as SQL: in a
-    statement, or alone (a table name handed to a generic query helper)."""
-    tree = ast.parse(source)
-    skip = _docstrings(tree)
-    hits: list[str] = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
-            continue
-        if id(node) in skip:
-            continue
-        if node.value in TABLES:
-            hits.append(node.value)
-        hits.extend(m.group(1).lower() for m in _STATEMENT.finditer(node.value))
-    return hits
+    """The tables of the family this source uses as SQL: in a statement, or alone (a table
+    name handed to a generic query helper)."""
+    return sql_tables(source, TABLES, bare_names=True)
 
 
 def _role_modules() -> list[Path]:
-    return sorted(p for role in ROLES for p in (ROOT / role).rglob("*.py"))
+    return modules(ROLES)
 
 
 def test_the_scan_sees_statements_and_table_names() -> None:
     source = (
         '"""Deliveries come FROM events."""\n'
         'q = "SELECT d.* FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"\n'
-        'r = f"insert into webhook_attempts VALUES ({q})"\n'
+        'r = f"INSERT INTO webhook_attempts VALUES ({q})"\n'
         'page(table="webhook_endpoints")\n'
         'note = "events are signed"\n'
     )
