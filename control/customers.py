@@ -14,8 +14,8 @@ from domain.events import emit_event
 from domain.objects import render_customer, render_payment_method
 from domain.payments import known_methods, resolve_test_method
 from domain.store import customers
-from domain.store.owned import fetch_owned, page
-from infra.errors import Conflict, InvalidRequest, NotFound
+from domain.store.owned import fetch_owned, found, page
+from infra.errors import Conflict, InvalidRequest
 
 __all__ = ["router"]
 
@@ -125,9 +125,9 @@ async def get_payment_method(pm_id: str, request: Request) -> Json:
     """A method attached from a test token or card number: its card's brand and last4 show
     which one the customer was given."""
     t, s = tenant(request), services(request)
-    row = await customers.payment_method(s.pool, t, pm_id)
-    if row is None:
-        raise NotFound(f"no such payment method: '{pm_id}'", param="id")
+    row = found(
+        await customers.payment_method(s.pool, t, pm_id), what="payment method", ident=pm_id
+    )
     return Json(render_payment_method(row))
 
 
