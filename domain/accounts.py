@@ -24,8 +24,12 @@ _CACHE_TTL_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """Who a request acts for: an account in one mode, through one key."""
+
     account_id: str
     livemode: bool
+    key_id: str = ""
+    restricted: bool = False
 
 
 def hash_key(key: str) -> bytes:
@@ -72,7 +76,7 @@ class KeyAuthenticator:
             raise DependencyUnavailable("postgres", str(exc)) from exc
         if row is None:
             raise AuthenticationFailed(f"invalid API key provided: {key[:8]}…{key[-4:]}")
-        tenant = Tenant(row["account_id"], row["livemode"])
+        tenant = Tenant(row["account_id"], row["livemode"], "key_" + hash_key(key).hex()[:24])
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[key] = (tenant, now + _CACHE_TTL_S)
