@@ -9,6 +9,7 @@
     ├── IdempotencyInFlight     409  idempotency_error
     ├── Conflict                409  invalid_request_error
     ├── AuthenticationFailed    401  authentication_error
+    ├── PermissionDenied        403  permission_error
     ├── RateLimited             429  rate_limit_error
     └── DependencyUnavailable   503  api_error  (+ Retry-After)
 
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
+    "PermissionDenied",
     "RateLimited",
     "Unprocessable",
     "VinrError",
@@ -103,13 +105,30 @@ class AuthenticationFailed(VinrError):
     default_code = "invalid_api_key"
 
 
+class PermissionDenied(VinrError):
+    status = 403
+    type = "permission_error"
+    default_code = "permission_denied"
+
+
 class RateLimited(VinrError):
     status = 429
     type = "rate_limit_error"
     default_code = "rate_limited"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int = 1,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after_s = retry_after_s
+
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class DependencyUnavailable(VinrError):
