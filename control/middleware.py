@@ -1,7 +1,12 @@
-"""Control-plane middleware: authentication and POST idempotency, in raw ASGI.
+"""Control-plane middleware: authentication, key permissions and POST idempotency, in raw
+ASGI.
 
-Only 2xx results are stored (24 h): a request refused for bad input can be fixed and
-retried with the same key. Errors become the API's error body here, so no handler has to.
+A restricted key is refused (403) here for every route its permissions do not allow
+(``domain.permissions``), before its body is read. Only 2xx results are stored (24 h): a
+request refused for bad input can be fixed and retried with the same key. A handler may
+ask for another body to be stored than the one it answered (``REPLAY_BODY`` in the scope's
+state): an API key's secret is shown once, never replayed. Errors become the API's error
+body here, so no handler has to.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import logging
 import secrets
 
 from domain.idempotency import ClaimState, body_digest, check_idempotency_key
+from domain.permissions import check as check_permission
 from domain.services import Services
 from infra.asgi import Message, Receive, Scope, Send, header, read_body, send_error
 from infra.errors import IdempotencyInFlight, IdempotencyMismatch, VinrError
 
-__all__ = ["PUBLIC_PATHS", "ControlMiddleware"]
+__all__ = ["PUBLIC_PATHS", "REPLAY_BODY", "ControlMiddleware"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,9 @@ PUBLIC_PATHS = frozenset(
 )
 
 _SEP = b"\x00"
+
+# The scope-state entry in which a handler leaves the body a replay answers instead of its own.
+REPLAY_BODY = "idempotent_replay_body"
 
 
 class ControlMiddleware:
@@ -38,6 +47,7 @@ class ControlMiddleware:
         try:
             tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
             scope.setdefault("state", {})["tenant"] = tenant
+            check_permission(tenant, scope["method"], scope["path"])
             if scope["method"] != "POST":
                 await app(scope, receive, send)  # type: ignore[operator]
                 return
@@ -104,7 +114,9 @@ class ControlMiddleware:
         finally:
             status = int(captured["status"])  # type: ignore[call-overload]
             if 200 <= status < 300:
-                response = str(status).encode() + _SEP + b"".join(captured["body"])  # type: ignore[arg-type]
+                kept = scope["state"].get(REPLAY_BODY)
+                answered = b"".join(captured["body"]) if kept is None else kept  # type: ignore[arg-type]
+                response = str(status).encode() + _SEP + answered
                 await store.complete(redis_key, digest, token, response)
             else:
                 await store.release(redis_key, digest, token)

@@ -5,14 +5,19 @@ The shapes are documented in ``docs/api.md``; this module is the one place that 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.pricing import render_stored_terms
 
+if TYPE_CHECKING:
+    from domain.accounts import ApiKey
+
 __all__ = [
     "amount",
+    "render_api_key",
     "render_charge",
     "render_customer",
     "render_event",
@@ -216,4 +221,25 @@ def render_webhook_endpoint(row: Row, *, with_secret: bool = False) -> dict[str,
     }
     if with_secret:
         out["secret"] = row["secret"]
+    return out
+
+
+def render_api_key(key: ApiKey, *, secret: str | None = None) -> dict[str, Any]:
+    """An API key; ``secret`` only in the answer of the call that created it."""
+    out: dict[str, Any] = {
+        "id": key.id,
+        "object": "api_key",
+        "created": key.created,
+        "livemode": key.livemode,
+        "type": key.kind,
+        "name": key.name,
+        "hint": key.hint,
+        "permissions": list(key.permissions),
+        "expiresAt": key.expires_at,
+        "revoked": key.revoked,
+        "revokedAt": key.revoked_at,
+        "status": key.status(time.time()),
+    }
+    if secret is not None:
+        out["secret"] = secret
     return out

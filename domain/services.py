@@ -6,6 +6,10 @@ missing dependency is answered 503 with ``Retry-After`` and ``/readyz`` says whi
 down. Redis connects lazily per command, so it is never "missing" — a command fails (503)
 while Redis is away, and the next one after it returns reconnects. Once connected, the
 clients reconnect by themselves (asyncpg's pool, aiokafka's producer, redis-py).
+
+Once Postgres is connected, a task polls the API key epoch for as long as the process
+runs (``KeyAuthenticator.watch``): the in-process key cache is dropped whenever a key was
+revoked or its expiry changed anywhere.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Services:
         self._meta: ItemMetaStore | None = None
         self._idempotency: RedisIdempotencyStore | None = None
         self._auth: KeyAuthenticator | None = None
+        self._auth_watch: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
         self._last_error: dict[str, str] = {}
 
@@ -122,6 +127,8 @@ class Services:
             try:
                 self._pool = await create_pool(s, min_size=2, max_size=20)
                 self._auth = KeyAuthenticator(self._pool)
+                # Revocations reach this process through the key epoch it polls.
+                self._auth_watch = asyncio.create_task(self._auth.watch())
                 self._last_error.pop("postgres", None)
             except DependencyUnavailable as exc:
                 self._last_error["postgres"] = exc.detail
@@ -163,6 +170,11 @@ class Services:
             connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connector
+        if self._auth_watch is not None:
+            watch, self._auth_watch = self._auth_watch, None
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()

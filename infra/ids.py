@@ -27,6 +27,7 @@ PREFIXES = frozenset(
         "ch",
         "whd",
         "dl",
+        "key",
     }
 )
 

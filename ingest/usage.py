@@ -17,6 +17,8 @@ the idempotency claim, ``ingest.rules`` (where its records land), the publish an
 
 Failure handling, in order of the request:
 
+- missing, unknown, revoked or expired key → 401; a restricted key whose permissions do
+  not allow the route → 403 (``domain.permissions``); nothing read, claimed or released;
 - bad body, unknown item, timestamp outside the rules → 4xx, nothing claimed or released;
 - a value Postgres refuses (``asyncpg.DataError``) → 400, like a bad body: retrying it
   cannot succeed, so it neither answers 503 nor holds off the requests that follow;
@@ -54,6 +56,7 @@ from domain.idempotency import (
     body_digest,
     check_idempotency_key,
 )
+from domain.permissions import check as check_permission
 from domain.services import Services
 from domain.wire import Entry, item_key, usage_entry
 from infra.asgi import Receive, Scope, Send, read_body, send_error, send_json
@@ -179,6 +182,8 @@ class UsageEndpoint:
                 raise refused_value(exc) from exc
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise DependencyUnavailable("postgres", str(exc)) from exc
+        if tenant.restricted:
+            check_permission(tenant, "POST", scope["path"])
         message = await receive()
         body = message.get("body", b"")
         if (
