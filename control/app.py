@@ -1,5 +1,5 @@
 """The control plane's FastAPI application: products, prices, customers, subscriptions,
-invoices, webhook endpoints and dead letters, with the API's error bodies and the health,
+invoices, webhook endpoints, dead letters and API keys, with the API's error bodies and the health,
 readiness and metrics routes of the API process."""
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from control import billing, catalog, customers, dead_letters, subscriptions, webhooks
+from control import (
+    api_keys,
+    billing,
+    catalog,
+    customers,
+    dead_letters,
+    subscriptions,
+    webhooks,
+)
 from control.common import Json, check_params
 from domain.services import Services
 from infra.errors import (
@@ -62,7 +70,7 @@ def create_control_plane(
         dependencies=[Depends(check_params)],
     )
     api.state.services = services
-    for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters):
+    for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters, api_keys):
         api.include_router(module.router)
 
     @api.exception_handler(VinrError)

@@ -2,6 +2,13 @@
 
 vinr migrate                 apply the schema (idempotent)
 vinr account create NAME     new account; prints its sandbox key on the last line
+vinr key create ACCOUNT_ID [--live] [--restricted] [--name N]
+                             a new key, alone on the last line
+vinr key list ACCOUNT_ID     the account's keys (never a secret)
+vinr key revoke KEY_OR_ID    refused everywhere within 2 s
+vinr key roll KEY_OR_ID [--expire-in 24h]
+                             a new key like it, alone on the last line; the old one works
+                             until the expiry (default: stops now)
 vinr api [--host H] [--port N]
 vinr aggregator [--partitions 0,1 | --group]
 vinr watermark | deadletters list | replay | retention   (see aggregator.commands)
@@ -17,9 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
@@ -41,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     account_sub = account.add_subparsers(dest="account_command", required=True)
     create = account_sub.add_parser("create", help="create an account and its API keys")
     create.add_argument("name")
+    _add_key_commands(sub)
     for name, text in (
         ("api", "serve the HTTP API (ingest + control plane)"),
         ("up", "run every role in one process (development)"),
@@ -64,6 +76,137 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("dispatcher", help="deliver webhooks")
     sub.add_parser("devbroker", help="run the in-memory dev Kafka broker (not durable)")
     return parser
+
+
+def _add_key_commands(sub: Any) -> None:
+    key = sub.add_parser("key", help="manage API keys")
+    key_sub = key.add_subparsers(dest="key_command", required=True)
+    create = key_sub.add_parser("create", help="a new key; printed alone on the last line")
+    create.add_argument("account_id", metavar="ACCOUNT_ID")
+    create.add_argument("--live", action="store_true", help="a live-mode key (default: sandbox)")
+    create.add_argument(
+        "--restricted",
+        action="store_true",
+        help="an rk_ key that may only report usage and read its summaries",
+    )
+    create.add_argument("--name", default=None, help="a label shown by `vinr key list`")
+    listing = key_sub.add_parser("list", help="the account's keys, both modes (no secrets)")
+    listing.add_argument("account_id", metavar="ACCOUNT_ID")
+    revoke = key_sub.add_parser("revoke", help="revoke a key (its key_… id or the key)")
+    revoke.add_argument("key", metavar="KEY_OR_ID")
+    roll = key_sub.add_parser("roll", help="replace a key; printed alone on the last line")
+    roll.add_argument("key", metavar="KEY_OR_ID")
+    roll.add_argument(
+        "--expire-in",
+        default="0",
+        metavar="DURATION",
+        help="how long the old key keeps working: 30m, 24h, 7d (default 0: it stops now)",
+    )
+
+
+_DURATION = re.compile(r"(\d{1,9})([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of a duration written ``30s``, ``30m``, ``24h``, ``7d`` or ``0``."""
+    if text == "0":
+        return 0
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"'{text}' is not a duration: write a whole number and a unit, s, m, h or d"
+            " (30m, 24h, 7d), or 0 for now"
+        )
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _when(ts: int | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _printable(text: str | None) -> str:
+    return "-" if text is None else "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _kind(key: Any) -> str:
+    return f"{key.kind}, {'live mode' if key.livemode else 'sandbox'}"
+
+
+async def _key_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``vinr key …``: errors are one line on stderr and exit code 2."""
+    from infra.errors import VinrError
+
+    command = args.key_command
+    try:
+        expire_in = parse_duration(args.expire_in) if command == "roll" else 0
+        conn = await asyncpg.connect(settings.database_url.get_secret_value())
+        try:
+            await _key_run(conn, args, expire_in)
+        finally:
+            await conn.close()
+    except (ValueError, VinrError) as exc:
+        print(f"vinr key {command}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    except asyncpg.DataError as exc:
+        print(f"vinr key {command}: a value cannot be stored: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"vinr key {command}: Postgres: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _key_run(conn: asyncpg.Connection[Any], args: argparse.Namespace, expire_in: int) -> None:
+    from domain import accounts
+
+    command = args.key_command
+    if command == "create":
+        new = await accounts.create_key(
+            conn,
+            args.account_id,
+            livemode=args.live,
+            restricted=args.restricted,
+            name=args.name,
+        )
+        print(f"{new.key.id} created ({_kind(new.key)}) for {new.key.account_id}")
+        print("store it now, it is not shown again:")
+        print(new.secret)
+    elif command == "list":
+        rows = [
+            (
+                k.id,
+                k.kind,
+                "live" if k.livemode else "sandbox",
+                k.hint,
+                _printable(k.name),
+                _when(k.created),
+                _when(k.expires_at),
+                k.status(time.time()),
+            )
+            for k in await accounts.list_keys(conn, args.account_id)
+        ]
+        header = ("ID", "KIND", "MODE", "HINT", "NAME", "CREATED (UTC)", "EXPIRES (UTC)", "STATUS")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    elif command == "revoke":
+        before = await accounts.find_key(conn, args.key)
+        key = await accounts.revoke_key(conn, args.key)
+        if before is not None and before.revoked:
+            print(f"{key.describe()} was already revoked")
+        else:
+            print(f"revoked {key.describe()} ({_kind(key)}) of {key.account_id}")
+    else:
+        new, old = await accounts.roll_key(conn, args.key, expire_in_s=expire_in)
+        if old.status(time.time()) == "active":
+            print(f"rolled {old.describe()}: it works until {_when(old.expires_at)} UTC")
+        else:
+            print(f"rolled {old.describe()}: it stopped working")
+        print(f"{new.key.id} created ({_kind(new.key)}); store it now, it is not shown again:")
+        print(new.secret)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -125,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     if command == "devbroker":
         return _devbroker()
+    if command == "key":
+        return asyncio.run(_key_command(settings, args))
     from aggregator.commands import COMMANDS, run_command
 
     if command in COMMANDS:
