@@ -581,10 +581,12 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
         Vinr("sk_test_x", **options)
 
 
-def test_repr_masks_the_key() -> None:
-    with Vinr(SECRET_KEY) as client:
+@pytest.mark.parametrize("kind", ["sk_test_", "sk_live_", "rk_test_", "rk_live_"])
+def test_repr_masks_the_key(kind: str) -> None:
+    secret = kind + "4eC39HqLyjWDarjtT1zdp7dc"
+    with Vinr(secret) as client:
         text = repr(client)
-    assert SECRET_KEY not in text and "sk_test_***" in text
+    assert secret not in text and f"{kind}***" in text
 
 
 def test_closed_client_refuses_requests() -> None:

@@ -66,7 +66,9 @@ class _Settings:
 
 
 def _mask(secret: str) -> str:
-    prefix = secret[:8] if secret.startswith(("sk_test_", "sk_live_")) else ""
+    prefix = (
+        secret[:8] if secret.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")) else ""
+    )
     return f"{prefix}***"
 
 
@@ -224,7 +226,8 @@ class Vinr(_Base, ResourceNamespaces[VinrObject]):
     """Synchronous client.
 
     Args:
-        secret_key: ``sk_test_…``/``sk_live_…``; defaults to ``VINR_SECRET_KEY``.
+        secret_key: ``sk_test_…``/``sk_live_…``, or a restricted ``rk_…`` key for a producer
+            that only reports usage; defaults to ``VINR_SECRET_KEY``.
         api_base: defaults to ``VINR_API_BASE``, then ``http://127.0.0.1:8080``.
         max_retries: retries after the first attempt (0 disables retrying).
         timeout_s: per-attempt timeout.

@@ -17,7 +17,7 @@ export const DEFAULT_MAX_RETRIES = 2;
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
 export interface VinrOptions {
-  /** `sk_test_…` or `sk_live_…`; defaults to `process.env.VINR_SECRET_KEY`. */
+  /** `sk_test_…`/`sk_live_…`, or a restricted `rk_…` key for a producer that only reports usage; defaults to `process.env.VINR_SECRET_KEY`. */
   secretKey?: string | undefined;
   /** Defaults to `process.env.VINR_API_BASE`, else `http://127.0.0.1:8080`. */
   apiBase?: string | undefined;
