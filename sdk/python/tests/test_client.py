@@ -585,6 +585,10 @@ def test_repr_masks_the_key() -> None:
     with Vinr(SECRET_KEY) as client:
         text = repr(client)
     assert SECRET_KEY not in text and "sk_test_***" in text
+    restricted = "rk_live_" + SECRET_KEY.removeprefix("sk_test_")
+    with Vinr(restricted) as client:
+        text = repr(client)
+    assert restricted not in text and restricted[8:] not in text and "rk_live_***" in text
 
 
 def test_closed_client_refuses_requests() -> None:

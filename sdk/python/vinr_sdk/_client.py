@@ -66,7 +66,9 @@ class _Settings:
 
 
 def _mask(secret: str) -> str:
-    prefix = secret[:8] if secret.startswith(("sk_test_", "sk_live_")) else ""
+    prefix = (
+        secret[:8] if secret.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")) else ""
+    )
     return f"{prefix}***"
 
 
