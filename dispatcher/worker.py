@@ -208,6 +208,16 @@ class Dispatcher(PollingService):
         elapsed = time.perf_counter() - started
         M.webhook_seconds.observe(elapsed)
         ok = status is not None and 200 <= status < 300
+        # Ids only: the URL may carry the receiver's own token, the headers carry signatures.
+        log.debug(
+            "delivery %s of %s to %s, attempt %d: %s in %d ms",
+            row["id"],
+            row["event_id"],
+            row["endpoint_id"],
+            row["attempts"],
+            status if error is None else f"{status or 'no answer'} ({error})",
+            elapsed * 1000,
+        )
         M.webhook_deliveries.labels("delivered" if ok else "failed").inc()
         now = self._now()
         async with pool.acquire() as conn, conn.transaction():

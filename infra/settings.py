@@ -1,17 +1,18 @@
 """Process settings, read once from ``VINR_*`` environment variables and passed down.
 
 Defaults work on a developer machine with Postgres and Redis on 127.0.0.1. Secrets are
-masked in ``repr`` so settings can be logged safely.
+masked in ``repr`` so settings can be logged safely, and a refused configuration is
+described by ``describe_errors``, which never repeats a secret setting's value.
 """
 
 from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "describe_errors"]
 
 
 class Settings(BaseSettings):
@@ -94,3 +95,22 @@ class Settings(BaseSettings):
     def key(self, *parts: str) -> str:
         """A Redis key in this deployment's namespace."""
         return self.redis_prefix + ":".join(parts)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Why the configuration was refused, one setting per line (``VINR_API_PORT: …``).
+
+    pydantic's own text quotes the input: for a rule over several settings, the whole
+    input, DSNs and their passwords included. Here a value is quoted only for a known
+    setting that is not secret (an unknown one may be a misspelt DSN), and only where the
+    message does not already say it (the checks written here quote what they refuse)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_context=False):
+        loc = [str(part) for part in error["loc"]]
+        name = f"VINR_{loc[0].upper()}" if loc else "settings"
+        field = Settings.model_fields.get(loc[0]) if loc else None
+        own_check = error["type"] == "value_error"
+        shown = field is not None and field.annotation is not SecretStr and not own_check
+        given = f" (got {error['input']!r})" if shown and "input" in error else ""
+        lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}{given}")
+    return "\n".join(lines)

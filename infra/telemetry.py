@@ -1,26 +1,66 @@
 """Structured logs and Prometheus metrics, shared by every role.
 
 All metric objects live here so dashboards (``deploy/grafana``) have one list to follow.
+
+No key, webhook secret or password is logged: nothing logs one on purpose (settings hold
+DSNs as ``SecretStr``, connection errors name hosts, not URLs), and every line any logger
+writes passes ``redact`` on its way out, so a library message or an exception text that
+quotes one is masked too (defence in depth).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 import orjson
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["M", "UsageMetrics", "setup_logging"]
+__all__ = ["M", "UsageMetrics", "redact", "setup_logging"]
+
+# What is masked in every log line: API keys (secret ``sk_…`` and restricted ``rk_…``, both
+# modes), webhook signing secrets (``whsec_…``), the password of any URL
+# (``scheme://user:password@host``) and ``password=…`` parameters (a DSN's query string).
+_SECRETS = re.compile(
+    r"\b(?P<kind>(?:sk|rk)_(?:test|live)_|whsec_)[A-Za-z0-9_\-]+"
+    r"|(?P<userinfo>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]*@"
+    r"|(?P<param>\b(?:password|passwd|pwd)=)[^\s&;,'\"]+",
+    re.IGNORECASE,
+)
+_MASK = "[REDACTED]"
+
+
+def _mask(match: re.Match[str]) -> str:
+    if match["kind"] is not None:
+        return match["kind"] + _MASK
+    if match["userinfo"] is not None:
+        return match["userinfo"] + _MASK + "@"
+    return match["param"] + _MASK
+
+
+def redact(text: str) -> str:
+    """``text`` with every key, webhook secret and URL or DSN password masked."""
+    return _SECRETS.sub(_mask, text)
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return redact(self._json(record))
+
+    def _json(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": round(record.created, 3),
             "level": record.levelname,
@@ -35,19 +75,50 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+# Loggers held at WARNING even at DEBUG: aiokafka's protocol chatter; uvicorn's access log
+# (off anyway); httpx and httpcore, which would log every webhook delivery's URL (a
+# receiver's URL may carry its own token in the path or query) and, at DEBUG, the headers
+# of each answer — the dispatcher logs and records each attempt itself.
+_QUIET = ("aiokafka", "kafka", "uvicorn.access", "httpx", "httpcore")
+
+
 def setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
+    """One stderr handler on the root logger, text or JSON lines, every line redacted.
+    Python warnings and uncaught exceptions (main thread and others) go through it too, so
+    they are redacted and, with JSON logs, stay JSON."""
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
         handler.setFormatter(_JsonFormatter())
     else:
-        fmt = logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s")
+        fmt = _TextFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s")
         fmt.converter = time.gmtime
         handler.setFormatter(fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for quiet in _QUIET:
+        logging.getLogger(quiet).setLevel(max(logging.WARNING, root.level))
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("vinr").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("vinr").critical(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 class UsageMetrics:

@@ -41,6 +41,7 @@ import httpx
 from domain.accounts import create_account
 from infra.devenv import dev_broker, free_port, isolated_settings, role_env
 from infra.settings import Settings
+from infra.telemetry import redact
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK_DIR = ROOT / "sdk" / "typescript"
@@ -322,7 +323,7 @@ async def run() -> int:
         _say(f"Kafka at {broker}")
         async with isolated_settings(broker, label="guide") as settings:
             _say(
-                f"isolated environment: {settings.database_url.get_secret_value()},"
+                f"isolated environment: {redact(settings.database_url.get_secret_value())},"
                 f" topic {settings.usage_topic}"
             )
             try:

@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from infra.settings import Settings
+from infra.settings import Settings, describe_errors
 from infra.telemetry import setup_logging
 from vinr.roles import Worker
 
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"vinr: invalid configuration: {exc}", file=sys.stderr)
+        print(f"vinr: invalid configuration:\n{describe_errors(exc)}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_json)
     command = args.command

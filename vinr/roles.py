@@ -127,8 +127,15 @@ async def _migrate(settings: Settings) -> None:
         await conn.close()
 
 
+def _log_settings(settings: Settings) -> None:
+    # The repr masks the secret settings (DSNs): safe to log, and what an operator checks.
+    log.debug("settings: %r", settings)
+
+
 async def run_api(settings: Settings, host: str, port: int) -> None:
     from vinr.api import create_app
+
+    _log_settings(settings)
 
     server = _uvicorn(create_app(settings), host, port)
 
@@ -146,6 +153,7 @@ async def run_workers(
     extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> None:
     """Start workers (and optional extra servers), run until a signal, then drain."""
+    _log_settings(settings)
     stopping = asyncio.Event()
     _on_signals(stopping.set)
     probe = DependencyProbe(settings, needs)
