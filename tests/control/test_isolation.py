@@ -59,9 +59,10 @@ PATH_KINDS = {
     "invoice_id": "invoice",
     "event_id": "event",
     "endpoint_id": "endpoint",
+    "key_id": "api_key",
 }
-# Tables whose rows any authenticated request may touch (when a key was last used).
-UNFINGERPRINTED = ("api_keys", "schema_migrations")
+# Tables no request writes to: nothing to compare.
+UNFINGERPRINTED = ("schema_migrations",)
 LOCAL_HOOK = "http://127.0.0.1:9/hook"  # the discard port: nothing listens there
 
 
@@ -289,6 +290,13 @@ OPERATIONS: dict[Op, list[Factory]] = {
         listing("subscriptionItem", lambda v: v["item"]),
         listing("startingAfter", lambda v: v["dead_letter"]),
     ],
+    ("POST", "/v1/api_keys"): [
+        own(lambda me, v: {"name": "intruder", "restricted": True}, "/v1/api_keys/{}")
+    ],
+    ("GET", "/v1/api_keys"): [listing(), listing("startingAfter", lambda v: v["api_key"])],
+    ("GET", "/v1/api_keys/{key_id}"): [at_path()],
+    ("POST", "/v1/api_keys/{key_id}/roll"): [at_path(lambda me, v: {"expiresIn": 3600})],
+    ("DELETE", "/v1/api_keys/{key_id}"): [at_path()],
     ("POST", "/v1/usage_records"): [
         naming(
             "subscriptionItem", body=lambda me, v: {"subscriptionItem": v["item"], "quantity": 1}
@@ -346,6 +354,9 @@ async def _populate(
         )
     objects["endpoint"] = endpoint["id"]
     party.secrets.append(endpoint["secret"])
+    producer = await post(c, "/v1/api_keys", {"name": f"{party.name} producer", "restricted": True})
+    objects["api_key"] = producer["id"]
+    party.secrets.append(producer["secret"])
     price = await metered_price(c)
     objects["product"], objects["price"] = price["product"], price["id"]
     customer: Body = {"id": f"cust_iso{uuid.uuid4().hex[:12]}", "name": f"{party.name} customer"}
@@ -491,6 +502,7 @@ async def _victim_view(victim: Party) -> dict[str, Any]:
         ("invoice", "/v1/invoices/{}"),
         ("event", "/v1/events/{}"),
         ("endpoint", "/v1/webhook_endpoints/{}"),
+        ("api_key", "/v1/api_keys/{}"),
     ):
         if kind in victim.objects:
             view[path] = (await c.get(path.format(victim.objects[kind]))).json()
@@ -504,6 +516,7 @@ async def _victim_view(victim: Party) -> dict[str, Any]:
         "/v1/events",
         "/v1/webhook_endpoints",
         "/v1/usage_records/dead_letters",
+        "/v1/api_keys",
     ):
         view[path] = (await c.get(path, params={"limit": 100})).json()
     view["summaries"] = (
