@@ -1,4 +1,5 @@
-"""Control-plane middleware: authentication and POST idempotency, in raw ASGI.
+"""Control-plane middleware: authentication, the key's control-plane rate limit and POST
+idempotency, in raw ASGI.
 
 Only 2xx results are stored (24 h): a request refused for bad input can be fixed and
 retried with the same key. Errors become the API's error body here, so no handler has to.
@@ -29,6 +30,7 @@ class ControlMiddleware:
     def __init__(self, app: object, services: Services) -> None:
         self._app = app
         self._s = services
+        self._limiter = services.limiter.control
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self._app
@@ -37,6 +39,8 @@ class ControlMiddleware:
             return
         try:
             tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
+            if not self._limiter.take(tenant.key_id):
+                await self._limiter.acquire(tenant)  # 429 when the key is over its limit
             scope.setdefault("state", {})["tenant"] = tenant
             if scope["method"] != "POST":
                 await app(scope, receive, send)  # type: ignore[operator]
