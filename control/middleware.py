@@ -1,5 +1,5 @@
-"""Control-plane middleware: authentication, key permissions and POST idempotency, in raw
-ASGI.
+"""Control-plane middleware: authentication, key permissions, the key's control-plane rate
+limit and POST idempotency, in raw ASGI.
 
 A restricted key is refused (403) here for every route its permissions do not allow
 (``domain.permissions``), before its body is read. Only 2xx results are stored (24 h): a
@@ -38,6 +38,7 @@ class ControlMiddleware:
     def __init__(self, app: object, services: Services) -> None:
         self._app = app
         self._s = services
+        self._limiter = services.limiter.control
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self._app
@@ -48,6 +49,8 @@ class ControlMiddleware:
             tenant = await self._s.auth.authenticate(header(scope, b"authorization"))
             scope.setdefault("state", {})["tenant"] = tenant
             check_permission(tenant, scope["method"], scope["path"])
+            if not self._limiter.take(tenant.key_id):
+                await self._limiter.acquire(tenant)  # 429 when the key is over its limit
             if scope["method"] != "POST":
                 await app(scope, receive, send)  # type: ignore[operator]
                 return

@@ -1,4 +1,5 @@
-"""The API role's connections, opened on start-up and closed on shutdown.
+"""The API role's connections, opened on start-up and closed on shutdown, and the per-key
+rate limiter that uses them.
 
 The API starts even when Postgres or Kafka does not answer yet: a background task keeps
 connecting (with backoff) until both are up, and meanwhile every request that needs the
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 from domain.accounts import KeyAuthenticator
 from domain.idempotency import RedisIdempotencyStore
 from domain.itemmeta import ItemMetaStore
+from domain.ratelimit import RateLimiter
 from infra.db import create_pool
 from infra.errors import DependencyUnavailable
 from infra.kafka import create_producer
@@ -57,6 +59,9 @@ class Services:
         self._auth_watch: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
         self._last_error: dict[str, str] = {}
+        # Exists before start-up, so handlers can bind its methods once; it reaches Redis
+        # and Postgres through the properties below, per lease.
+        self.limiter = RateLimiter(settings, lambda: self.pipe, lambda: self.pool)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -71,6 +76,12 @@ class Services:
         if self._redis is None:
             raise DependencyUnavailable("redis", "not started")
         return self._redis
+
+    @property
+    def pipe(self) -> ScriptPipe:
+        if self._pipe is None:
+            raise DependencyUnavailable("redis", "not started")
+        return self._pipe
 
     @property
     def producer(self) -> AIOKafkaProducer:

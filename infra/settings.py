@@ -12,7 +12,11 @@ from typing import Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "describe_errors"]
+__all__ = ["MAX_RATE_LIMIT", "Settings", "describe_errors"]
+
+# The largest rate or burst a limit may have (settings, account overrides): keeps the
+# token bucket's arithmetic in Redis exact (millionths of a token in a double).
+MAX_RATE_LIMIT = 1_000_000_000
 
 
 class Settings(BaseSettings):
@@ -44,6 +48,12 @@ class Settings(BaseSettings):
     close_settle_s: float = Field(default=6.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_inflight_requests: int = Field(default=4096, ge=1)
+    # Per-key rate limits, requests/s and burst, per plane (domain.ratelimit); an account may
+    # override each (`vinr account limits`). Usage: POST /v1/usage_records[/batch].
+    control_rate_limit: int = Field(default=100, ge=1, le=MAX_RATE_LIMIT)
+    control_rate_burst: int = Field(default=200, ge=1, le=MAX_RATE_LIMIT)
+    usage_rate_limit: int = Field(default=20_000, ge=1, le=MAX_RATE_LIMIT)
+    usage_rate_burst: int = Field(default=20_000, ge=1, le=MAX_RATE_LIMIT)
 
     aggregator_max_records: int = Field(default=20_000, ge=1)
     aggregator_poll_ms: int = Field(default=200, ge=1)

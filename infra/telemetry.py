@@ -183,6 +183,18 @@ class M:
     ingest_rejected = Counter("vinr_ingest_rejected_total", "Rejected usage requests", ["reason"])
     ingest_inflight = Gauge("vinr_ingest_inflight", "Usage requests in flight")
 
+    rate_limited = Counter(
+        "vinr_rate_limited_total", "Requests refused by their key's rate limit", ["plane"]
+    )
+    rate_limit_leases = Counter(
+        "vinr_rate_limit_leases_total", "Token leases asked of Redis", ["plane"]
+    )
+    rate_limit_unchecked = Counter(
+        "vinr_rate_limit_unchecked_total",
+        "Requests admitted without a rate-limit check: Redis unreachable for a lease",
+        ["plane"],
+    )
+
     aggregator_records = Counter("vinr_aggregator_records_total", "Records folded into windows")
     aggregator_duplicates = Counter(
         "vinr_aggregator_duplicates_total", "Requests dropped as already in the ledger"

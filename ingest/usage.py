@@ -8,8 +8,8 @@ Redis (key → done, queued before the answer is written and not waited for). Cl
 settles of concurrent requests share one Lua call per event-loop iteration
 (``domain.idempotency.store``). The answer is sent only after Kafka has the record and
 the key is marked done only then, so a failed publish leaves the key retryable — never
-"seen but lost". Postgres is read only on a cache miss (item metadata, API keys) and
-around period boundaries (``ingest.items``, ``ingest.rules``).
+"seen but lost". Postgres is read only on a cache miss (item metadata, API keys, an
+account's rate limits) and around period boundaries (``ingest.items``, ``ingest.rules``).
 
 This module is the endpoint: it drives a request through ``ingest.parse`` (the body),
 the idempotency claim, ``ingest.rules`` (where its records land), the publish and
@@ -19,12 +19,16 @@ Failure handling, in order of the request:
 
 - missing, unknown, revoked or expired key → 401; a restricted key whose permissions do
   not allow the route → 403 (``domain.permissions``); nothing read, claimed or released;
+- the key over its usage rate limit → 429 ``rate_limit_error`` with ``Retry-After``, before
+  the body is read (``domain.ratelimit``: admitted from tokens leased to this process, no
+  Redis call per request);
 - bad body, unknown item, timestamp outside the rules → 4xx, nothing claimed or released;
 - a value Postgres refuses (``asyncpg.DataError``) → 400, like a bad body: retrying it
   cannot succeed, so it neither answers 503 nor holds off the requests that follow;
 - Redis, Kafka or Postgres unavailable → 503 + ``Retry-After``; whatever was claimed is
   released (or expires with its lease when even that fails), nothing is answered 200;
-- more than ``max_inflight_requests`` requests in the process → 429 + ``Retry-After``.
+- more than ``max_inflight_requests`` requests in the process → 429 + ``Retry-After``
+  (code ``too_many_requests_in_flight``: the process's bound, not the key's limit).
 
 A 503 after the publish was attempted is ambiguous (the broker may have the message): the
 retry with the same key carries the same derived ``mbu_`` id, which the aggregator's
@@ -113,6 +117,8 @@ class UsageEndpoint:
         self._inflight = 0
         self._max_inflight = services.settings.max_inflight_requests
         self._rejections = _Rejections()
+        self._limiter = services.limiter.usage
+        self._admit = self._limiter.take  # bound once: the hot path's one call for the limit
         items = ItemLookup(services)
         # bound once: the per-request calls cost what they did as methods of the endpoint
         self._meta, self._fresh_meta, self._calendar = items.meta, items.fresh, items.calendar
@@ -184,6 +190,8 @@ class UsageEndpoint:
                 raise DependencyUnavailable("postgres", str(exc)) from exc
         if tenant.restricted:
             check_permission(tenant, "POST", scope["path"])
+        if not self._admit(tenant.key_id):
+            await self._limiter.acquire(tenant)
         message = await receive()
         body = message.get("body", b"")
         if (

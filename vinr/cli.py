@@ -9,6 +9,9 @@ vinr key revoke KEY_OR_ID    refused everywhere within 2 s
 vinr key roll KEY_OR_ID [--expire-in 24h]
                              a new key like it, alone on the last line; the old one works
                              until the expiry (default: stops now)
+vinr account limits ACCOUNT_ID [--control-rate N] [--control-burst N] [--usage-rate N]
+                    [--usage-burst N] [--reset]
+                             set the account's per-key rate limits; prints those in effect
 vinr api [--host H] [--port N]
 vinr aggregator [--partitions 0,1 | --group]
 vinr watermark | deadletters list | replay | retention   (see aggregator.commands)
@@ -52,6 +55,25 @@ def _parser() -> argparse.ArgumentParser:
     account_sub = account.add_subparsers(dest="account_command", required=True)
     create = account_sub.add_parser("create", help="create an account and its API keys")
     create.add_argument("name")
+    limits = account_sub.add_parser(
+        "limits",
+        help="show or set the account's per-key rate limits (requests/s and burst per plane)",
+        description="Set the per-key rate limits of an account's keys and print the limits in"
+        " effect. Values not given keep their current setting; --reset first returns every"
+        " value to the deployment's default. Running API processes apply a change within"
+        " 10 s.",
+    )
+    limits.add_argument("account_id", metavar="ACCOUNT_ID")
+    for flag, what in (
+        ("--control-rate", "control-plane requests/s"),
+        ("--control-burst", "control-plane burst"),
+        ("--usage-rate", "usage-ingestion requests/s"),
+        ("--usage-burst", "usage-ingestion burst"),
+    ):
+        limits.add_argument(flag, type=_positive, metavar="N", help=what)
+    limits.add_argument(
+        "--reset", action="store_true", help="return every value not given to the default"
+    )
     _add_key_commands(sub)
     for name, text in (
         ("api", "serve the HTTP API (ingest + control plane)"),
@@ -209,6 +231,21 @@ async def _key_run(conn: asyncpg.Connection[Any], args: argparse.Namespace, expi
         print(new.secret)
 
 
+def _positive(text: str) -> int:
+    """argparse type of a rate-limit value; a refusal exits 2 naming the flag."""
+    from infra.settings import MAX_RATE_LIMIT
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_RATE_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_RATE_LIMIT}, got {text!r}"
+        )
+    return value
+
+
 async def _migrate(settings: Settings) -> None:
     from infra.db import apply_migrations, ensure_database
 
@@ -235,6 +272,31 @@ async def _create_account(settings: Settings, name: str) -> None:
     print(f"live key (store it now, it is not shown again): {live_key}")
     print("sandbox key:")
     print(test_key)
+
+
+async def _account_limits(settings: Settings, args: argparse.Namespace) -> int:
+    from domain.ratelimit import Plane, limits_in_effect
+    from domain.ratelimit.store import FIELDS, set_overrides
+
+    values = {f: getattr(args, f) for f in FIELDS if getattr(args, f) is not None}
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        overrides = await set_overrides(conn, args.account_id, values, reset=args.reset)
+    finally:
+        await conn.close()
+    if overrides is None:
+        print(f"vinr account limits: no account {args.account_id!r}", file=sys.stderr)
+        return 2
+    effect = limits_in_effect(settings, overrides)
+    print(f"rate limits of every key of {args.account_id} (requests/s, burst):")
+    for plane in Plane:
+        limit = effect[plane]
+        rate, burst = (
+            "account" if overrides.value(plane, what) is not None else "default"
+            for what in ("rate", "burst")
+        )
+        print(f"{plane.value}: rate {limit.rate} ({rate}), burst {limit.burst} ({burst})")
+    return 0
 
 
 def _devbroker() -> int:
@@ -302,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "migrate":
             asyncio.run(_migrate(settings))
+        elif command == "account" and args.account_command == "limits":
+            return asyncio.run(_account_limits(settings, args))
         elif command == "account":
             asyncio.run(_create_account(settings, args.name))
         elif command == "api":

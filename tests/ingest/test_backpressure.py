@@ -294,6 +294,7 @@ async def _bounded(server: LiveServer, secret_key: str, item: str) -> None:
         assert over.status_code == 429
         assert over.headers["Retry-After"] == "1"
         assert error_of(over)["type"] == "rate_limit_error"
+        assert error_of(over)["code"] == "too_many_requests_in_flight"
         for reader, writer in held:
             status, payload = await _finish(reader, writer, body)
             assert status == 200, payload
