@@ -21,12 +21,12 @@ _SELECT = (
     " FROM account_rate_limits WHERE account_id = $1"
 )
 
-# Only for an existing account (no row from the SELECT → nothing written). Without reset a
-# value not given keeps what was stored; with reset it goes back to the default (NULL).
+# Only for an existing account (the foreign key refuses any other). Without reset a value
+# not given keeps what was stored; with reset it goes back to the default (NULL).
 _UPSERT = """
 INSERT INTO account_rate_limits
     (account_id, control_rate, control_burst, usage_rate, usage_burst, updated)
-SELECT id, $2, $3, $4, $5, $6 FROM accounts WHERE id = $1
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (account_id) DO UPDATE SET
     control_rate = CASE WHEN $7 THEN EXCLUDED.control_rate
         ELSE COALESCE(EXCLUDED.control_rate, account_rate_limits.control_rate) END,
@@ -64,7 +64,10 @@ async def set_overrides(
     unknown = set(values) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown rate-limit fields: {', '.join(sorted(unknown))}")
-    row = await conn.fetchrow(_UPSERT, account_id, *(values.get(f) for f in FIELDS), now_s(), reset)
-    if row is None:
+    try:
+        row = await conn.fetchrow(
+            _UPSERT, account_id, *(values.get(f) for f in FIELDS), now_s(), reset
+        )
+    except asyncpg.ForeignKeyViolationError:
         return None
     return _overrides(row)
