@@ -9,6 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -150,6 +152,25 @@ StartingAfter = Annotated[str | None, Query(alias="startingAfter")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
+_QUERY_NAMES: dict[int, tuple[APIRoute, frozenset[str]]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters an operation takes (any other is refused, as in bodies);
+    worked out once per route (routes are not hashable: keyed by identity)."""
+    hit = _QUERY_NAMES.get(id(route))
+    if hit is not None and hit[0] is route:
+        return hit[1]
+    names: set[str] = set()
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        names.update(p.alias for p in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    _QUERY_NAMES[id(route)] = (route, frozenset(names))
+    return frozenset(names)
+
+
 def _param_problem(value: str) -> str | None:
     if len(value) > MAX_PARAM_LENGTH:
         return f"must be at most {MAX_PARAM_LENGTH} characters"
@@ -158,8 +179,11 @@ def _param_problem(value: str) -> str | None:
 
 def check_params(request: Request) -> None:
     """Every query and path parameter, as ``Text`` checks body fields (and at most
-    ``MAX_PARAM_LENGTH`` characters, each query parameter once: none takes a list): a
-    dependency of the whole control plane, so no id from a URL reaches SQL unchecked."""
+    ``MAX_PARAM_LENGTH`` characters; each query parameter once, none takes a list; no
+    parameter the operation does not take): a dependency of the whole control plane, so no
+    id from a URL reaches SQL unchecked and no misspelt filter is silently ignored."""
+    route = request.scope.get("route")
+    known = _query_names(route) if isinstance(route, APIRoute) else None
     seen: set[str] = set()
     for name, value in request.query_params.multi_items():
         problem = _param_problem(value) or _param_problem(name)
@@ -170,6 +194,13 @@ def check_params(request: Request) -> None:
             param = name if _param_problem(name) is None else "query"
             raise InvalidRequest(
                 f"invalid {param}: {problem}", param=param, code="parameter_invalid"
+            )
+        if known is not None and name not in known:
+            raise InvalidRequest(
+                f"received unknown parameter: {name}"
+                + (f" (this operation takes {', '.join(sorted(known))})" if known else ""),
+                param=name or "query",
+                code="parameter_unknown",
             )
     for value in request.path_params.values():
         if isinstance(value, str) and (problem := _param_problem(value)) is not None:

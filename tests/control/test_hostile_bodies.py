@@ -258,6 +258,9 @@ async def test_subscription_quantities_beyond_range(client: httpx.AsyncClient) -
         ("/v1/usage_records/dead_letters?reason=nope", "reason"),
         ("/v1/usage_records/summaries?subscriptionItem=", "subscriptionItem"),
         ("/v1/invoices?customer=a&customer=b", "customer"),
+        ("/v1/invoices?custmer=cust_1", "custmer"),
+        ("/v1/products?=1", "query"),
+        ("/v1/products/prod_1?limit=1", "limit"),
     ],
 )
 async def test_query_and_path_parameters_beyond_range(
