@@ -12,11 +12,14 @@ secret key of a mode that does not expire is refused (409); operators can still 
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import Field
 
-from control.common import ApiModel, Json, StartingAfter, Text, services, tenant
+from control.common import ApiModel, Json, Limit, StartingAfter, Text, services, tenant
 from control.middleware import REPLAY_BODY
+from control.routing import api_router
+from control.schemas import ApiKey as ApiKeyShape
+from control.schemas import ApiKeyList, ApiKeyWithSecret
 from domain import accounts
 from domain.accounts import MAX_NAME_LENGTH, MAX_ROLL_EXPIRY_S, ApiKey, NewKey
 from domain.objects import render_api_key
@@ -25,7 +28,7 @@ from infra.errors import NotFound
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["api keys"])
+router = api_router("api keys")
 
 
 class ApiKeyCreate(ApiModel):
@@ -51,7 +54,7 @@ def _key_id(key_id: str) -> str:
     return key_id
 
 
-@router.post("/v1/api_keys")
+@router.post("/v1/api_keys", response_model=ApiKeyWithSecret)
 async def create_api_key(request: Request, body: ApiKeyCreate | None = None) -> Json:
     """A new key in the caller's mode: secret, or restricted to ``usage_records: write``."""
     t, s = tenant(request), services(request)
@@ -63,9 +66,9 @@ async def create_api_key(request: Request, body: ApiKeyCreate | None = None) -> 
     return _created(request, new)
 
 
-@router.get("/v1/api_keys")
+@router.get("/v1/api_keys", response_model=ApiKeyList)
 async def list_api_keys(
-    request: Request, limit: int = 10, starting_after: StartingAfter = None
+    request: Request, limit: Limit = 10, starting_after: StartingAfter = None
 ) -> Json:
     """The keys of the caller's account and mode, newest first, revoked and expired ones
     included (``status`` tells them apart)."""
@@ -77,7 +80,7 @@ async def list_api_keys(
     )
 
 
-@router.get("/v1/api_keys/{key_id}")
+@router.get("/v1/api_keys/{key_id}", response_model=ApiKeyShape)
 async def get_api_key(key_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     key: ApiKey = found(
@@ -86,7 +89,7 @@ async def get_api_key(key_id: str, request: Request) -> Json:
     return Json(render_api_key(key))
 
 
-@router.post("/v1/api_keys/{key_id}/roll")
+@router.post("/v1/api_keys/{key_id}/roll", response_model=ApiKeyWithSecret)
 async def roll_api_key(key_id: str, request: Request, body: ApiKeyRoll | None = None) -> Json:
     """A new key of the same type, permissions and name; the rolled one keeps working for
     ``expiresIn`` seconds (default 0: it stops now; at most 30 days)."""
@@ -97,7 +100,7 @@ async def roll_api_key(key_id: str, request: Request, body: ApiKeyRoll | None = 
     return _created(request, new)
 
 
-@router.delete("/v1/api_keys/{key_id}")
+@router.delete("/v1/api_keys/{key_id}", response_model=ApiKeyShape)
 async def revoke_api_key(key_id: str, request: Request) -> Json:
     """Revoke a key: every API process refuses it within 2 s. Revoking a revoked key
     answers it unchanged."""

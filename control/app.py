@@ -26,7 +26,8 @@ from control import (
     subscriptions,
     webhooks,
 )
-from control.common import Json, check_params
+from control.common import MAX_PARAM_LENGTH, Json, check_params
+from control.routing import ApiError
 from domain.services import Services
 from infra.errors import (
     DependencyUnavailable,
@@ -44,6 +45,42 @@ log = logging.getLogger(__name__)
 
 def _error(exc: VinrError) -> Json:
     return Json(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """The error body and the bearer key in the document. FastAPI lists a 422 for every
+    operation with parameters, but a body or parameter that fails validation is answered
+    400 (``on_validation``), so its 422 and their schemas go."""
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    error = ApiError.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(error.pop("$defs", {}))
+    schemas["ApiError"] = error
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    components["securitySchemes"] = {
+        "secretKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: sk_test_… (sandbox) or sk_live_…",
+        }
+    }
+    schema["security"] = [{"secretKey": []}]
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+            for parameter in operation.get("parameters", []):
+                _cap_length(parameter.get("schema", {}))
+                if parameter["in"] == "path":  # an empty id is another URL (no route)
+                    parameter["schema"].setdefault("minLength", 1)
+
+
+def _cap_length(schema: dict[str, Any]) -> None:
+    """Every query parameter and id in a URL is at most ``MAX_PARAM_LENGTH`` characters
+    (``check_params``): said on each string parameter that does not say less."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "string" and "maxLength" not in option:
+            option["maxLength"] = MAX_PARAM_LENGTH
 
 
 def create_control_plane(
@@ -68,6 +105,9 @@ def create_control_plane(
         redoc_url=None,
         description="Usage-based billing: metered prices, usage records, invoices.",
         dependencies=[Depends(check_params)],
+        # "/v1/customers/" (an empty id) is no route: 404, not a redirect to the list or,
+        # for a POST, to the create.
+        redirect_slashes=False,
     )
     api.state.services = services
     for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters, api_keys):
@@ -127,6 +167,7 @@ def create_control_plane(
             schema = get_openapi(
                 title=api.title, version=api.version, description=api.description, routes=api.routes
             )
+            _document_errors(schema)
             if extend_openapi is not None:
                 extend_openapi(schema)
             api.openapi_schema = schema

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
-from control.common import Json, StartingAfter, services, tenant
+from control.common import Json, Limit, StartingAfter, services, tenant
+from control.routing import api_router, error_responses
+from control.schemas import ChargeList, Invoice, InvoiceList, UsageRecordSummaryList
 from domain.billing import InvoiceRules, collect_invoices
 from domain.fold import WindowState, billable_quantity, window_state
 from domain.objects import render_charge
@@ -17,19 +19,21 @@ from infra.ids import derived_id
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["billing"])
+router = api_router("billing")
 
 
-@router.get("/v1/usage_records/summaries")
+@router.get(
+    "/v1/usage_records/summaries",
+    response_model=UsageRecordSummaryList,
+    responses=error_responses(404),
+)
 async def usage_summaries(
     request: Request,
-    subscription_item: str = Query(alias="subscriptionItem"),
-    limit: int = 10,
+    subscription_item: Annotated[str, Query(alias="subscriptionItem", min_length=1)],
+    limit: Limit = 10,
 ) -> Json:
     """Newest period first: the current (running) period, then closed ones."""
     t, s = tenant(request), services(request)
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100", param="limit")
     item = found(
         await store.usage_item(s.pool, t, subscription_item),
         what="subscription item",
@@ -72,31 +76,27 @@ async def usage_summaries(
     )
 
 
-@router.get("/v1/invoices/{invoice_id}")
+@router.get("/v1/invoices/{invoice_id}", response_model=Invoice)
 async def get_invoice(invoice_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     found(await store.owned_invoice(s.pool, t, invoice_id), what="invoice", ident=invoice_id)
     return Json((await store.load_invoices(s.pool, [invoice_id]))[invoice_id])
 
 
-_INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+InvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
 
 
-@router.get("/v1/invoices")
+@router.get("/v1/invoices", response_model=InvoiceList)
 async def list_invoices(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
     subscription: str | None = None,
     customer: str | None = None,
-    status: str | None = None,
+    status: InvoiceStatus | None = None,
 ) -> Json:
     """Newest first; filters combine (``subscription``, ``customer``, ``status``)."""
     t, s = tenant(request), services(request)
-    if status is not None and status not in _INVOICE_STATUSES:
-        raise InvalidRequest(
-            f"status must be one of {', '.join(_INVOICE_STATUSES)}, got '{status}'", param="status"
-        )
     where, args = store.invoice_filter(subscription, customer, status)
     listing = await page(
         s.pool,
@@ -115,7 +115,7 @@ async def list_invoices(
     return Json(listing)
 
 
-@router.post("/v1/invoices/{invoice_id}/pay")
+@router.post("/v1/invoices/{invoice_id}/pay", response_model=Invoice)
 async def pay_invoice(invoice_id: str, request: Request) -> Json:
     """Attempt the charge now, outside the dunning schedule. Answers the invoice: ``paid``,
     or still ``open`` with one more ``attemptCount`` when the card was declined."""
@@ -139,10 +139,10 @@ async def pay_invoice(invoice_id: str, request: Request) -> Json:
     return Json((await store.load_invoices(s.pool, [invoice_id]))[invoice_id])
 
 
-@router.get("/v1/charges")
+@router.get("/v1/charges", response_model=ChargeList)
 async def list_charges(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
     invoice: str | None = None,
 ) -> Json:

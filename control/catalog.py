@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
-from pydantic import Field
+from fastapi import Request
+from pydantic import Field, WithJsonSchema
 
 from control.common import (
     ApiModel,
     Json,
+    Limit,
     Metadata,
     StartingAfter,
     Text,
@@ -17,15 +18,64 @@ from control.common import (
     services,
     tenant,
 )
+from control.routing import api_router
+from control.schemas import Price, PriceList, Product, ProductList
+from domain.amounts import MAX_AMOUNT, MAX_DECIMAL_TEXT
 from domain.objects import render_price, render_product
-from domain.pricing import MAX_TIERS, PriceDefinitionError, parse_price_terms, terms_to_json
+from domain.pricing import (
+    MAX_QUANTITY,
+    MAX_TIERS,
+    PriceDefinitionError,
+    parse_price_terms,
+    terms_to_json,
+)
 from domain.store import catalog
 from domain.store.owned import fetch_owned, page
 from infra.errors import InvalidRequest
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["catalog"])
+router = api_router("catalog")
+
+# Tiers and transformQuantity are validated by ``domain.pricing`` (which names the field at
+# fault); these schemas document the shape it accepts.
+_WHOLE_AMOUNT = {"type": "integer", "minimum": 0, "exclusiveMaximum": MAX_AMOUNT}
+_DECIMAL_AMOUNT = {
+    "anyOf": [
+        {
+            "type": "string",
+            "maxLength": MAX_DECIMAL_TEXT,
+            "pattern": r"^[0-9]{1,12}(\.[0-9]{1,12})?$",
+        },
+        _WHOLE_AMOUNT,
+    ]
+}
+_TIER = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["upTo"],
+    "properties": {
+        "upTo": {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
+                {"type": "string", "enum": ["inf"]},
+            ]
+        },
+        "unitAmount": _WHOLE_AMOUNT,
+        "unitAmountDecimal": _DECIMAL_AMOUNT,
+        "flatAmount": _WHOLE_AMOUNT,
+        "flatAmountDecimal": _DECIMAL_AMOUNT,
+    },
+}
+_TRANSFORM = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["divideBy", "round"],
+    "properties": {
+        "divideBy": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
+        "round": {"type": "string", "enum": ["up", "down"]},
+    },
+}
 
 _MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 
@@ -33,12 +83,12 @@ _MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 class ProductCreate(ApiModel):
     name: Text = Field(min_length=1, max_length=500)
     description: Text | None = Field(default=None, max_length=5000)
-    metadata: Metadata = Field(default_factory=dict, max_length=50)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class RecurringIn(ApiModel):
     interval: Literal["day", "week", "month", "year"]
-    intervalCount: int = Field(default=1, ge=1)
+    intervalCount: int = Field(default=1, ge=1, le=max(_MAX_INTERVAL_COUNT.values()))
     usageType: Literal["licensed", "metered"] | None = None
     aggregateUsage: Literal["sum", "last_during_period", "last_ever", "max"] | None = None
 
@@ -48,16 +98,20 @@ class PriceCreate(ApiModel):
     currency: Text = Field(min_length=3, max_length=3)
     recurring: RecurringIn
     billingScheme: Literal["per_unit", "tiered", "usage"] = "per_unit"
-    unitAmount: int | None = None
+    unitAmount: int | None = Field(
+        default=None, json_schema_extra={"minimum": 0, "exclusiveMaximum": MAX_AMOUNT}
+    )
     unitAmountDecimal: TextOrInt | None = None
-    tiers: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TIERS)
-    tiersMode: Text | None = None
-    transformQuantity: dict[str, Any] | None = None
+    tiers: list[Annotated[dict[str, Any], WithJsonSchema(_TIER)]] | None = Field(
+        default=None, max_length=MAX_TIERS
+    )
+    tiersMode: Literal["graduated", "volume"] | None = None
+    transformQuantity: Annotated[dict[str, Any], WithJsonSchema(_TRANSFORM)] | None = None
     nickname: Text | None = Field(default=None, max_length=500)
-    metadata: Metadata = Field(default_factory=dict, max_length=50)
+    metadata: Metadata = Field(default_factory=dict)
 
 
-@router.post("/v1/products")
+@router.post("/v1/products", response_model=Product)
 async def create_product(body: ProductCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     row = await catalog.insert_product(
@@ -66,17 +120,17 @@ async def create_product(body: ProductCreate, request: Request) -> Json:
     return Json(render_product(row))
 
 
-@router.get("/v1/products/{product_id}")
+@router.get("/v1/products/{product_id}", response_model=Product)
 async def get_product(product_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     row = await fetch_owned(s.pool, "products", t, product_id, what="product")
     return Json(render_product(row))
 
 
-@router.get("/v1/products")
+@router.get("/v1/products", response_model=ProductList)
 async def list_products(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)
@@ -113,7 +167,7 @@ def _usage(body: PriceCreate) -> tuple[str, str | None]:
     return usage_type, recurring.aggregateUsage or "sum"
 
 
-@router.post("/v1/prices")
+@router.post("/v1/prices", response_model=Price)
 async def create_price(body: PriceCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     usage_type, aggregate = _usage(body)
@@ -148,17 +202,17 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
     return Json(render_price(row))
 
 
-@router.get("/v1/prices/{price_id}")
+@router.get("/v1/prices/{price_id}", response_model=Price)
 async def get_price(price_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     row = await fetch_owned(s.pool, "prices", t, price_id, what="price")
     return Json(render_price(row))
 
 
-@router.get("/v1/prices")
+@router.get("/v1/prices", response_model=PriceList)
 async def list_prices(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)

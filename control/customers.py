@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import Field
 
-from control.common import ApiModel, Json, Metadata, StartingAfter, Text, services, tenant
+from control.common import ApiModel, Json, Limit, Metadata, StartingAfter, Text, services, tenant
+from control.routing import api_router
+from control.schemas import Customer, CustomerList, PaymentMethod
 from domain.accounts import Tenant
 from domain.events import emit_event
 from domain.objects import render_customer, render_payment_method
@@ -19,7 +21,7 @@ from infra.errors import Conflict, InvalidRequest
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["customers"])
+router = api_router("customers")
 
 _ID_PATTERN = r"^cust_[A-Za-z0-9_]{1,64}$"
 
@@ -29,14 +31,14 @@ class CustomerCreate(ApiModel):
     name: Text | None = Field(default=None, max_length=500)
     email: Text | None = Field(default=None, max_length=500)
     paymentMethod: Text | None = Field(default=None, max_length=64)
-    metadata: Metadata = Field(default_factory=dict, max_length=50)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class CustomerUpdate(ApiModel):
     name: Text | None = Field(default=None, max_length=500)
     email: Text | None = Field(default=None, max_length=500)
     paymentMethod: Text | None = Field(default=None, max_length=64)
-    metadata: Metadata | None = Field(default=None, max_length=50)
+    metadata: Metadata | None = None
 
 
 async def _attach(conn: asyncpg.Connection[Any], t: Tenant, customer_pk: int, value: str) -> str:
@@ -56,7 +58,7 @@ async def _attach(conn: asyncpg.Connection[Any], t: Tenant, customer_pk: int, va
     return await customers.insert_payment_method(conn, t, customer_pk, method)
 
 
-@router.post("/v1/customers")
+@router.post("/v1/customers", response_model=Customer)
 async def create_customer(body: CustomerCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn, conn.transaction():
@@ -89,14 +91,14 @@ async def _customer(
     return await fetch_owned(db, "customers", t, cid, what="customer")
 
 
-@router.get("/v1/customers/{customer_id}")
+@router.get("/v1/customers/{customer_id}", response_model=Customer)
 async def get_customer(customer_id: str, request: Request) -> Json:
     return Json(
         render_customer(await _customer(services(request).pool, tenant(request), customer_id))
     )
 
 
-@router.post("/v1/customers/{customer_id}")
+@router.post("/v1/customers/{customer_id}", response_model=Customer)
 async def update_customer(customer_id: str, body: CustomerUpdate, request: Request) -> Json:
     """Set the fields given; an explicit ``null`` clears one (``name``, ``email``; ``metadata``
     becomes ``{}``; ``paymentMethod`` leaves the customer without a default method)."""
@@ -120,7 +122,7 @@ async def update_customer(customer_id: str, body: CustomerUpdate, request: Reque
     return Json(rendered)
 
 
-@router.get("/v1/payment_methods/{pm_id}")
+@router.get("/v1/payment_methods/{pm_id}", response_model=PaymentMethod)
 async def get_payment_method(pm_id: str, request: Request) -> Json:
     """A method attached from a test token or card number: its card's brand and last4 show
     which one the customer was given."""
@@ -131,10 +133,10 @@ async def get_payment_method(pm_id: str, request: Request) -> Json:
     return Json(render_payment_method(row))
 
 
-@router.get("/v1/customers")
+@router.get("/v1/customers", response_model=CustomerList)
 async def list_customers(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)

@@ -7,11 +7,13 @@ A request lands here instead of being dropped when its period was already invoic
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
-from control.common import Json, StartingAfter, services, tenant
+from control.common import Json, Limit, StartingAfter, services, tenant
+from control.routing import api_router, error_responses
+from control.schemas import DeadLetterList
 from domain.deadletters import REASONS, render_dead_letter
 from domain.store.owned import found, page
 from domain.store.subscriptions import ITEM_ID_OF_PK, item_pk
@@ -19,16 +21,18 @@ from infra.errors import InvalidRequest
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["usage"])
+router = api_router("usage")
 
 
-@router.get("/v1/usage_records/dead_letters")
+@router.get(
+    "/v1/usage_records/dead_letters", response_model=DeadLetterList, responses=error_responses(404)
+)
 async def list_dead_letters(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
-    subscription_item: str | None = Query(default=None, alias="subscriptionItem"),
-    reason: str | None = None,
+    subscription_item: Annotated[str | None, Query(alias="subscriptionItem")] = None,
+    reason: Annotated[str | None, Query(json_schema_extra={"enum": list(REASONS)})] = None,
 ) -> Json:
     """Newest first; optionally for one subscription item and/or one reason."""
     t, s = tenant(request), services(request)

@@ -5,10 +5,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import Field
 
-from control.common import ApiModel, Json, Metadata, StartingAfter, Text, services, tenant
+from control.common import (
+    ApiModel,
+    Json,
+    Limit,
+    Metadata,
+    StartingAfter,
+    Text,
+    services,
+    tenant,
+)
+from control.routing import api_router, error_responses
+from control.schemas import Subscription, SubscriptionList, TestClock
 from domain.accounts import Tenant
 from domain.billing import (
     InvoiceRules,
@@ -31,7 +42,7 @@ from infra.ids import new_id
 
 __all__ = ["load_subscription", "router"]
 
-router = APIRouter(tags=["subscriptions"])
+router = api_router("subscriptions")
 
 _ITEM_ID = r"^si_[A-Za-z0-9_]{1,64}$"
 
@@ -47,7 +58,7 @@ class SubscriptionCreate(ApiModel):
     items: list[ItemIn] = Field(min_length=1, max_length=20)
     testClock: Text | None = Field(default=None, max_length=255)
     cancelAtPeriodEnd: bool = False
-    metadata: Metadata = Field(default_factory=dict, max_length=50)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class ItemChange(ApiModel):
@@ -60,7 +71,7 @@ class ItemChange(ApiModel):
 
 class SubscriptionUpdate(ApiModel):
     cancelAtPeriodEnd: bool | None = None
-    metadata: Metadata | None = Field(default=None, max_length=50)
+    metadata: Metadata | None = None
     items: list[ItemChange] | None = Field(default=None, min_length=1, max_length=20)
     prorationBehavior: Literal["create_prorations", "none"] = "create_prorations"
 
@@ -95,7 +106,7 @@ async def _clock_time(conn: asyncpg.Connection[Any], t: Tenant, clock_id: str | 
     return frozen
 
 
-@router.post("/v1/subscriptions")
+@router.post("/v1/subscriptions", response_model=Subscription)
 async def create_subscription(body: SubscriptionCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn, s.meta.changes(conn) as changes:
@@ -182,15 +193,15 @@ async def create_subscription(body: SubscriptionCreate, request: Request) -> Jso
     return Json(rendered)
 
 
-@router.get("/v1/subscriptions/{sub_id}")
+@router.get("/v1/subscriptions/{sub_id}", response_model=Subscription)
 async def get_subscription(sub_id: str, request: Request) -> Json:
     return Json(await load_subscription(services(request).pool, tenant(request), sub_id))
 
 
-@router.get("/v1/subscriptions")
+@router.get("/v1/subscriptions", response_model=SubscriptionList)
 async def list_subscriptions(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
     customer: str | None = None,
 ) -> Json:
@@ -226,7 +237,7 @@ async def _changed(
     return rendered
 
 
-@router.post("/v1/subscriptions/{sub_id}")
+@router.post("/v1/subscriptions/{sub_id}", response_model=Subscription)
 async def update_subscription(sub_id: str, body: SubscriptionUpdate, request: Request) -> Json:
     """Change ``cancelAtPeriodEnd``, ``metadata`` and items. A metered item's new price
     applies to usage from now on (the period is billed in price segments); a licensed
@@ -362,7 +373,7 @@ async def _add_item(
         await queue_prorations(conn, sub, item_pk, None, Holding(price, quantity), at)
 
 
-@router.delete("/v1/subscriptions/{sub_id}")
+@router.delete("/v1/subscriptions/{sub_id}", response_model=Subscription)
 async def cancel_subscription(sub_id: str, request: Request) -> Json:
     """Cancel now; the invoicer bills the usage so far on a final invoice."""
     t, s = tenant(request), services(request)
@@ -397,7 +408,7 @@ async def _move_clock(
     )
 
 
-@router.post("/v1/test_helpers/subscriptions/{sub_id}/advance_period")
+@router.post("/v1/test_helpers/subscriptions/{sub_id}/advance_period", response_model=Subscription)
 async def advance_period(sub_id: str, request: Request) -> Json:
     """Move the subscription's clock to the end of its current period (creating a test clock
     for it when it has none); the invoicer then closes and invoices the period."""
@@ -426,7 +437,9 @@ async def advance_period(sub_id: str, request: Request) -> Json:
     return Json(rendered)
 
 
-@router.post("/v1/test_helpers/test_clocks")
+@router.post(
+    "/v1/test_helpers/test_clocks", response_model=TestClock, responses=error_responses(404)
+)
 async def create_clock(body: ClockCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _sandbox(t)
@@ -436,7 +449,7 @@ async def create_clock(body: ClockCreate, request: Request) -> Json:
     return Json(render_test_clock(row))
 
 
-@router.get("/v1/test_helpers/test_clocks/{clock_id}")
+@router.get("/v1/test_helpers/test_clocks/{clock_id}", response_model=TestClock)
 async def get_clock(clock_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _sandbox(t)
@@ -446,7 +459,7 @@ async def get_clock(clock_id: str, request: Request) -> Json:
     return Json(render_test_clock(row))
 
 
-@router.post("/v1/test_helpers/test_clocks/{clock_id}/advance")
+@router.post("/v1/test_helpers/test_clocks/{clock_id}/advance", response_model=TestClock)
 async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _sandbox(t)

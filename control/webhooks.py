@@ -8,13 +8,32 @@ endpoint is kept disabled and hidden, so its deliveries stay listed on their eve
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from pydantic import Field
 
-from control.common import ApiModel, HttpUrlAsWritten, Json, StartingAfter, Text, services, tenant
+from control.common import (
+    ApiModel,
+    HttpUrlAsWritten,
+    Json,
+    Limit,
+    StartingAfter,
+    Text,
+    services,
+    tenant,
+)
+from control.routing import api_router
+from control.schemas import (
+    DeletedWebhookEndpoint,
+    Event,
+    EventList,
+    WebhookDeliveryList,
+    WebhookEndpoint,
+    WebhookEndpointList,
+    WebhookEndpointWithSecret,
+)
 from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import EVENT_TYPES
@@ -28,7 +47,7 @@ from infra.resolver import resolve
 
 __all__ = ["SECRET_ROLL_GRACE_S", "router"]
 
-router = APIRouter(tags=["webhooks"])
+router = api_router("webhooks")
 
 # How long the replaced secret keeps signing deliveries after a roll.
 SECRET_ROLL_GRACE_S = 86_400
@@ -61,17 +80,17 @@ async def _check_url(url: str, t: Tenant) -> None:
         )
 
 
-@router.get("/v1/events/{event_id}")
+@router.get("/v1/events/{event_id}", response_model=Event)
 async def get_event(event_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     row = found(await store.event(s.pool, t, event_id), what="event", ident=event_id)
     return Json(render_event(row))
 
 
-@router.get("/v1/events")
+@router.get("/v1/events", response_model=EventList)
 async def list_events(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
     type: str | None = None,
 ) -> Json:
@@ -153,18 +172,16 @@ async def _event_or_404(
     return found(await store.event_head(db, t, event_id), what="event", ident=event_id)
 
 
-@router.get("/v1/events/{event_id}/deliveries")
+@router.get("/v1/events/{event_id}/deliveries", response_model=WebhookDeliveryList)
 async def list_deliveries(
     event_id: str,
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
-    webhook_endpoint: str | None = Query(default=None, alias="webhookEndpoint"),
+    webhook_endpoint: Annotated[str | None, Query(alias="webhookEndpoint")] = None,
 ) -> Json:
     """The event's deliveries, one per endpoint it was sent to, with every attempt."""
     t, s = tenant(request), services(request)
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100", param="limit")
     await _event_or_404(s.pool, t, event_id)
     endpoints = None if webhook_endpoint is None else [webhook_endpoint]
     return Json(
@@ -178,7 +195,7 @@ class ResendIn(ApiModel):
     webhookEndpoint: Text | None = Field(default=None, max_length=255)
 
 
-@router.post("/v1/events/{event_id}/resend")
+@router.post("/v1/events/{event_id}/resend", response_model=WebhookDeliveryList)
 async def resend_event(event_id: str, request: Request, body: ResendIn | None = None) -> Json:
     """Queue the event again, due now: to one endpoint, or to every enabled (or failing)
     endpoint subscribed to its type. A delivery keeps its id and attempt history; its
@@ -208,20 +225,25 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
     return Json(listing)
 
 
+# An event type or "*": checked against the list by ``_check_event_types`` (naming the
+# entry at fault and the types there are).
+EventName = Annotated[Text, Field(min_length=1, max_length=100)]
+
+
 class EndpointCreate(ApiModel):
     url: HttpUrlAsWritten
-    enabledEvents: list[Text] = Field(min_length=1, max_length=100)
+    enabledEvents: list[EventName] = Field(min_length=1, max_length=100)
     description: Text | None = Field(default=None, max_length=500)
 
 
 class EndpointUpdate(ApiModel):
     url: HttpUrlAsWritten | None = None
-    enabledEvents: list[Text] | None = Field(default=None, min_length=1, max_length=100)
+    enabledEvents: list[EventName] | None = Field(default=None, min_length=1, max_length=100)
     description: Text | None = Field(default=None, max_length=500)
     status: Literal["enabled", "disabled"] | None = None
 
 
-@router.post("/v1/webhook_endpoints")
+@router.post("/v1/webhook_endpoints", response_model=WebhookEndpointWithSecret)
 async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
     _check_event_types(body.enabledEvents)
@@ -239,10 +261,10 @@ async def create_endpoint(body: EndpointCreate, request: Request) -> Json:
     return Json(render_webhook_endpoint(row, with_secret=True))
 
 
-@router.get("/v1/webhook_endpoints")
+@router.get("/v1/webhook_endpoints", response_model=WebhookEndpointList)
 async def list_endpoints(
     request: Request,
-    limit: int = 10,
+    limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> Json:
     t, s = tenant(request), services(request)
@@ -261,7 +283,7 @@ async def list_endpoints(
     )
 
 
-@router.get("/v1/webhook_endpoints/{endpoint_id}")
+@router.get("/v1/webhook_endpoints/{endpoint_id}", response_model=WebhookEndpoint)
 async def get_endpoint(endpoint_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     row = found(
@@ -272,7 +294,7 @@ async def get_endpoint(endpoint_id: str, request: Request) -> Json:
     return Json(render_webhook_endpoint(row))
 
 
-@router.post("/v1/webhook_endpoints/{endpoint_id}")
+@router.post("/v1/webhook_endpoints/{endpoint_id}", response_model=WebhookEndpoint)
 async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Request) -> Json:
     """Change ``url``, ``enabledEvents``, ``description`` or ``status`` (enabled/disabled).
 
@@ -304,7 +326,7 @@ async def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Reque
     return Json(render_webhook_endpoint(row))
 
 
-@router.delete("/v1/webhook_endpoints/{endpoint_id}")
+@router.delete("/v1/webhook_endpoints/{endpoint_id}", response_model=DeletedWebhookEndpoint)
 async def delete_endpoint(endpoint_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
     async with s.pool.acquire() as conn, conn.transaction():
@@ -314,7 +336,9 @@ async def delete_endpoint(endpoint_id: str, request: Request) -> Json:
     return Json({"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
 
 
-@router.post("/v1/webhook_endpoints/{endpoint_id}/roll_secret")
+@router.post(
+    "/v1/webhook_endpoints/{endpoint_id}/roll_secret", response_model=WebhookEndpointWithSecret
+)
 async def roll_secret(endpoint_id: str, request: Request) -> Json:
     """A new secret, returned this once; the replaced one keeps signing for 24 h (deliveries
     carry a ``v1`` for each). Rolling again within 24 h retires the older one at once."""

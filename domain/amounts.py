@@ -27,15 +27,18 @@ from typing import Any
 __all__ = [
     "MAX_AMOUNT",
     "MAX_DECIMAL_PLACES",
+    "MAX_DECIMAL_TEXT",
     "PriceDefinitionError",
     "decimal_str",
     "parse_amount_pair",
+    "shown",
     "shown_amount",
     "stored_amount",
 ]
 
 MAX_AMOUNT = 10**12  # exclusive bound on unit and flat amounts, in minor units
 MAX_DECIMAL_PLACES = 12
+MAX_DECIMAL_TEXT = 64  # characters of a decimal string (the longest valid one has 25)
 _DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
@@ -46,6 +49,13 @@ class PriceDefinitionError(ValueError):
         super().__init__(message)
         self.message = message
         self.param = param
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a refusal's message, cut to ``limit`` characters: the message
+    names the value, it does not echo a megabyte of it back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_amount_pair(
@@ -94,7 +104,7 @@ def decimal_str(amount: Decimal) -> str:
 def _parse_whole(value: Any, param: str, decimal_key: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PriceDefinitionError(
-            f"{param} must be a whole number of minor units, got {value!r}; "
+            f"{param} must be a whole number of minor units, got {shown(value)}; "
             f"use {decimal_key} for fractions",
             param,
         )
@@ -111,11 +121,16 @@ def _parse_decimal(value: Any, param: str) -> Decimal:
     elif isinstance(value, float | Decimal):
         candidate = Decimal(repr(value)) if isinstance(value, float) else value
         amount = candidate if candidate.is_finite() else None
+    elif isinstance(value, str) and len(value) > MAX_DECIMAL_TEXT:
+        raise PriceDefinitionError(
+            f"{param} may have at most {MAX_DECIMAL_TEXT} characters, got {shown(value)}", param
+        )
     elif isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
         amount = Decimal(value)
     if amount is None:
         raise PriceDefinitionError(
-            f"{param} must be a decimal number of minor units such as '0.2', got {value!r}", param
+            f"{param} must be a decimal number of minor units such as '0.2', got {shown(value)}",
+            param,
         )
     amount = _check_bounds(amount, param)
     if amount == 0:
@@ -127,16 +142,17 @@ def _parse_decimal(value: Any, param: str) -> Decimal:
     drop = min(len(text) - len(text.rstrip("0")), max(-exponent, 0))  # fractional zeros only
     if -(exponent + drop) > MAX_DECIMAL_PLACES:
         raise PriceDefinitionError(
-            f"{param} may have at most {MAX_DECIMAL_PLACES} decimal places, got {value!r}", param
+            f"{param} may have at most {MAX_DECIMAL_PLACES} decimal places, got {shown(value)}",
+            param,
         )
     return Decimal((sign, digits[: len(digits) - drop], exponent + drop))
 
 
 def _check_bounds(amount: Decimal, param: str) -> Decimal:
     if amount < 0:
-        raise PriceDefinitionError(f"{param} must be >= 0, got {amount}", param)
+        raise PriceDefinitionError(f"{param} must be >= 0, got {shown(amount)}", param)
     if amount >= MAX_AMOUNT:
         raise PriceDefinitionError(
-            f"{param} must be less than 10^12 minor units, got {amount}", param
+            f"{param} must be less than 10^12 minor units, got {shown(amount)}", param
         )
     return amount

@@ -51,12 +51,14 @@ from domain.amounts import (
     PriceDefinitionError,
     decimal_str,
     parse_amount_pair,
+    shown,
     shown_amount,
     stored_amount,
 )
 from domain.currencies import currency_exponent, format_amount
 
 __all__ = [
+    "MAX_QUANTITY",
     "MAX_TIERS",
     "TIER_KEYS",
     "TRANSFORM_KEYS",
@@ -80,7 +82,7 @@ TiersMode = Literal["graduated", "volume"]
 Rounding = Literal["up", "down"]
 
 MAX_TIERS = 100  # the API's limit too: its request model caps ``tiers`` with this
-_MAX_QUANTITY = 2**63 - 1  # Postgres bigint: the largest quantity that can be stored
+MAX_QUANTITY = 2**63 - 1  # Postgres bigint: the largest quantity that can be stored
 _SCHEMES: dict[str, BillingScheme] = {
     "per_unit": "per_unit",
     "usage": "per_unit",
@@ -187,7 +189,7 @@ def parse_price_terms(data: Mapping[str, Any]) -> PriceTerms:
         )
     if raw_mode not in _TIERS_MODES:
         raise PriceDefinitionError(
-            f"tiersMode must be 'graduated' or 'volume', got {raw_mode!r}", "tiersMode"
+            f"tiersMode must be 'graduated' or 'volume', got {shown(raw_mode)}", "tiersMode"
         )
     return PriceTerms(
         currency=currency.lower(),
@@ -264,8 +266,8 @@ def line_amount(terms: PriceTerms, quantity: int) -> int:
         raise TypeError(f"quantity must be an int, got {type(quantity).__name__}")
     if quantity < 0:
         raise ValueError(f"quantity must be >= 0, got {quantity}")
-    if quantity > _MAX_QUANTITY:
-        raise ValueError(f"quantity must be <= {_MAX_QUANTITY}, got {quantity}")
+    if quantity > MAX_QUANTITY:
+        raise ValueError(f"quantity must be <= {MAX_QUANTITY}, got {quantity}")
     with localcontext(_CONTEXT):
         # to_integral_value never signals Inexact, so this is the one deliberate rounding.
         return int(_exact_amount(terms, quantity).to_integral_value(rounding=ROUND_HALF_UP))
@@ -299,14 +301,15 @@ def _parse_scheme(value: Any) -> BillingScheme:
         return "per_unit"
     if not isinstance(value, str) or value not in _SCHEMES:
         raise PriceDefinitionError(
-            f"billingScheme must be 'per_unit', 'tiered' or 'usage', got {value!r}", "billingScheme"
+            f"billingScheme must be 'per_unit', 'tiered' or 'usage', got {shown(value)}",
+            "billingScheme",
         )
     return _SCHEMES[value]
 
 
 def _parse_positive_int(value: Any, param: str, message: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_QUANTITY:
-        raise PriceDefinitionError(f"{message}, got {value!r}", param)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUANTITY:
+        raise PriceDefinitionError(f"{message}, got {shown(value)}", param)
     return value
 
 
@@ -337,7 +340,7 @@ def _parse_tier(raw: Any, prefix: str, *, last: bool) -> Tier:
     for key in raw:
         if key not in TIER_KEYS:
             raise PriceDefinitionError(
-                f"{prefix} has unknown field {key!r}; expected one of "
+                f"{prefix} has unknown field {shown(key)}; expected one of "
                 f"{', '.join(sorted(TIER_KEYS))}",
                 f"{prefix}.{key}",
             )
@@ -352,7 +355,7 @@ def _parse_tier(raw: Any, prefix: str, *, last: bool) -> Tier:
         raise PriceDefinitionError(f"{param} is required: an integer or 'inf'", param)
     else:
         up_to = _parse_positive_int(
-            up_to_raw, param, f"{param} must be 'inf' or an integer from 1 to {_MAX_QUANTITY}"
+            up_to_raw, param, f"{param} must be 'inf' or an integer from 1 to {MAX_QUANTITY}"
         )
         if last:
             raise PriceDefinitionError(
@@ -372,18 +375,18 @@ def _parse_transform(raw: Any) -> TransformQuantity:
     for key in raw:
         if key not in TRANSFORM_KEYS:
             raise PriceDefinitionError(
-                f"transformQuantity has unknown field {key!r}; expected divideBy and round",
+                f"transformQuantity has unknown field {shown(key)}; expected divideBy and round",
                 f"transformQuantity.{key}",
             )
     divide_by = _parse_positive_int(
         raw.get("divideBy"),
         "transformQuantity.divideBy",
-        f"transformQuantity.divideBy must be an integer from 1 to {_MAX_QUANTITY}",
+        f"transformQuantity.divideBy must be an integer from 1 to {MAX_QUANTITY}",
     )
     rounding = raw.get("round")
     if rounding not in _ROUNDINGS:
         raise PriceDefinitionError(
-            f"transformQuantity.round must be 'up' or 'down', got {rounding!r}",
+            f"transformQuantity.round must be 'up' or 'down', got {shown(rounding)}",
             "transformQuantity.round",
         )
     return TransformQuantity(divide_by=divide_by, round=cast(Rounding, rounding))

@@ -3,8 +3,7 @@
     VinrError
     ├── InvalidRequest          400  invalid_request_error  (param names the field)
     │   ├── NotFound            404
-    │   ├── PayloadTooLarge     413
-    │   └── Unprocessable       422
+    │   └── PayloadTooLarge     413
     ├── IdempotencyMismatch     400  idempotency_error
     ├── IdempotencyInFlight     409  idempotency_error
     ├── Conflict                409  invalid_request_error
@@ -12,6 +11,10 @@
     ├── PermissionDenied        403  permission_error
     ├── RateLimited             429  rate_limit_error
     └── DependencyUnavailable   503  api_error  (+ Retry-After)
+
+A body that fails validation is a 400 like any other invalid parameter (never a 422), so
+these statuses are every one the API answers; ``error_types`` is the table the OpenAPI
+document and the fuzzing tests read.
 
 Library errors (Redis, Kafka, Postgres) are translated to ``DependencyUnavailable`` at the
 edge so the API answers 503 with ``Retry-After`` instead of accepting what it cannot keep —
@@ -33,8 +36,8 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
-    "Unprocessable",
     "VinrError",
+    "error_types",
     "refused_value",
 ]
 
@@ -76,11 +79,6 @@ class NotFound(InvalidRequest):
 class PayloadTooLarge(InvalidRequest):
     status = 413
     default_code = "payload_too_large"
-
-
-class Unprocessable(InvalidRequest):
-    status = 422
-    default_code = "unprocessable"
 
 
 class Conflict(VinrError):
@@ -153,3 +151,16 @@ def refused_value(exc: Exception) -> InvalidRequest:
         f"a value of this request cannot be stored: {exc}; correct it and send the request again",
         code="invalid_value",
     )
+
+
+def error_types() -> dict[int, frozenset[str]]:
+    """Every error status the API answers → the error ``type`` values it comes with, read
+    from the tree above (so a new kind of error is documented by being defined)."""
+    table: dict[int, set[str]] = {}
+    pending: list[type[VinrError]] = [VinrError]
+    while pending:
+        kind = pending.pop()
+        pending.extend(kind.__subclasses__())
+        if kind is not VinrError:
+            table.setdefault(kind.status, set()).add(kind.type)
+    return {status: frozenset(types) for status, types in sorted(table.items())}

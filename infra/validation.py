@@ -26,6 +26,16 @@ def problem(error: Any) -> tuple[str, str, str]:
     loc = tuple(p for p in error["loc"] if p not in ("body", "query", "path", "header"))
     param = _param(loc)
     kind = error["type"]
+    if not param and kind == "missing":
+        return param, "parameter_missing", "a request body is required: a JSON object"
+    if not param and isinstance(error.get("input"), bytes | bytearray):
+        return (
+            param,
+            "parameter_invalid",
+            ("the request body must be JSON, sent with Content-Type: application/json"),
+        )
+    if not param and kind in ("model_type", "model_attributes_type", "dict_type"):
+        return param, "parameter_invalid", "the request body must be a JSON object"
     if kind == "extra_forbidden":
         return param, "parameter_unknown", f"received unknown parameter: {param}"
     if kind == "missing":
@@ -40,9 +50,8 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequest:
         return InvalidRequest("invalid request")
     first = errors[0]
     if first["type"] == "json_invalid":
-        return InvalidRequest(
-            f"request body is not valid JSON: {first['msg']}", code="json_invalid"
-        )
+        detail = (first.get("ctx") or {}).get("error") or first["msg"]
+        return InvalidRequest(f"request body is not valid JSON: {detail}", code="json_invalid")
     param, code, message = problem(first)
     if code == "parameter_invalid" and len(errors) > 1:
         message += f" (and {len(errors) - 1} more problems)"

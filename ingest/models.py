@@ -1,4 +1,5 @@
-"""The usage request bodies as pydantic models: their refusals and the OpenAPI document.
+"""The usage request bodies as pydantic models: their refusals and the OpenAPI document;
+and the answers (``ingest.results`` renders them), for the document only.
 
 Well-formed single-record bodies do not go through pydantic (``ingest.parse`` checks them
 leanly against these same bounds); everything else does, so every refusal carries the
@@ -20,6 +21,8 @@ __all__ = [
     "MAX_TIMESTAMP",
     "BatchRecordIn",
     "UsageBatchIn",
+    "UsageRecord",
+    "UsageRecordBatch",
     "UsageRecordIn",
 ]
 
@@ -52,3 +55,36 @@ class UsageBatchIn(BaseModel):
 
     subscriptionItem: str = Field(min_length=1, max_length=MAX_ITEM_LENGTH)
     records: list[BatchRecordIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class UsageRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    object: Literal["usage_record"]
+    created: int
+    livemode: bool
+    subscriptionItem: str
+    quantity: int
+    timestamp: int
+    action: Literal["increment", "set"]
+
+
+class BatchedUsageRecord(UsageRecord):
+    duplicate: bool = Field(
+        description="true when a record with this idempotencyKey was accepted before (its"
+        " first id is shown, and it is not counted again)"
+    )
+
+
+class UsageRecordBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    object: Literal["usage_record_batch"]
+    created: int
+    livemode: bool
+    subscriptionItem: str
+    count: int
+    duplicates: int
+    data: list[BatchedUsageRecord]

@@ -11,54 +11,62 @@ from typing import Any
 
 from control.app import create_control_plane
 from control.middleware import ControlMiddleware
-from domain.idempotency import MAX_KEY_LENGTH
+from control.routing import (
+    error_responses,
+    idempotency_key_parameter,
+    operation_errors,
+    replayed_header,
+)
 from domain.services import Services
 from infra.asgi import Receive, Scope, Send
 from infra.settings import Settings
-from ingest import UsageBatchIn, UsageEndpoint, UsageRecordIn
+from ingest import UsageBatchIn, UsageEndpoint, UsageRecord, UsageRecordBatch, UsageRecordIn
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_document"]
 
 _FAST_PATHS = frozenset({"/v1/usage_records", "/v1/usage_records/batch"})
 
 
 def _add_usage_paths(schema: dict[str, Any]) -> None:
-    """Document the raw-ASGI usage routes, whose bodies are the pydantic models they parse."""
+    """Document the raw-ASGI usage routes: their bodies are the pydantic models they parse,
+    their answers the models of what they render, their errors the control plane's."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for path, model in (
-        ("/v1/usage_records", UsageRecordIn),
-        ("/v1/usage_records/batch", UsageBatchIn),
-    ):
+    for model in (UsageRecordIn, UsageBatchIn, UsageRecord, UsageRecordBatch):
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
+    for path, body, answer, summary in (
+        ("/v1/usage_records", UsageRecordIn, UsageRecord, "Report one usage record"),
+        (
+            "/v1/usage_records/batch",
+            UsageBatchIn,
+            UsageRecordBatch,
+            "Report a batch of up to 1000 usage records",
+        ),
+    ):
+        accepted = {
+            "description": "Accepted (after Kafka acknowledged it)",
+            "headers": replayed_header(),
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{answer.__name__}"}}
+            },
+        }
+        errors = error_responses(*operation_errors("POST", path), 404)
         schema["paths"][path] = {
             "post": {
-                "summary": "Report a batch of up to 1000 usage records"
-                if "batch" in path
-                else "Report one usage record",
+                "summary": summary,
+                "operationId": answer.__name__[0].lower() + answer.__name__[1:] + "_create",
                 "tags": ["usage"],
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
-                    }
-                ],
+                "parameters": [idempotency_key_parameter()],
                 "requestBody": {
                     "required": True,
                     "content": {
                         "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                            "schema": {"$ref": f"#/components/schemas/{body.__name__}"}
                         }
                     },
                 },
-                "responses": {
-                    "200": {"description": "accepted (after Kafka acknowledged it)"},
-                    "400": {"description": "invalid request"},
-                    "503": {"description": "a dependency is down; retry"},
-                },
+                "responses": {"200": accepted, **{str(k): v for k, v in errors.items()}},
             }
         }
 
@@ -79,3 +87,10 @@ def create_app(settings: Settings) -> _Router:
     services = Services(settings)
     control = create_control_plane(services, extend_openapi=_add_usage_paths)
     return _Router(ControlMiddleware(control, services), UsageEndpoint(services))
+
+
+def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The document ``/openapi.json`` serves, built without starting anything (the fuzzing
+    tests generate their requests from it)."""
+    services = Services(settings or Settings())
+    return create_control_plane(services, extend_openapi=_add_usage_paths).openapi()

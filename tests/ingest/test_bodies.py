@@ -2,19 +2,16 @@
 error and publishes nothing — never a 500.
 
 Hypothesis drives synchronous requests, so the API under test runs on its own event loop
-in a thread (with its own Kafka topic, to check that nothing reached it).
+in a thread (``ThreadedApi``, with its own Kafka topic, to check that nothing reached it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,42 +21,10 @@ from hypothesis import strategies as st
 
 from domain.accounts import create_account
 from infra.db import create_pool
-from infra.devenv import free_port
 from infra.settings import Settings
-from tests.support.server import LiveServer
-
-T = TypeVar("T")
+from tests.support.server import ThreadedApi
 
 MAX_BODY = 4096
-
-
-class _ThreadApi:
-    """An API instance serving from a thread of its own."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._server: LiveServer | None = None
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout=60)
-
-    def __enter__(self) -> str:
-        from vinr.api import create_app
-
-        self._thread.start()
-        self._server = LiveServer(create_app(self.settings), free_port())
-        self.run(self._server.__aenter__())
-        return self._server.url
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._server is not None:
-            self.run(self._server.__aexit__(None, None, None))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
 
 
 async def _published(settings: Settings) -> int:
@@ -111,7 +76,7 @@ async def _fixture(settings: Settings, url: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def target(settings: Settings) -> Iterator[tuple[httpx.Client, str, _ThreadApi]]:
+def target(settings: Settings) -> Iterator[tuple[httpx.Client, str, ThreadedApi]]:
     own = Settings(
         **(
             settings.model_dump()
@@ -121,7 +86,7 @@ def target(settings: Settings) -> Iterator[tuple[httpx.Client, str, _ThreadApi]]
             }
         )
     )
-    api = _ThreadApi(own)
+    api = ThreadedApi(own)
     with api as url:
         key, item = api.run(_fixture(own, url))
         with httpx.Client(
@@ -246,7 +211,7 @@ def bodies(item: str) -> st.SearchStrategy[tuple[str, bytes]]:
 
 
 def test_bad_bodies_get_a_useful_4xx_and_publish_nothing(
-    target: tuple[httpx.Client, str, _ThreadApi],
+    target: tuple[httpx.Client, str, ThreadedApi],
 ) -> None:
     client, item, api = target
     ok = client.post("/v1/usage_records", json={"subscriptionItem": item, "quantity": 1})

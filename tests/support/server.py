@@ -1,14 +1,22 @@
 """An in-process uvicorn server on a free local port, for tests that need a live HTTP
-endpoint: the API under test, or a webhook receiver."""
+endpoint: the API under test, or a webhook receiver; and the API on a thread of its own."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import uvicorn
 
-__all__ = ["LiveServer"]
+from infra.devenv import free_port
+from infra.settings import Settings
+
+__all__ = ["LiveServer", "ThreadedApi"]
+
+T = TypeVar("T")
 
 
 class LiveServer:
@@ -39,3 +47,34 @@ class LiveServer:
         self.server.should_exit = True
         if self._task is not None:
             await self._task
+
+
+class ThreadedApi:
+    """An API instance serving on an event loop of its own, in a thread: for synchronous
+    clients (hypothesis-driven requests, schemathesis) that would otherwise block the loop
+    the server runs on. ``run`` runs a coroutine on that loop (set-up, read-backs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._server: LiveServer | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout=60)
+
+    def __enter__(self) -> str:
+        from vinr.api import create_app
+
+        self._thread.start()
+        self._server = LiveServer(create_app(self.settings), free_port())
+        self.run(self._server.__aenter__())
+        return self._server.url
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._server is not None:
+            self.run(self._server.__aexit__(None, None, None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
