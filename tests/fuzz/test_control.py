@@ -34,6 +34,7 @@ _IDS = {
     "{clock_id}": "clock",
     "{event_id}": "event",
     "{endpoint_id}": "endpoint",
+    "{key_id}": "api_key",
 }
 
 TEXT = st.one_of(
