@@ -1,6 +1,7 @@
-"""The ``vinr api`` ASGI application: one process serving two roles.
+"""The ``vinr api`` ASGI application: one process serving three roles.
 
 request ─► Router ─┬─ POST /v1/usage_records[/batch] ─► ingest.UsageEndpoint (raw ASGI hot path)
+                   ├─ /dashboard… ─► dashboard.Dashboard (web pages; sessions, CSRF)
                    └─ everything else ─► control.ControlMiddleware (auth, idempotency)
                                           └─► FastAPI control plane (OpenAPI at /openapi.json)
 """
@@ -11,6 +12,8 @@ from typing import Any
 
 from control.app import create_control_plane
 from control.middleware import ControlMiddleware
+from dashboard import PREFIX as DASHBOARD
+from dashboard import Dashboard
 from domain.idempotency import MAX_KEY_LENGTH
 from domain.services import Services
 from infra.asgi import Receive, Scope, Send
@@ -63,14 +66,24 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
         }
 
 
+_DASHBOARD_SUB = DASHBOARD + "/"
+
+
 class _Router:
-    def __init__(self, control: ControlMiddleware, usage: UsageEndpoint) -> None:
+    def __init__(
+        self, control: ControlMiddleware, usage: UsageEndpoint, dashboard: Dashboard
+    ) -> None:
         self._control = control
         self._usage = usage
+        self._dashboard = dashboard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _FAST_PATHS:
             await self._usage(scope, receive, send)
+        elif scope["type"] == "http" and (
+            scope["path"] == DASHBOARD or scope["path"].startswith(_DASHBOARD_SUB)
+        ):
+            await self._dashboard(scope, receive, send)
         else:
             await self._control(scope, receive, send)
 
@@ -78,4 +91,6 @@ class _Router:
 def create_app(settings: Settings) -> _Router:
     services = Services(settings)
     control = create_control_plane(services, extend_openapi=_add_usage_paths)
-    return _Router(ControlMiddleware(control, services), UsageEndpoint(services))
+    return _Router(
+        ControlMiddleware(control, services), UsageEndpoint(services), Dashboard(services)
+    )
