@@ -10,7 +10,7 @@ from domain.usage import CHART_SLICES, Series
 __all__ = ["Chart", "chart"]
 
 WIDTH, HEIGHT = 640, 220
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 14, 30
+_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 24, 30
 _PLOT_W = WIDTH - _LEFT - _RIGHT
 _PLOT_H = HEIGHT - _TOP - _BOTTOM
 
@@ -98,7 +98,7 @@ def chart(series: Series, *, days: tuple[str, str, str]) -> Chart:
     baseline = y(0)
     area = f"{line} {coords[-1][0]},{baseline} {coords[0][0]},{baseline}"
     now_x = x(series.now) if series.start < series.now < series.end else None
-    y_ticks = [Tick(y(v), _short(v)) for v in (0, top_value // 2, top_value) if v or v == 0]
+    y_ticks = [Tick(y(v), _short(v)) for v in (0, top_value // 2, top_value)]
     x_ticks = [
         Tick(x(series.start), days[0]),
         Tick(x(series.start + span / 2), days[1]),

@@ -22,6 +22,7 @@ from dispatcher.worker import Dispatcher
 from infra.devenv import free_port
 from invoicer.worker import Invoicer
 from tests.dashboard.checks import PHONE, accessibility_problems, page_width
+from tests.support import billing
 from tests.support.api import eventually, metered_price, post, subscribe
 from tests.support.server import LiveServer
 from tests.support.webhooks import Receiver
@@ -154,6 +155,60 @@ async def test_the_guide_walk(
         await page.reload()
         await expect(row.locator("td[data-label=Attempts]")).to_have_text("2")
         await page.screenshot(path=artifacts / "webhooks.png", full_page=True)
+
+
+async def test_the_chart_follows_usage_over_the_period(
+    context: BrowserContext,
+    client: httpx.AsyncClient,
+    secret_key: str,
+    aggregator: Aggregator,
+    invoicer: Invoicer,
+    artifacts: Path,
+) -> None:
+    """On a test clock: January's usage invoiced, then February's reported day by day up to
+    the clock's "now" (the 13th); the chart rises with it and its data table adds up to the
+    billable total. Its screenshot is the README's picture of the Dashboard."""
+    price = await billing.price(client)
+    sub = await billing.clocked_subscription(client, [{"price": price["id"]}], at=billing.JAN)
+    item = sub["items"]["data"][0]["id"]
+    await billing.advance(client, sub, billing.JAN + 30 * billing.DAY + 7200)
+    for day in range(0, 31, 3):
+        await billing.usage(client, item, 400 + 37 * day, billing.JAN + day * billing.DAY + 3600)
+    await aggregator.drain()
+    await post(client, f"/v1/test_helpers/subscriptions/{sub['id']}/advance_period")
+
+    async def january_paid() -> bool:
+        await invoicer.tick()
+        return any(i["status"] == "paid" for i in await billing.invoices(client, sub["id"]))
+
+    await eventually(january_paid, timeout_s=30)
+    await billing.advance(client, sub, billing.FEB + 12 * billing.DAY + 7200)
+    daily = [180, 260, 240, 900, 1100, 350, 120, 90, 640, 720, 810, 300, 150]
+    for day, quantity in enumerate(daily):
+        await billing.usage(client, item, quantity, billing.FEB + day * billing.DAY + 3600)
+    await aggregator.drain()
+
+    page = await context.new_page()
+    await log_in(page, secret_key)
+    await page.goto(f"/dashboard/subscriptions/{sub['id']}")
+    scope = page.locator(f'[data-item="{item}"]')
+    await expect(scope.locator("[data-usage]")).to_have_text(f"{sum(daily):,}")
+    points = await scope.locator("polyline").get_attribute("points")
+    assert points is not None
+    heights = [float(p.split(",")[1]) for p in points.split()]
+    assert heights == sorted(heights, reverse=True), "a sum only rises (y grows downwards)"
+    assert heights[-1] < heights[0]
+    now_x = float(await scope.locator("line.now").get_attribute("x1") or "nan")
+    left, right = 56, 640 - 16
+    assert abs((now_x - left) / (right - left) - (12 * 86_400 + 7200) / (28 * 86_400)) < 0.01
+    await expect(page.locator("[data-invoice] .badge").first).to_have_text("paid")
+    await page.set_viewport_size({"width": 1100, "height": 1400})
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.screenshot(path=artifacts / "readme.png", full_page=False)
+    await scope.get_by_text("Chart data").click()
+    rows = scope.locator("table.data tbody tr")
+    await expect(rows).to_have_count(len(daily))
+    await expect(rows.last.locator("td").last).to_have_text(f"{sum(daily):,}")
 
 
 async def _arrived(receiver: Receiver, count: int) -> bool:
