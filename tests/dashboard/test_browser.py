@@ -62,7 +62,10 @@ async def reported(client: httpx.AsyncClient, item: str, *quantities: int, key: 
     else:
         records = [{"quantity": q, "timestamp": now, "action": "increment"} for q in quantities]
         await post(
-            client, "/v1/usage_records/batch", {"subscriptionItem": item, "records": records}, key=key
+            client,
+            "/v1/usage_records/batch",
+            {"subscriptionItem": item, "records": records},
+            key=key,
         )
 
 
@@ -120,7 +123,9 @@ async def test_the_guide_walk(
         advance = page.get_by_role("button", name="Advance billing period")
         await advance.focus()
         await page.keyboard.press("Enter")
-        await expect(page.get_by_role("status").filter(has_text="Billing period advanced")).to_be_visible()
+        await expect(
+            page.get_by_role("status").filter(has_text="Billing period advanced")
+        ).to_be_visible()
         await page.evaluate("window.walk = 'advanced'")
 
         async def invoiced() -> bool:
@@ -290,8 +295,10 @@ async def test_every_page_fits_a_phone_and_passes_the_accessibility_checks(
     await post(
         client,
         "/v1/webhook_endpoints",
-        {"url": "http://127.0.0.1:9/a-very-long/webhook/path/that/must/wrap/on/a/phone",
-         "enabledEvents": ["*"]},
+        {
+            "url": "http://127.0.0.1:9/a-very-long/webhook/path/that/must/wrap/on/a/phone",
+            "enabledEvents": ["*"],
+        },
     )
     await reported(client, item, 1234, key="phone-1")
     await aggregator.drain()
@@ -367,3 +374,29 @@ async def test_nothing_is_fetched_from_elsewhere(context: BrowserContext, secret
 def context_base(page: Page) -> str:
     url = page.url
     return url[: url.index("/dashboard")]
+
+
+async def test_the_audit_finds_what_it_looks_for(context: BrowserContext) -> None:
+    """The checks above have teeth: a page with each fault gets each complaint."""
+    page = await context.new_page()
+    await page.set_content(
+        '<html><head><title>x</title></head><body><main><h1>a</h1><h1>b</h1>'
+        '<input id="q"><button></button><a href="/x"></a><svg role="img"></svg>'
+        '<p id="d">one</p><p id="d">two</p>'
+        '<p style="color:#bbb;background:#fff">faint</p></main></body></html>'
+    )
+    problems = " | ".join(await accessibility_problems(page))
+    for complaint in (
+        "no label",
+        "button without a name",
+        "link without a name",
+        "image without a name",
+        "no lang",
+        "not exactly one h1",
+        "duplicate id: d",
+        "contrast",
+    ):
+        assert complaint in problems, (complaint, problems)
+    await page.set_content('<div style="width:600px">wide</div>')
+    await page.set_viewport_size(PHONE)
+    assert await page_width(page) > PHONE["width"]

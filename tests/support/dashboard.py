@@ -31,7 +31,9 @@ class Session:
         self.client = client
         self.csrf = csrf
 
-    async def post(self, path: str, form: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    async def post(
+        self, path: str, form: dict[str, str] | None = None, **kw: Any
+    ) -> httpx.Response:
         """A form POST from the Dashboard's own page (same Origin), with the token."""
         data = {"csrf": self.csrf, **(form or {})}
         origin = str(self.client.base_url).rstrip("/")
