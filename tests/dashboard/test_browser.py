@@ -380,7 +380,7 @@ async def test_the_audit_finds_what_it_looks_for(context: BrowserContext) -> Non
     """The checks above have teeth: a page with each fault gets each complaint."""
     page = await context.new_page()
     await page.set_content(
-        '<html><head><title>x</title></head><body><main><h1>a</h1><h1>b</h1>'
+        "<html><head><title>x</title></head><body><main><h1>a</h1><h1>b</h1>"
         '<input id="q"><button></button><a href="/x"></a><svg role="img"></svg>'
         '<p id="d">one</p><p id="d">two</p>'
         '<p style="color:#bbb;background:#fff">faint</p></main></body></html>'
