@@ -93,7 +93,7 @@ async def customers(req: Req) -> Answer:
     return render(
         req,
         "customers.html",
-        section="customers",
+        section="/customers",
         customers=listing["data"],
         next_link=_next_link(req, listing),
     )
@@ -128,7 +128,7 @@ async def subscriptions(req: Req) -> Answer:
     return render(
         req,
         "subscriptions.html",
-        section="subscriptions",
+        section="/subscriptions",
         subscriptions=listing["data"],
         customer=customer,
         next_link=_next_link(req, listing, customer=customer),
@@ -194,7 +194,7 @@ async def _live(req: Req, sub_id: str) -> dict[str, Any]:
 
 async def subscription(req: Req) -> Answer:
     live = await _live(req, req.params["id"])
-    return render(req, "subscription.html", section="subscriptions", done=_done(req), **live)
+    return render(req, "subscription.html", section="/subscriptions", done=_done(req), **live)
 
 
 async def subscription_live(req: Req) -> Answer:
@@ -261,7 +261,7 @@ async def invoices(req: Req) -> Answer:
     return render(
         req,
         "invoices.html",
-        section="invoices",
+        section="/invoices",
         invoices=listing["data"],
         status_filter=status,
         statuses=_INVOICE_STATUSES,
@@ -282,7 +282,7 @@ async def invoice(req: Req) -> Answer:
     return render(
         req,
         "invoice.html",
-        section="invoices",
+        section="/invoices",
         invoice=rendered,
         charges=await _charges(req, invoice_id),
     )
@@ -312,7 +312,7 @@ async def webhooks(req: Req) -> Answer:
     return render(
         req,
         "webhooks.html",
-        section="webhooks",
+        section="/webhooks",
         endpoints=endpoints,
         done=_done(req),
         next_link=_next_link(req, listing),
@@ -350,7 +350,7 @@ async def events(req: Req) -> Answer:
     return render(
         req,
         "events.html",
-        section="events",
+        section="/events",
         events=listing["data"],
         event_type=event_type,
         event_types=sorted(EVENT_TYPES),
@@ -367,7 +367,7 @@ async def event(req: Req) -> Answer:
     return render(
         req,
         "event.html",
-        section="events",
+        section="/events",
         event=rendered,
         data=orjson.dumps(rendered["data"], option=orjson.OPT_INDENT_2).decode(),
         deliveries=sent["data"],
@@ -386,7 +386,7 @@ async def _key_page(req: Req, *, created: dict[str, Any] | None = None) -> Answe
     return render(
         req,
         "api_keys.html",
-        section="api_keys",
+        section="/api_keys",
         keys=listing["data"],
         created=created,
         max_name=accounts.MAX_NAME_LENGTH,
@@ -441,7 +441,7 @@ async def dead_letters(req: Req) -> Answer:
     return render(
         req,
         "dead_letters.html",
-        section="dead_letters",
+        section="/dead_letters",
         letters=listing["data"],
         reason=reason,
         reasons=REASONS,

@@ -60,7 +60,7 @@ def render(
     req: Req, template: str, *, status: int = 200, section: str = "", **values: Any
 ) -> Answer:
     """A page (or fragment) of the Dashboard; the layout gets the session's mode, key and
-    CSRF token."""
+    CSRF token. ``section``: the path under ``/dashboard/`` its navigation marks current."""
     body = _ENV.get_template(template).render(
         tenant=req.tenant,
         session=req.session,
