@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TS := sdk/typescript
 SDK_PY := sdk/python
 
-.PHONY: install services demo test test-py test-sdk-py test-sdk-dist test-ts test-guide lint bench clean
+.PHONY: install services browser demo test test-py test-sdk-py test-sdk-dist test-ts test-guide lint bench clean
 
 $(STAMP): pyproject.toml $(SDK_PY)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ $(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 
 install: $(STAMP) $(TS)/node_modules/.package-lock.json
+
+# The browser tests drive Debian's chromium (never a browser build of Playwright's own).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the Dashboard's browser tests"
+	$$( [ "$$(id -u)" -eq 0 ] || echo sudo ) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" -eq 0 ] || echo sudo -E ) \
+	  apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
 
 # Postgres and Redis on 127.0.0.1; started here when they do not answer.
 services:
@@ -44,7 +55,7 @@ lint: install
 	$(BIN)/lint-imports
 	cd $(SDK_PY) && $(CURDIR)/$(BIN)/mypy
 
-test-py: install services
+test-py: install services browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-sdk-py: install

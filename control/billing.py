@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Query, Request
 
 from control.common import Json, Limit, StartingAfter, services, tenant
 from control.routing import api_router, error_responses
 from control.schemas import ChargeList, Invoice, InvoiceList, UsageRecordSummaryList
+from domain import usage
 from domain.billing import InvoiceRules, collect_invoices
-from domain.fold import WindowState, billable_quantity, window_state
 from domain.objects import render_charge
 from domain.store import invoices as store
 from domain.store.owned import found, page
 from infra.errors import Conflict, InvalidRequest
-from infra.ids import derived_id
 
 __all__ = ["router"]
 
@@ -34,38 +33,7 @@ async def usage_summaries(
 ) -> Json:
     """Newest period first: the current (running) period, then closed ones."""
     t, s = tenant(request), services(request)
-    item = found(
-        await store.usage_item(s.pool, t, subscription_item),
-        what="subscription item",
-        ident=subscription_item,
-        param="subscriptionItem",
-    )
-    windows = await store.item_windows(s.pool, item["pk"])
-    periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
-    for w in windows:
-        periods[w["period_start"]] = (w["period_end"], window_state(w), w["invoice_id"])
-    if item["status"] != "canceled" and item["current_period_start"] not in periods:
-        periods[item["current_period_start"]] = (item["current_period_end"], None, None)
-    invoices = await store.subscription_invoices_by_period(s.pool, item["pk"])
-    data: list[dict[str, Any]] = []
-    carry = 0
-    for start in sorted(periods):
-        end, state, invoice_id = periods[start]
-        total = billable_quantity(item["aggregate_usage"], state, carry)
-        if state is not None and state.last_ts is not None:
-            carry = state.last_quantity
-        data.append(
-            {
-                "id": derived_id("sis", str(item["pk"]), str(start)),
-                "object": "usage_record_summary",
-                "livemode": t.livemode,
-                "subscriptionItem": item["id"],
-                "totalUsage": total,
-                "period": {"start": start, "end": end},
-                "invoice": invoice_id or invoices.get(start),
-            }
-        )
-    data.reverse()
+    data = await usage.summaries(s.pool, t, subscription_item)
     return Json(
         {
             "object": "list",

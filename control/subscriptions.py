@@ -20,24 +20,26 @@ from control.common import (
 )
 from control.routing import api_router, error_responses
 from control.schemas import Subscription, SubscriptionList, TestClock
+from domain import billing
 from domain.accounts import Tenant
 from domain.billing import (
     InvoiceRules,
     collect_invoices,
     finalize_invoices,
+    move_clock,
     open_first_invoice,
-    settle_clocks,
+    require_sandbox,
 )
 from domain.clock import subscription_now
 from domain.events import emit_event
 from domain.itemmeta import Changes
 from domain.objects import render_test_clock
-from domain.periods import period_at, period_containing
+from domain.periods import period_at
 from domain.prorations import Holding, queue_prorations
 from domain.store import catalog, customers
 from domain.store import subscriptions as store
 from domain.store.owned import found, page
-from infra.errors import Conflict, InvalidRequest, NotFound
+from infra.errors import Conflict, InvalidRequest
 from infra.ids import new_id
 
 __all__ = ["load_subscription", "router"]
@@ -389,50 +391,13 @@ async def cancel_subscription(sub_id: str, request: Request) -> Json:
     return Json(rendered)
 
 
-def _sandbox(t: Tenant) -> None:
-    if t.livemode:
-        raise NotFound("test helpers exist in the sandbox only: use an sk_test_ key")
-
-
-async def _move_clock(
-    conn: asyncpg.Connection[Any], changes: Changes, t: Tenant, clock_id: str, frozen_time: int
-) -> None:
-    """Move the clock; it is ``advancing`` until the invoicer has done everything the move
-    made due (every period boundary and payment retry crossed, in order), then ``ready``."""
-    await store.move_clock(conn, clock_id, frozen_time)
-    await settle_clocks(conn, [clock_id])
-    await changes.bump_clock(clock_id)
-    clock = await store.clock(conn, clock_id)
-    await emit_event(
-        conn, t.account_id, t.livemode, "test_helpers.test_clock.advanced", render_test_clock(clock)
-    )
-
-
 @router.post("/v1/test_helpers/subscriptions/{sub_id}/advance_period", response_model=Subscription)
 async def advance_period(sub_id: str, request: Request) -> Json:
     """Move the subscription's clock to the end of its current period (creating a test clock
     for it when it has none); the invoicer then closes and invoices the period."""
     t, s = tenant(request), services(request)
-    _sandbox(t)
     async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
-        sub = await _locked(conn, t, sub_id)
-        if sub["status"] == "canceled":
-            raise InvalidRequest(f"subscription {sub_id} is canceled")
-        clock_id = sub["test_clock_id"]
-        if clock_id is None:
-            clock_id = new_id("clock")
-            created = subscription_now(None)
-            await store.insert_clock(
-                conn, clock_id, t.account_id, f"advance_period {sub_id}", created, created
-            )
-            await store.set_test_clock(conn, sub_id, clock_id)
-        frozen = await store.clock_frozen_time(conn, clock_id)
-        target = sub["current_period_end"]
-        if frozen >= target:
-            target = period_containing(
-                sub["anchor"], sub["interval"], sub["interval_count"], frozen
-            ).end
-        await _move_clock(conn, changes, t, clock_id, target)
+        await billing.advance_period(conn, changes, t, sub_id)
         rendered = await load_subscription(conn, t, sub_id)
     return Json(rendered)
 
@@ -442,7 +407,7 @@ async def advance_period(sub_id: str, request: Request) -> Json:
 )
 async def create_clock(body: ClockCreate, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    _sandbox(t)
+    require_sandbox(t)
     row = await store.insert_clock(
         s.pool, new_id("clock"), t.account_id, body.name, body.frozenTime, subscription_now(None)
     )
@@ -452,7 +417,7 @@ async def create_clock(body: ClockCreate, request: Request) -> Json:
 @router.get("/v1/test_helpers/test_clocks/{clock_id}", response_model=TestClock)
 async def get_clock(clock_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    _sandbox(t)
+    require_sandbox(t)
     row = found(
         await store.owned_clock(s.pool, t.account_id, clock_id), what="test clock", ident=clock_id
     )
@@ -462,7 +427,7 @@ async def get_clock(clock_id: str, request: Request) -> Json:
 @router.post("/v1/test_helpers/test_clocks/{clock_id}/advance", response_model=TestClock)
 async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    _sandbox(t)
+    require_sandbox(t)
     async with s.pool.acquire() as conn, s.meta.changes(conn) as changes, conn.transaction():
         row = found(
             await store.owned_clock(conn, t.account_id, clock_id, lock=True),
@@ -474,6 +439,6 @@ async def advance_clock(clock_id: str, body: ClockAdvance, request: Request) -> 
                 f"frozenTime must be after the clock's current time {row['frozen_time']}",
                 param="frozenTime",
             )
-        await _move_clock(conn, changes, t, clock_id, body.frozenTime)
+        await move_clock(conn, changes, t, clock_id, body.frozenTime)
         row = await store.clock(conn, clock_id)
     return Json(render_test_clock(row))

@@ -8,9 +8,8 @@ endpoint is kept disabled and hidden, so its deliveries stay listed on their eve
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import asyncpg
 from fastapi import Query, Request
 from pydantic import Field
 
@@ -34,6 +33,7 @@ from control.schemas import (
     WebhookEndpointList,
     WebhookEndpointWithSecret,
 )
+from domain import deliveries
 from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import EVENT_TYPES
@@ -111,67 +111,6 @@ async def list_events(
     )
 
 
-def _render_delivery(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[str, Any]:
-    pending = row["status"] == "pending"
-    return {
-        "id": row["id"],
-        "object": "webhook_delivery",
-        "created": row["created"],
-        "livemode": row["livemode"],
-        "event": row["event_id"],
-        "webhookEndpoint": row["endpoint_id"],
-        "url": row["url"],
-        "status": row["status"],
-        "attemptCount": row["attempts"],
-        "nextAttemptAt": int(row["next_attempt_at"]) if pending else None,
-        "firstAttemptAt": row["first_attempt_at"],
-        "deliveredAt": row["delivered_at"],
-        "lastStatusCode": row["last_status_code"],
-        "lastError": row["last_error"],
-        "attempts": {
-            "object": "list",
-            "hasMore": False,
-            "data": [
-                {
-                    "attempt": a["attempt"],
-                    "statusCode": a["status_code"],
-                    "error": a["error"],
-                    "durationMs": a["duration_ms"],
-                    "created": a["created"],
-                }
-                for a in attempts
-            ],
-        },
-    }
-
-
-async def _deliveries(
-    db: asyncpg.Pool | asyncpg.Connection[Any],
-    event_id: str,
-    *,
-    endpoints: list[str] | None = None,
-    limit: int = 100,
-    starting_after: str | None = None,
-) -> dict[str, Any]:
-    """One event's deliveries (one per endpoint), ordered by id, each with its attempts."""
-    rows = await store.deliveries(
-        db, event_id, endpoints=endpoints, starting_after=starting_after, limit=limit + 1
-    )
-    attempts = await store.attempts(db, [r["id"] for r in rows[:limit]]) if rows else {}
-    return {
-        "object": "list",
-        "url": f"/v1/events/{event_id}/deliveries",
-        "hasMore": len(rows) > limit,
-        "data": [_render_delivery(r, attempts.get(r["id"], [])) for r in rows[:limit]],
-    }
-
-
-async def _event_or_404(
-    db: asyncpg.Pool | asyncpg.Connection[Any], t: Tenant, event_id: str
-) -> asyncpg.Record:
-    return found(await store.event_head(db, t, event_id), what="event", ident=event_id)
-
-
 @router.get("/v1/events/{event_id}/deliveries", response_model=WebhookDeliveryList)
 async def list_deliveries(
     event_id: str,
@@ -182,10 +121,10 @@ async def list_deliveries(
 ) -> Json:
     """The event's deliveries, one per endpoint it was sent to, with every attempt."""
     t, s = tenant(request), services(request)
-    await _event_or_404(s.pool, t, event_id)
+    await deliveries.event_or_404(s.pool, t, event_id)
     endpoints = None if webhook_endpoint is None else [webhook_endpoint]
     return Json(
-        await _deliveries(
+        await deliveries.event_deliveries(
             s.pool, event_id, endpoints=endpoints, limit=limit, starting_after=starting_after
         )
     )
@@ -201,27 +140,12 @@ async def resend_event(event_id: str, request: Request, body: ResendIn | None = 
     endpoint subscribed to its type. A delivery keeps its id and attempt history; its
     3-day retry window starts again."""
     t, s = tenant(request), services(request)
+    chosen = body.webhookEndpoint if body is not None else None
     async with s.pool.acquire() as conn, conn.transaction():
-        event = await _event_or_404(conn, t, event_id)
-        chosen = body.webhookEndpoint if body is not None else None
-        if chosen is not None:
-            endpoint = found(
-                await store.live_endpoint(conn, t, chosen),
-                what="webhook endpoint",
-                ident=chosen,
-                param="webhookEndpoint",
-            )
-            if endpoint["status"] == "disabled":
-                raise InvalidRequest(
-                    f"webhook endpoint {endpoint['id']} is disabled; enable it first",
-                    param="webhookEndpoint",
-                    code="endpoint_disabled",
-                )
-            targets = [endpoint["id"]]
-        else:
-            targets = await store.subscribed_endpoints(conn, t, event["type"])
-        await store.requeue_deliveries(conn, event_id, targets, now_s())
-        listing = await _deliveries(conn, event_id, endpoints=targets, limit=max(1, len(targets)))
+        targets = await deliveries.resend(conn, t, event_id, chosen)
+        listing = await deliveries.event_deliveries(
+            conn, event_id, endpoints=targets, limit=max(1, len(targets))
+        )
     return Json(listing)
 
 

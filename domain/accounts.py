@@ -214,7 +214,12 @@ class KeyAuthenticator:
                 "malformed Authorization header: expected 'Bearer ' and a key starting"
                 " with sk_test_, sk_live_, rk_test_ or rk_live_"
             )
-        digest = hashlib.sha256(key.encode()).digest()
+        return await self.authenticate_hash(hashlib.sha256(key.encode()).digest(), key_hint(key))
+
+    async def authenticate_hash(self, digest: bytes, hint: str) -> Tenant:
+        """``authenticate`` for a key known by its SHA-256 only (a Dashboard session keeps
+        that, never the key); ``hint`` names the key in a refusal. Cached and dropped with
+        the epoch like every lookup, so a revoked key's sessions end within ``EPOCH_POLL_S``."""
         hit = self._cache.get(digest)
         if hit is not None and hit[2] > time.monotonic() and hmac.compare_digest(hit[1], digest):
             return hit[0]
@@ -230,12 +235,12 @@ class KeyAuthenticator:
             return tenant
         if why.startswith("expired"):
             raise AuthenticationFailed(
-                f"this API key {why}: {key_hint(key)}; use its replacement or create a new key",
+                f"this API key {why}: {hint}; use its replacement or create a new key",
                 code="api_key_expired",
             )
         if why == "revoked":
-            raise AuthenticationFailed(f"this API key was revoked: {key_hint(key)}")
-        raise AuthenticationFailed(f"invalid API key provided: {key_hint(key)}")
+            raise AuthenticationFailed(f"this API key was revoked: {hint}")
+        raise AuthenticationFailed(f"invalid API key provided: {hint}")
 
     def _looked_up(self, digest: bytes, done: asyncio.Task[_Found]) -> None:
         if self._lookups.get(digest) is done:

@@ -14,7 +14,7 @@ from babel.numbers import format_currency, get_currency_precision, list_currenci
 
 from domain.amounts import PriceDefinitionError
 
-__all__ = ["currency_exponent", "format_amount"]
+__all__ = ["currency_exponent", "format_amount", "format_unit_amount"]
 
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 # Exact for any amount a numeric(38,0) column holds; a rounding would raise, never hide.
@@ -97,6 +97,23 @@ def format_amount(amount_minor: int, currency: str) -> str:
         major = Decimal(amount_minor).scaleb(-exponent)
     # The pattern fixes the digits to the ISO exponent (CLDR's own would round IQD to 0).
     pattern = "¤#,##0" + ("." + "0" * exponent if exponent else "")
+    return str(
+        format_currency(major, currency.upper(), format=pattern, locale="en", currency_digits=False)
+    )
+
+
+def format_unit_amount(decimal_minor: str, currency: str) -> str:
+    """Human display of a unit amount in minor units, which may have decimals ("0.2" cents
+    → "€0.002"): every digit it has is shown, never rounded away.
+
+    Raises:
+        PriceDefinitionError: for an unknown currency.
+    """
+    exponent = currency_exponent(currency)
+    with localcontext(_CONTEXT):
+        major = Decimal(decimal_minor).scaleb(-exponent)
+    extra = max(0, -int(major.normalize().as_tuple().exponent) - exponent)
+    pattern = "¤#,##0" + ("." + "0" * exponent + "#" * extra if exponent or extra else "")
     return str(
         format_currency(major, currency.upper(), format=pattern, locale="en", currency_digits=False)
     )

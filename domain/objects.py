@@ -20,6 +20,7 @@ __all__ = [
     "render_api_key",
     "render_charge",
     "render_customer",
+    "render_delivery",
     "render_event",
     "render_invoice",
     "render_payment_method",
@@ -209,6 +210,41 @@ def render_event(row: Row) -> dict[str, Any]:
         "type": row["type"],
         "data": row["data"],
         "apiVersion": "2026-11-01",
+    }
+
+
+def render_delivery(row: Row, attempts: Sequence[Row]) -> dict[str, Any]:
+    """A webhook delivery; ``row`` carries its event's ``livemode`` and endpoint's ``url``."""
+    pending = row["status"] == "pending"
+    return {
+        "id": row["id"],
+        "object": "webhook_delivery",
+        "created": row["created"],
+        "livemode": row["livemode"],
+        "event": row["event_id"],
+        "webhookEndpoint": row["endpoint_id"],
+        "url": row["url"],
+        "status": row["status"],
+        "attemptCount": row["attempts"],
+        "nextAttemptAt": int(row["next_attempt_at"]) if pending else None,
+        "firstAttemptAt": row["first_attempt_at"],
+        "deliveredAt": row["delivered_at"],
+        "lastStatusCode": row["last_status_code"],
+        "lastError": row["last_error"],
+        "attempts": {
+            "object": "list",
+            "hasMore": False,
+            "data": [
+                {
+                    "attempt": a["attempt"],
+                    "statusCode": a["status_code"],
+                    "error": a["error"],
+                    "durationMs": a["duration_ms"],
+                    "created": a["created"],
+                }
+                for a in attempts
+            ],
+        },
     }
 
 

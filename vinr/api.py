@@ -1,6 +1,7 @@
-"""The ``vinr api`` ASGI application: one process serving two roles.
+"""The ``vinr api`` ASGI application: one process serving three roles.
 
 request ─► Router ─┬─ POST /v1/usage_records[/batch] ─► ingest.UsageEndpoint (raw ASGI hot path)
+                   ├─ /dashboard… ─► dashboard.Dashboard (web pages; sessions, CSRF)
                    └─ everything else ─► control.ControlMiddleware (auth, idempotency)
                                           └─► FastAPI control plane (OpenAPI at /openapi.json)
 """
@@ -17,6 +18,8 @@ from control.routing import (
     operation_errors,
     replayed_header,
 )
+from dashboard import PREFIX as DASHBOARD
+from dashboard import Dashboard
 from domain.services import Services
 from infra.asgi import Receive, Scope, Send
 from infra.settings import Settings
@@ -71,14 +74,24 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
         }
 
 
+_DASHBOARD_SUB = DASHBOARD + "/"
+
+
 class _Router:
-    def __init__(self, control: ControlMiddleware, usage: UsageEndpoint) -> None:
+    def __init__(
+        self, control: ControlMiddleware, usage: UsageEndpoint, dashboard: Dashboard
+    ) -> None:
         self._control = control
         self._usage = usage
+        self._dashboard = dashboard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _FAST_PATHS:
             await self._usage(scope, receive, send)
+        elif scope["type"] == "http" and (
+            scope["path"] == DASHBOARD or scope["path"].startswith(_DASHBOARD_SUB)
+        ):
+            await self._dashboard(scope, receive, send)
         else:
             await self._control(scope, receive, send)
 
@@ -86,7 +99,9 @@ class _Router:
 def create_app(settings: Settings) -> _Router:
     services = Services(settings)
     control = create_control_plane(services, extend_openapi=_add_usage_paths)
-    return _Router(ControlMiddleware(control, services), UsageEndpoint(services))
+    return _Router(
+        ControlMiddleware(control, services), UsageEndpoint(services), Dashboard(services)
+    )
 
 
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:

@@ -4,11 +4,13 @@ in the billing operations' bulk transactions and the API's lists, and what the c
 plane looks up to answer invoices, charges and an item's usage per period.
 
 The billing operations (``domain.billing``) write these tables; nothing here writes.
+The usage map is read here too, cut into time slices, for the Dashboard's usage chart.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -17,6 +19,8 @@ from domain.accounts import Tenant
 from domain.objects import render_invoice
 
 __all__ = [
+    "Db",
+    "UsageSlice",
     "charge_filter",
     "invoice_filter",
     "item_windows",
@@ -25,6 +29,7 @@ __all__ = [
     "owned_invoice",
     "subscription_invoices_by_period",
     "usage_item",
+    "usage_slices",
 ]
 
 Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection[Any]"
@@ -137,3 +142,35 @@ async def subscription_invoices_by_period(db: Db, item_pk: int) -> dict[int, str
             item_pk,
         )
     }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSlice:
+    """One time slice of a period's usage map: the sum and largest of its quantities, and
+    the quantity at its latest timestamp."""
+
+    index: int
+    total: int
+    max: int
+    last_ts: int
+    last: int
+
+
+async def usage_slices(db: Db, item_pk: int, start: int, end: int, count: int) -> list[UsageSlice]:
+    """The item's usage map over ``[start, end)`` cut into ``count`` equal slices, oldest
+    first; slices without usage are absent. One row per slice, however many points."""
+    rows = await db.fetch(
+        "SELECT least((p.ts - $2) * $4 / ($3 - $2), $4 - 1) AS slice, sum(p.quantity) AS total,"
+        " max(p.quantity) AS max, max(p.ts) AS last_ts,"
+        " (array_agg(p.quantity ORDER BY p.ts DESC))[1] AS last"
+        " FROM usage_points p WHERE p.item_pk = $1 AND p.ts >= $2 AND p.ts < $3"
+        " GROUP BY 1 ORDER BY 1",
+        item_pk,
+        start,
+        end,
+        count,
+    )
+    return [
+        UsageSlice(int(r["slice"]), int(r["total"]), int(r["max"]), r["last_ts"], int(r["last"]))
+        for r in rows
+    ]

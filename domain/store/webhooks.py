@@ -28,6 +28,7 @@ __all__ = [
     "insert_endpoint",
     "insert_outbox",
     "live_endpoint",
+    "recent_deliveries",
     "requeue_deliveries",
     "roll_secret",
     "subscribed_endpoints",
@@ -140,6 +141,19 @@ async def deliveries(
         event_id,
         endpoints,
         starting_after,
+        limit,
+    )
+    return rows
+
+
+async def recent_deliveries(db: Db, endpoint_id: str, limit: int) -> list[asyncpg.Record]:
+    """The endpoint's ``limit`` most recent deliveries, newest first, each with its event's
+    mode and type and the endpoint's url."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT d.*, e.livemode, e.type AS event_type, w.url FROM webhook_deliveries d"
+        " JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id"
+        " WHERE d.endpoint_id = $1 ORDER BY d.created DESC, d.id DESC LIMIT $2",
+        endpoint_id,
         limit,
     )
     return rows

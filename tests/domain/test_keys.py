@@ -23,7 +23,17 @@ from infra.settings import Settings
 from tests.support.ingest import TcpProxy
 from tests.support.sqlscan import ROOT, modules, sql_tables
 
-PACKAGES = ("vinr", "ingest", "control", "aggregator", "invoicer", "dispatcher", "domain", "infra")
+PACKAGES = (
+    "vinr",
+    "ingest",
+    "control",
+    "dashboard",
+    "aggregator",
+    "invoicer",
+    "dispatcher",
+    "domain",
+    "infra",
+)
 TABLES = ("accounts", "api_keys", "api_key_epoch")
 
 

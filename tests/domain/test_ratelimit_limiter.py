@@ -318,7 +318,9 @@ def test_only_the_store_writes_sql_on_the_overrides() -> None:
     assert sql_tables(owner.read_text(), ["account_rate_limits"])
     others: list[Path] = [
         p
-        for p in modules(("vinr", "ingest", "control", "aggregator", "invoicer", "dispatcher"))
+        for p in modules(
+            ("vinr", "ingest", "control", "dashboard", "aggregator", "invoicer", "dispatcher")
+        )
         + modules(("domain", "infra"))
         if p != owner
     ]

@@ -15,7 +15,7 @@ from domain.pricing import parse_price_terms, terms_to_json
 from domain.store import catalog, customers
 from tests.support.sqlscan import ROOT, modules, sql_tables
 
-ROLES = ("ingest", "control", "aggregator", "invoicer", "dispatcher")
+ROLES = ("ingest", "control", "dashboard", "aggregator", "invoicer", "dispatcher")
 TABLES = ("products", "prices", "customers", "payment_methods")
 _KEYWORDS = "FROM|INTO|UPDATE"
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.sqlscan import ROOT, modules, sql_tables, string_literals
 
-ROLES = ("control", "dispatcher")
+ROLES = ("control", "dashboard", "dispatcher")
 STORES = ("domain/store/subscriptions.py", "domain/store/invoices.py")
 TABLES = (
     "subscriptions",
@@ -73,7 +73,15 @@ def test_the_stores_hold_the_statements() -> None:
 def test_the_subscription_item_query_is_written_once() -> None:
     holders = [
         p.relative_to(ROOT).as_posix()
-        for layer in ("control", "dispatcher", "domain", "invoicer", "aggregator", "ingest")
+        for layer in (
+            "control",
+            "dashboard",
+            "dispatcher",
+            "domain",
+            "invoicer",
+            "aggregator",
+            "ingest",
+        )
         for p in (ROOT / layer).rglob("*.py")
         if any("p.nickname AS p_nickname" in s for s in _strings(p))
     ]
@@ -84,7 +92,15 @@ def test_only_itemmeta_writes_the_subscription_version() -> None:
     bump = re.compile(r"\bversion\s*=\s*(?:s\.)?version\s*\+")
     writers = sorted(
         p.relative_to(ROOT).as_posix()
-        for layer in ("control", "dispatcher", "domain", "invoicer", "aggregator", "ingest")
+        for layer in (
+            "control",
+            "dashboard",
+            "dispatcher",
+            "domain",
+            "invoicer",
+            "aggregator",
+            "ingest",
+        )
         for p in (ROOT / layer).rglob("*.py")
         if any(bump.search(s) for s in _strings(p))
     )

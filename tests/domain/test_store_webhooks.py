@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.sqlscan import ROOT, modules, sql_tables
 
-ROLES = ("ingest", "control", "aggregator", "invoicer", "dispatcher")
+ROLES = ("ingest", "control", "dashboard", "aggregator", "invoicer", "dispatcher")
 STORE = ("domain/store/webhooks.py", "domain/store/delivery_queue.py")
 TABLES = ("events", "webhook_endpoints", "webhook_deliveries", "webhook_attempts")
 
