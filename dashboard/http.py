@@ -13,7 +13,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlsplit
 
 from infra.asgi import Receive, Scope, Send, header, read_body
-from infra.errors import InvalidRequest, PermissionDenied, Unprocessable
+from infra.errors import InvalidRequest, PermissionDenied
 
 __all__ = [
     "CSP",
@@ -128,7 +128,7 @@ async def read_form(scope: Scope, receive: Receive) -> Mapping[str, str]:
     content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
     body = await read_body(receive, MAX_FORM_BYTES)
     if body and content_type != "application/x-www-form-urlencoded":
-        raise Unprocessable(
+        raise InvalidRequest(
             "send the form as application/x-www-form-urlencoded", code="unsupported_media_type"
         )
     try:
