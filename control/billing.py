@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Query, Request
 
 from control.common import Json, StartingAfter, services, tenant
 from domain.billing import InvoiceRules, collect_invoices
-from domain.fold import WindowState, billable_quantity, window_state
 from domain.objects import render_charge
 from domain.store import invoices as store
 from domain.store.owned import found, page
@@ -36,32 +33,18 @@ async def usage_summaries(
         ident=subscription_item,
         param="subscriptionItem",
     )
-    windows = await store.item_windows(s.pool, item["pk"])
-    periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
-    for w in windows:
-        periods[w["period_start"]] = (w["period_end"], window_state(w), w["invoice_id"])
-    if item["status"] != "canceled" and item["current_period_start"] not in periods:
-        periods[item["current_period_start"]] = (item["current_period_end"], None, None)
-    invoices = await store.subscription_invoices_by_period(s.pool, item["pk"])
-    data: list[dict[str, Any]] = []
-    carry = 0
-    for start in sorted(periods):
-        end, state, invoice_id = periods[start]
-        total = billable_quantity(item["aggregate_usage"], state, carry)
-        if state is not None and state.last_ts is not None:
-            carry = state.last_quantity
-        data.append(
-            {
-                "id": derived_id("sis", str(item["pk"]), str(start)),
-                "object": "usage_record_summary",
-                "livemode": t.livemode,
-                "subscriptionItem": item["id"],
-                "totalUsage": total,
-                "period": {"start": start, "end": end},
-                "invoice": invoice_id or invoices.get(start),
-            }
-        )
-    data.reverse()
+    data = [
+        {
+            "id": derived_id("sis", str(item["pk"]), str(p.start)),
+            "object": "usage_record_summary",
+            "livemode": t.livemode,
+            "subscriptionItem": item["id"],
+            "totalUsage": p.total,
+            "period": {"start": p.start, "end": p.end},
+            "invoice": p.invoice,
+        }
+        for p in await store.usage_periods(s.pool, item)
+    ]
     return Json(
         {
             "object": "list",
@@ -97,21 +80,15 @@ async def list_invoices(
         raise InvalidRequest(
             f"status must be one of {', '.join(_INVOICE_STATUSES)}, got '{status}'", param="status"
         )
-    where, args = store.invoice_filter(subscription, customer, status)
-    listing = await page(
+    listing = await store.invoice_page(
         s.pool,
-        table="invoices",
-        t=t,
+        t,
         limit=limit,
         starting_after=starting_after,
-        url="/v1/invoices",
-        render=lambda r: {"id": r["id"]},
-        where=where,
-        args=args,
-        select="t.id, t.created",
+        subscription=subscription,
+        customer=customer,
+        status=status,
     )
-    rendered = await store.load_invoices(s.pool, [r["id"] for r in listing["data"]])
-    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
 

@@ -7,11 +7,15 @@ change times and each segment is billed at its own price from the period's usage
 falls in, so usage before the change is billed at the old price and after at the new.
 The map is complete for a window until the window is closed and purged, and the invoicer
 measures segments before closing (draft) and while closing (finalize), never after.
+
+The same sources answer what an item used: ``period_usage`` lists its periods as the usage
+summaries do (one billable quantity per period, the running one included), and
+``usage_over_time`` cuts an open period's map into equal spans for a chart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -20,7 +24,19 @@ import asyncpg
 
 from domain.fold import WindowState, billable_quantity, window_state
 
-__all__ = ["Ask", "PriceChange", "Segment", "measure", "price_at", "price_segments"]
+__all__ = [
+    "Ask",
+    "PeriodUsage",
+    "PriceChange",
+    "Segment",
+    "UsageSpan",
+    "measure",
+    "period_usage",
+    "price_at",
+    "price_segments",
+    "span_levels",
+    "usage_over_time",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +178,102 @@ async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[in
         else:
             out[i] = int(seg["total"])
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodUsage:
+    """One period of an item: its billable quantity so far and the invoice that billed it."""
+
+    start: int
+    end: int
+    total: int
+    invoice: str | None
+    current: bool  # the subscription's running period
+    last_at: int | None  # the latest timestamp of its usage
+
+
+def period_usage(
+    aggregate: str | None,
+    windows: Sequence[Mapping[str, Any]],
+    current: tuple[int, int] | None,
+    invoices: Mapping[int, str],
+) -> list[PeriodUsage]:
+    """An item's periods, newest first: every usage window (rows of ``usage_windows``), and
+    the running period ``current`` (start, end) even before it has usage (None once the
+    subscription is canceled). ``invoices`` maps a period start to the invoice that billed
+    it, for windows not closed by one. ``last_ever`` carries the latest earlier quantity
+    into periods without usage of their own."""
+    periods: dict[int, tuple[int, WindowState | None, str | None]] = {
+        w["period_start"]: (w["period_end"], window_state(w), w["invoice_id"]) for w in windows
+    }
+    if current is not None and current[0] not in periods:
+        periods[current[0]] = (current[1], None, None)
+    out: list[PeriodUsage] = []
+    carry = 0
+    for start in sorted(periods):
+        end, state, invoice_id = periods[start]
+        total = billable_quantity(aggregate, state, carry)
+        if state is not None and state.last_ts is not None:
+            carry = state.last_quantity
+        is_current = current is not None and start == current[0]
+        out.append(
+            PeriodUsage(
+                start,
+                end,
+                total,
+                invoice_id or invoices.get(start),
+                is_current,
+                None if state is None else state.last_ts,
+            )
+        )
+    out.reverse()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSpan:
+    """The usage map's points in one span ``[start, start + width)`` of a chart."""
+
+    index: int  # the span's place from the chart's start
+    total: int  # the sum of the span's quantities
+    max: int  # the largest
+    last: int  # the quantity at the span's latest timestamp
+
+
+_SPANS = """
+SELECT (p.ts - $2) / $4 AS n, sum(p.quantity) AS total, max(p.quantity) AS max,
+       (array_agg(p.quantity ORDER BY p.ts DESC))[1] AS last
+FROM usage_points p WHERE p.item_pk = $1 AND p.ts >= $2 AND p.ts < $3
+GROUP BY 1 ORDER BY 1
+"""
+
+
+async def usage_over_time(
+    db: asyncpg.Pool | asyncpg.Connection[Any], item_pk: int, start: int, end: int, width: int
+) -> list[UsageSpan]:
+    """The item's usage map over ``[start, end)`` in spans of ``width`` seconds (only spans
+    that hold points). Complete for an open window: its points are never purged."""
+    if width < 1:
+        raise ValueError("a span is at least one second wide")
+    rows = await db.fetch(_SPANS, item_pk, start, end, width)
+    return [UsageSpan(int(r["n"]), int(r["total"]), int(r["max"]), int(r["last"])) for r in rows]
+
+
+def span_levels(aggregate: str | None, spans: Sequence[UsageSpan], count: int) -> list[int]:
+    """One value per span, ``count`` spans, as the aggregation reads the map: usage added in
+    each span for ``sum``; the largest quantity reported in it for ``max``; for
+    ``last_during_period`` and ``last_ever`` the level in effect at the span's end (the
+    last quantity reported so far in the period, 0 before the first)."""
+    by_index = {s.index: s for s in spans}
+    levels: list[int] = []
+    level = 0
+    for i in range(count):
+        span = by_index.get(i)
+        if aggregate in ("last_during_period", "last_ever"):
+            level = span.last if span is not None else level
+            levels.append(level)
+        elif aggregate == "max":
+            levels.append(span.max if span is not None else 0)
+        else:
+            levels.append(span.total if span is not None else 0)
+    return levels
