@@ -24,6 +24,7 @@ import asyncpg
 import orjson
 
 from domain.fold import InvalidRecords, Op, WindowState, collapse, merge_ops, window_state
+from infra.progress import Report, ignore
 
 __all__ = ["Rebuild", "rebuild_window", "rebuild_windows", "state_of"]
 
@@ -148,18 +149,25 @@ async def rebuild_window(
 
 
 async def rebuild_windows(
-    pool: asyncpg.Pool, *, item_pks: list[int] | None = None, write: bool = True
+    pool: asyncpg.Pool,
+    *,
+    item_pks: list[int] | None = None,
+    write: bool = True,
+    progress: Report = ignore,
 ) -> list[Rebuild]:
-    """Rebuild every open window (of ``item_pks``, if given), one transaction each."""
+    """Rebuild every open window (of ``item_pks``, if given), one transaction each;
+    ``progress`` hears (windows done, windows in all) after each."""
     keys = await pool.fetch(
         "SELECT item_pk, period_start FROM usage_windows WHERE invoice_id IS NULL"
         " AND ($1::bigint[] IS NULL OR item_pk = ANY($1)) ORDER BY item_pk, period_start",
         item_pks,
     )
     out: list[Rebuild] = []
+    progress(0, len(keys))
     async with pool.acquire() as conn:
-        for key in keys:
+        for done, key in enumerate(keys, 1):
             rebuilt = await rebuild_window(conn, key["item_pk"], key["period_start"], write=write)
             if rebuilt is not None:
                 out.append(rebuilt)
+            progress(done, len(keys))
     return out

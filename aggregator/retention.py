@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from domain.clock import now_s
+from infra.progress import Report
 
 __all__ = ["PurgeResult", "purge_closed_windows"]
 
@@ -43,23 +44,36 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+_DUE = "invoice_id IS NOT NULL AND purged_at IS NULL AND closed_at < $1"
+
+
 async def purge_closed_windows(
-    pool: asyncpg.Pool, *, ledger_ttl_s: int, now: int | None = None, batch: int = 500
+    pool: asyncpg.Pool,
+    *,
+    ledger_ttl_s: int,
+    now: int | None = None,
+    batch: int = 500,
+    progress: Report | None = None,
 ) -> PurgeResult:
     """Purge windows closed more than ``ledger_ttl_s`` ago, ``batch`` windows per transaction.
 
     Safe to run beside aggregators and other purgers (an advisory lock lets one through).
+    With ``progress``, the due windows are counted first and it hears (windows purged, due
+    in all) after each transaction.
     """
     cutoff = (now_s() if now is None else now) - ledger_ttl_s
     result = PurgeResult()
+    due = 0
+    if progress is not None:
+        due = int(await pool.fetchval(f"SELECT count(*) FROM usage_windows WHERE {_DUE}", cutoff))
+        progress(0, due)
     while True:
         async with pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
                 return result
             rows = await conn.fetch(
                 "SELECT item_pk, period_start, period_end FROM usage_windows"
-                " WHERE invoice_id IS NOT NULL AND purged_at IS NULL AND closed_at < $1"
-                " ORDER BY closed_at LIMIT $2 FOR UPDATE",
+                f" WHERE {_DUE} ORDER BY closed_at LIMIT $2 FOR UPDATE",
                 cutoff,
                 batch,
             )
@@ -95,6 +109,10 @@ async def purge_closed_windows(
                 now_s(),
             )
             result.windows += len(rows)
+        if progress is not None:
+            # Windows falling due meanwhile are purged too: the total grows with them.
+            due = max(due, result.windows)
+            progress(result.windows, due)
         if len(rows) < batch:
             break
     if result.windows:

@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m bench [stage ...]`` (default: every stage).
 
 Each stage module exposes ``async def run(broker: str) -> list[Figure]`` and sets up its
-own isolated environment (``infra.devenv.isolated_settings``).
+own isolated environment (``infra.devenv.isolated_settings``). On a terminal, each load
+run, round and sample loop shows a progress bar on stderr (``infra.progress``); piped, the
+output is the figures alone.
 """
 
 from __future__ import annotations

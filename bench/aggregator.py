@@ -42,6 +42,7 @@ from bench.common import Figure
 from domain.fold import fold_map
 from domain.watermark import caught_up
 from domain.wire import Entry, encode_entries, item_key, usage_entry
+from infra import progress
 from infra.db import create_pool
 from infra.devenv import isolated_settings
 from infra.settings import Settings
@@ -337,24 +338,26 @@ async def _run_mix(broker: str, mix: Mix) -> list[Figure]:
             agg: list[float] = []
             wrong = 0
             counts: dict[str, int] = {}
-            for n in range(ROUNDS):
-                for _ in range(2):  # the bare loop is short (~0.1 s): two passes a round
-                    seconds, records = await bare_loop(settings, ends)
-                    if records != workload.published:
-                        raise RuntimeError(
-                            f"bare loop read {records} records, not {workload.published}"
-                        )
-                    bare.append(records / seconds)
-                    seconds, _ = await bare_loop(settings, ends, records_too=True)
-                    full.append(workload.published / seconds)
-                seconds, counts = await aggregator_round(settings, pool, ends)
-                agg.append(workload.records / seconds)
-                wrong += await check_windows(pool, workload)
-                print(
-                    f"    round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records"
-                    f" decoded too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
-                    flush=True,
-                )
+            with progress.bar(f"    {mix.label}: rounds") as report:
+                for n in range(ROUNDS):
+                    for _ in range(2):  # the bare loop is short (~0.1 s): two passes a round
+                        seconds, records = await bare_loop(settings, ends)
+                        if records != workload.published:
+                            raise RuntimeError(
+                                f"bare loop read {records} records, not {workload.published}"
+                            )
+                        bare.append(records / seconds)
+                        seconds, _ = await bare_loop(settings, ends, records_too=True)
+                        full.append(workload.published / seconds)
+                    seconds, counts = await aggregator_round(settings, pool, ends)
+                    agg.append(workload.records / seconds)
+                    wrong += await check_windows(pool, workload)
+                    print(
+                        f"    round {n + 1}: bare loop {bare[-1]:,.0f} records/s (records"
+                        f" decoded too {full[-1]:,.0f}), aggregator {agg[-1]:,.0f} records/s",
+                        flush=True,
+                    )
+                    report(n + 1, ROUNDS)
         finally:
             await pool.close()
     ceiling = statistics.median(bare)

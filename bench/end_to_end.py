@@ -18,6 +18,7 @@ import uuid
 import httpx
 
 from bench.common import Figure, bench_env, metered_fixture, serve_process
+from infra import progress
 from infra.devenv import free_port, isolated_settings
 
 __all__ = ["run"]
@@ -66,29 +67,31 @@ async def run(broker: str) -> list[Figure]:
                 lags: list[float] = []
                 floors: list[float] = []
                 expected = 0
-                for n in range(SAMPLES):
-                    expected += n + 1
-                    response = await c.post(
-                        "/v1/usage_records",
-                        json={"subscriptionItem": probe_item, "quantity": n + 1},
-                        headers={"Idempotency-Key": uuid.uuid4().hex},
-                    )
-                    response.raise_for_status()
-                    accepted = time.perf_counter()
-                    while True:
-                        asked = time.perf_counter()
-                        summary = (
-                            await c.get(
-                                "/v1/usage_records/summaries",
-                                params={"subscriptionItem": probe_item},
-                            )
-                        ).json()
-                        floors.append(time.perf_counter() - asked)
-                        if summary["data"][0]["totalUsage"] >= expected:
-                            break
-                        if time.perf_counter() - accepted > 10:
-                            raise RuntimeError("a record did not show up within 10 s")
-                    lags.append(time.perf_counter() - accepted)
+                with progress.bar("  samples") as report:
+                    for n in range(SAMPLES):
+                        expected += n + 1
+                        response = await c.post(
+                            "/v1/usage_records",
+                            json={"subscriptionItem": probe_item, "quantity": n + 1},
+                            headers={"Idempotency-Key": uuid.uuid4().hex},
+                        )
+                        response.raise_for_status()
+                        accepted = time.perf_counter()
+                        while True:
+                            asked = time.perf_counter()
+                            summary = (
+                                await c.get(
+                                    "/v1/usage_records/summaries",
+                                    params={"subscriptionItem": probe_item},
+                                )
+                            ).json()
+                            floors.append(time.perf_counter() - asked)
+                            if summary["data"][0]["totalUsage"] >= expected:
+                                break
+                            if time.perf_counter() - accepted > 10:
+                                raise RuntimeError("a record did not show up within 10 s")
+                        lags.append(time.perf_counter() - accepted)
+                        report(n + 1, SAMPLES)
                 stop.set()
                 background_records = 0
                 with contextlib.suppress(httpx.HTTPError):

@@ -34,6 +34,7 @@ from bench.common import Figure, bench_env, metered_fixture, serve_process
 from domain.accounts import Tenant
 from domain.ratelimit import RateLimiter
 from domain.ratelimit.rules import Limit, lease_size
+from infra import progress
 from infra.db import create_pool
 from infra.devenv import free_port, isolated_settings
 from infra.scriptpipe import ScriptPipe
@@ -51,7 +52,8 @@ DURATION_S = 5.0
 WARMUP_S = 1.5
 
 
-async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+async def _load(spec: dict[str, Any], what: str) -> dict[str, Any]:
+    """One load run of the generator process; a bar fills over its length on a terminal."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -59,7 +61,8 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
         orjson.dumps(spec).decode(),
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await proc.communicate()
+    async with progress.timed(f"  load: {what}", spec["warmup_s"] + spec["duration_s"]):
+        out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode})")
     result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
@@ -176,8 +179,9 @@ async def run(broker: str) -> list[Figure]:
             async with serve_process(
                 ["-m", "bench._ingest_echo", str(echo_port)], env, echo_port, "/"
             ) as _echo:
-                echo = await _load(_spec(echo_port, "/v1/usage_records", single, key))
-                _ok(echo, "bare ASGI echo, closed loop")
+                what = "bare ASGI echo, closed loop"
+                echo = await _load(_spec(echo_port, "/v1/usage_records", single, key), what)
+                _ok(echo, what)
             # The fixed-rate run comes before the saturating ones, whose aftermath (a few
             # seconds of catching up in the broker, Redis and the collector) is not the
             # steady state at 5,000/s that the latency target is about.
@@ -191,7 +195,7 @@ async def run(broker: str) -> list[Figure]:
                 prefix=f"o{run_id}",
             )
             cpu_before = api.cpu_s()
-            fixed = await _load(spec)
+            fixed = await _load(spec, f"single record, open loop at {RATE:,}/s")
             # Sent at a fixed rate over warm-up and measurement alike: CPU per request is
             # far steadier than throughput on a machine shared with the load generator.
             cpu_per_request_us = (
@@ -200,7 +204,8 @@ async def run(broker: str) -> list[Figure]:
             _ok(fixed, f"single record, open loop at {RATE:,}/s")
             cpu_before = api.cpu_s()
             closed = await _load(
-                _spec(api_port, "/v1/usage_records", single, key, prefix=f"c{run_id}")
+                _spec(api_port, "/v1/usage_records", single, key, prefix=f"c{run_id}"),
+                "single record, closed loop",
             )
             # Warm-up included, at about the measured rate.
             saturated_cpu_us = (
@@ -215,7 +220,8 @@ async def run(broker: str) -> list[Figure]:
                     key,
                     connections=WIDE_CONNECTIONS,
                     prefix=f"w{run_id}",
-                )
+                ),
+                f"single record, closed loop, {WIDE_CONNECTIONS} connections",
             )
             _ok(wide, f"single record, closed loop, {WIDE_CONNECTIONS} connections")
             batches = await _load(
@@ -226,7 +232,8 @@ async def run(broker: str) -> list[Figure]:
                     key,
                     connections=BATCH_CONNECTIONS,
                     prefix=f"b{run_id}",
-                )
+                ),
+                f"batches of {BATCH_SIZE}, closed loop",
             )
             _ok(batches, f"batches of {BATCH_SIZE}, closed loop")
         sync_ns, per_request_us, per_lease_us = await _limiter_cost(settings)

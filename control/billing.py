@@ -65,21 +65,15 @@ async def list_invoices(
 ) -> Json:
     """Newest first; filters combine (``subscription``, ``customer``, ``status``)."""
     t, s = tenant(request), services(request)
-    where, args = store.invoice_filter(subscription, customer, status)
-    listing = await page(
+    listing = await store.invoice_page(
         s.pool,
-        table="invoices",
-        t=t,
+        t,
         limit=limit,
         starting_after=starting_after,
-        url="/v1/invoices",
-        render=lambda r: {"id": r["id"]},
-        where=where,
-        args=args,
-        select="t.id, t.created",
+        subscription=subscription,
+        customer=customer,
+        status=status,
     )
-    rendered = await store.load_invoices(s.pool, [r["id"] for r in listing["data"]])
-    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
 

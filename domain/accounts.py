@@ -47,6 +47,7 @@ __all__ = [
     "KeyAuthenticator",
     "NewKey",
     "Tenant",
+    "check_account",
     "create_account",
     "create_key",
     "find_key",
@@ -418,10 +419,15 @@ async def create_key(
         )
 
 
-async def list_keys(db: Db, account_id: str) -> list[ApiKey]:
-    """Every key of the account, both modes, newest first (revoked and expired included)."""
+async def check_account(db: Db, account_id: str) -> None:
+    """Raises NotFound (naming it, as a key would be shown) unless the account exists."""
     if await db.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id) is None:
         raise NotFound(f"no such account: '{shown(account_id)}'", param="account")
+
+
+async def list_keys(db: Db, account_id: str) -> list[ApiKey]:
+    """Every key of the account, both modes, newest first (revoked and expired included)."""
+    await check_account(db, account_id)
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created DESC, id DESC",
         account_id,

@@ -7,20 +7,49 @@ change times and each segment is billed at its own price from the period's usage
 falls in, so usage before the change is billed at the old price and after at the new.
 The map is complete for a window until the window is closed and purged, and the invoicer
 measures segments before closing (draft) and while closing (finalize), never after.
+
+The same sources answer what an item used: ``period_usage`` lists its periods as the usage
+summaries do (one billable quantity per period, the running one included), and
+``span_levels`` reads a period's map cut into equal spans (``domain.store.invoices.
+usage_slices``) as its aggregation does, for a chart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from domain.fold import WindowState, billable_quantity, window_state
 
-__all__ = ["Ask", "PriceChange", "Segment", "measure", "price_at", "price_segments"]
+__all__ = [
+    "Ask",
+    "PeriodUsage",
+    "PriceChange",
+    "Segment",
+    "Span",
+    "measure",
+    "period_usage",
+    "price_at",
+    "price_segments",
+    "span_levels",
+]
+
+
+class Span(Protocol):
+    """One equal time span of a usage map (``domain.store.invoices.UsageSlice``)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def max(self) -> int: ...
+    @property
+    def last(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +191,73 @@ async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[in
         else:
             out[i] = int(seg["total"])
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodUsage:
+    """One period of an item: its billable quantity so far and the invoice that billed it."""
+
+    start: int
+    end: int
+    total: int
+    invoice: str | None
+    current: bool  # the subscription's running period
+    last_at: int | None  # the latest timestamp of its usage
+
+
+def period_usage(
+    aggregate: str | None,
+    windows: Sequence[Mapping[str, Any]],
+    current: tuple[int, int] | None,
+    invoices: Mapping[int, str],
+) -> list[PeriodUsage]:
+    """An item's periods, newest first: every usage window (rows of ``usage_windows``), and
+    the running period ``current`` (start, end) even before it has usage (None once the
+    subscription is canceled). ``invoices`` maps a period start to the invoice that billed
+    it, for windows not closed by one. ``last_ever`` carries the latest earlier quantity
+    into periods without usage of their own."""
+    periods: dict[int, tuple[int, WindowState | None, str | None]] = {
+        w["period_start"]: (w["period_end"], window_state(w), w["invoice_id"]) for w in windows
+    }
+    if current is not None and current[0] not in periods:
+        periods[current[0]] = (current[1], None, None)
+    out: list[PeriodUsage] = []
+    carry = 0
+    for start in sorted(periods):
+        end, state, invoice_id = periods[start]
+        total = billable_quantity(aggregate, state, carry)
+        if state is not None and state.last_ts is not None:
+            carry = state.last_quantity
+        is_current = current is not None and start == current[0]
+        out.append(
+            PeriodUsage(
+                start,
+                end,
+                total,
+                invoice_id or invoices.get(start),
+                is_current,
+                None if state is None else state.last_ts,
+            )
+        )
+    out.reverse()
+    return out
+
+
+def span_levels(aggregate: str | None, spans: Sequence[Span], count: int) -> list[int]:
+    """One value per span, ``count`` spans, as the aggregation reads the map: usage added in
+    each span for ``sum``; the largest quantity reported in it for ``max``; for
+    ``last_during_period`` and ``last_ever`` the level in effect at the span's end (the
+    last quantity reported so far in the period, 0 before the first)."""
+    by_index = {s.index: s for s in spans}
+    levels: list[int] = []
+    level = 0
+    for i in range(count):
+        span = by_index.get(i)
+        if aggregate in ("last_during_period", "last_ever"):
+            level = span.last if span is not None else level
+            levels.append(level)
+        elif aggregate == "max":
+            levels.append(span.max if span is not None else 0)
+        else:
+            levels.append(span.total if span is not None else 0)
+    return levels

@@ -2,8 +2,9 @@
 summaries, the Dashboard's subscription page) and how that quantity grew over the current
 period (the Dashboard's chart). Read only; the windows and points are the aggregator's.
 
-The chart's series is built from the period's usage map cut into equal time slices, so
-its size does not depend on traffic, and it ends at the same billable quantity the
+The summaries follow ``domain.metering.period_usage`` (the CLI's ``vinr usage`` reads the
+same). The chart's series is built from the period's usage map cut into equal time slices,
+so its size does not depend on traffic, and it ends at the same billable quantity the
 summary reports: both follow ``domain.fold``.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.accounts import Tenant
-from domain.fold import WindowState, billable_quantity, window_state
+from domain.fold import WindowState, billable_quantity
 from domain.store import invoices as store
 from domain.store.invoices import Db, UsageSlice
 from domain.store.owned import found
@@ -35,33 +36,18 @@ async def summaries(db: Db, t: Tenant, item_id: str) -> list[dict[str, Any]]:
         ident=item_id,
         param="subscriptionItem",
     )
-    windows = await store.item_windows(db, item["pk"])
-    periods: dict[int, tuple[int, WindowState | None, str | None]] = {}
-    for w in windows:
-        periods[w["period_start"]] = (w["period_end"], window_state(w), w["invoice_id"])
-    if item["status"] != "canceled" and item["current_period_start"] not in periods:
-        periods[item["current_period_start"]] = (item["current_period_end"], None, None)
-    invoices = await store.subscription_invoices_by_period(db, item["pk"])
-    data: list[dict[str, Any]] = []
-    carry = 0
-    for start in sorted(periods):
-        end, state, invoice_id = periods[start]
-        total = billable_quantity(item["aggregate_usage"], state, carry)
-        if state is not None and state.last_ts is not None:
-            carry = state.last_quantity
-        data.append(
-            {
-                "id": derived_id("sis", str(item["pk"]), str(start)),
-                "object": "usage_record_summary",
-                "livemode": t.livemode,
-                "subscriptionItem": item["id"],
-                "totalUsage": total,
-                "period": {"start": start, "end": end},
-                "invoice": invoice_id or invoices.get(start),
-            }
-        )
-    data.reverse()
-    return data
+    return [
+        {
+            "id": derived_id("sis", str(item["pk"]), str(p.start)),
+            "object": "usage_record_summary",
+            "livemode": t.livemode,
+            "subscriptionItem": item["id"],
+            "totalUsage": p.total,
+            "period": {"start": p.start, "end": p.end},
+            "invoice": p.invoice,
+        }
+        for p in await store.usage_periods(db, item)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -10,9 +11,19 @@ import asyncpg
 import orjson
 
 from infra.errors import DependencyUnavailable
+from infra.progress import Report, ignore
 from infra.settings import Settings
 
-__all__ = ["apply_migrations", "create_pool", "ensure_database", "migration_files"]
+__all__ = [
+    "MigrationStatus",
+    "admin_dsn",
+    "apply_migrations",
+    "create_pool",
+    "ensure_database",
+    "migration_files",
+    "migration_status",
+    "server_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +59,21 @@ async def create_pool(settings: Settings, *, min_size: int = 2, max_size: int = 
     return pool
 
 
-async def ensure_database(dsn: str) -> bool:
-    """Create the DSN's database when missing (connecting to ``postgres``); True if created."""
+def admin_dsn(dsn: str) -> tuple[str, str] | None:
+    """(the DSN of the server's ``postgres`` database, the DSN's own database name); None
+    when the DSN names no database."""
     target = dsn.rsplit("/", 1)
     if len(target) != 2 or not target[1]:
+        return None
+    return f"{target[0]}/postgres", target[1].split("?", 1)[0]
+
+
+async def ensure_database(dsn: str) -> bool:
+    """Create the DSN's database when missing (connecting to ``postgres``); True if created."""
+    split = admin_dsn(dsn)
+    if split is None:
         return False
-    name = target[1].split("?", 1)[0]
-    admin = f"{target[0]}/postgres"
+    admin, name = split
     conn = await asyncpg.connect(admin)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -75,8 +94,47 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def apply_migrations(conn: asyncpg.Connection[Any]) -> list[str]:
-    """Apply the migrations not yet recorded; idempotent and safe to run concurrently."""
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """The database's schema against the migration files of this version of vinr."""
+
+    applied: tuple[str, ...]  # recorded in the database and known here, in order
+    pending: tuple[str, ...]  # files not yet applied, in the order ``vinr migrate`` runs them
+    unknown: tuple[str, ...]  # recorded in the database, no file here: a newer vinr's
+
+    @property
+    def current(self) -> bool:
+        return not self.pending and not self.unknown
+
+
+async def migration_status(conn: asyncpg.Connection[Any]) -> MigrationStatus:
+    """Which migrations the database has, lacks, and has that no file here knows."""
+    recorded: dict[int, str] = {}
+    if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        recorded = {
+            r["version"]: r["name"]
+            for r in await conn.fetch("SELECT version, name FROM schema_migrations")
+        }
+    files = migration_files()
+    known = {version for version, _, _ in files}
+    return MigrationStatus(
+        applied=tuple(name for version, name, _ in files if version in recorded),
+        pending=tuple(name for version, name, _ in files if version not in recorded),
+        unknown=tuple(recorded[v] for v in sorted(recorded) if v not in known),
+    )
+
+
+async def server_version(conn: asyncpg.Connection[Any]) -> tuple[int, str]:
+    """The server's version as a number (150020 for 15.20) and as it names itself."""
+    number = int(await conn.fetchval("SELECT current_setting('server_version_num')"))
+    return number, str(await conn.fetchval("SELECT current_setting('server_version')"))
+
+
+async def apply_migrations(conn: asyncpg.Connection[Any], progress: Report = ignore) -> list[str]:
+    """Apply the migrations not yet recorded; idempotent and safe to run concurrently.
+
+    ``progress`` hears (applied so far, pending in all) after each one.
+    """
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
@@ -86,9 +144,9 @@ async def apply_migrations(conn: asyncpg.Connection[Any]) -> list[str]:
             " DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in migration_files():
-            if version in done:
-                continue
+        pending = [m for m in migration_files() if m[0] not in done]
+        progress(0, len(pending))
+        for version, name, sql in pending:
             async with conn.transaction():
                 await conn.execute(sql)
                 await conn.execute(
@@ -96,6 +154,7 @@ async def apply_migrations(conn: asyncpg.Connection[Any]) -> list[str]:
                 )
             log.info("applied migration %s", name)
             applied.append(name)
+            progress(len(applied), len(pending))
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied

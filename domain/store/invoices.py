@@ -16,19 +16,24 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from domain.accounts import Tenant
+from domain.metering import PeriodUsage, period_usage
 from domain.objects import render_invoice
+from domain.store.owned import page
 
 __all__ = [
     "Db",
     "UsageSlice",
     "charge_filter",
     "invoice_filter",
+    "invoice_page",
     "item_windows",
     "load_invoice",
     "load_invoices",
     "owned_invoice",
     "subscription_invoices_by_period",
     "usage_item",
+    "usage_item_scopes",
+    "usage_periods",
     "usage_slices",
 ]
 
@@ -102,6 +107,36 @@ def invoice_filter(
     return where, args
 
 
+async def invoice_page(
+    pool: asyncpg.Pool,
+    t: Tenant,
+    *,
+    limit: int,
+    starting_after: str | None = None,
+    subscription: str | None = None,
+    customer: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """One list page of the tenant's invoices, newest first, each rendered with its lines;
+    the filters combine."""
+    where, args = invoice_filter(subscription, customer, status)
+    listing = await page(
+        pool,
+        table="invoices",
+        t=t,
+        limit=limit,
+        starting_after=starting_after,
+        url="/v1/invoices",
+        render=lambda r: {"id": r["id"]},
+        where=where,
+        args=args,
+        select="t.id, t.created",
+    )
+    rendered = await load_invoices(pool, [r["id"] for r in listing["data"]])
+    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
+    return listing
+
+
 def charge_filter(invoice: str | None) -> tuple[str, list[Any]]:
     """The charge list's ``where`` and its arguments (after account and mode)."""
     return ("", []) if invoice is None else (" AND t.invoice_id = $3", [invoice])
@@ -111,8 +146,9 @@ async def usage_item(db: Db, t: Tenant, item_id: str) -> asyncpg.Record | None:
     """The tenant's subscription item with what its usage summaries need: its price's
     aggregation and its subscription's current period and status."""
     row: asyncpg.Record | None = await db.fetchrow(
-        "SELECT si.pk, si.id, p.aggregate_usage, p.usage_type, s.current_period_start,"
-        " s.current_period_end, s.status, s.ended_at FROM subscription_items si"
+        "SELECT si.pk, si.id, si.subscription_id, si.price_id, p.aggregate_usage, p.usage_type,"
+        " s.current_period_start, s.current_period_end, s.status, s.ended_at"
+        " FROM subscription_items si"
         " JOIN prices p ON p.id = si.price_id JOIN subscriptions s ON s.id = si.subscription_id"
         " WHERE si.account_id = $1 AND si.livemode = $2 AND si.id = $3",
         t.account_id,
@@ -120,6 +156,32 @@ async def usage_item(db: Db, t: Tenant, item_id: str) -> asyncpg.Record | None:
         item_id,
     )
     return row
+
+
+async def usage_item_scopes(db: Db, item_id: str, account_id: str | None = None) -> list[Tenant]:
+    """Every account and mode holding a subscription item of this id (of ``account_id``
+    only, if given): item ids are unique within an account and mode, and a caller may name
+    its own. For operators, who act across accounts."""
+    rows = await db.fetch(
+        "SELECT account_id, livemode FROM subscription_items WHERE id = $1"
+        " AND ($2::text IS NULL OR account_id = $2) ORDER BY account_id, livemode",
+        item_id,
+        account_id,
+    )
+    return [Tenant(r["account_id"], r["livemode"]) for r in rows]
+
+
+async def usage_periods(db: Db, item: asyncpg.Record) -> list[PeriodUsage]:
+    """The item's usage per period, newest first, as the usage summaries answer it; ``item``
+    as ``usage_item`` finds it."""
+    windows = await item_windows(db, item["pk"])
+    invoices = await subscription_invoices_by_period(db, item["pk"])
+    running = (
+        None
+        if item["status"] == "canceled"
+        else (item["current_period_start"], item["current_period_end"])
+    )
+    return period_usage(item["aggregate_usage"], windows, running, invoices)
 
 
 async def item_windows(db: Db, item_pk: int) -> list[asyncpg.Record]:
@@ -156,19 +218,25 @@ class UsageSlice:
     last: int
 
 
-async def usage_slices(db: Db, item_pk: int, start: int, end: int, count: int) -> list[UsageSlice]:
+async def usage_slices(
+    db: Db, item_pk: int, start: int, end: int, count: int, *, upto: int | None = None
+) -> list[UsageSlice]:
     """The item's usage map over ``[start, end)`` cut into ``count`` equal slices, oldest
-    first; slices without usage are absent. One row per slice, however many points."""
+    first; slices without usage are absent. One row per slice, however many points.
+    ``upto`` leaves out points from then on (a chart that ends before its last slice does)."""
+    if count < 1 or end <= start:
+        raise ValueError("a usage map is cut into at least one slice of a non-empty span")
     rows = await db.fetch(
         "SELECT least((p.ts - $2) * $4 / ($3 - $2), $4 - 1) AS slice, sum(p.quantity) AS total,"
         " max(p.quantity) AS max, max(p.ts) AS last_ts,"
         " (array_agg(p.quantity ORDER BY p.ts DESC))[1] AS last"
-        " FROM usage_points p WHERE p.item_pk = $1 AND p.ts >= $2 AND p.ts < $3"
+        " FROM usage_points p WHERE p.item_pk = $1 AND p.ts >= $2 AND p.ts < $5"
         " GROUP BY 1 ORDER BY 1",
         item_pk,
         start,
         end,
         count,
+        end if upto is None else min(end, upto),
     )
     return [
         UsageSlice(int(r["slice"]), int(r["total"]), int(r["max"]), r["last_ts"], int(r["last"]))
