@@ -38,7 +38,7 @@ from domain.periods import period_at
 from domain.prorations import Holding, queue_prorations
 from domain.store import catalog, customers
 from domain.store import subscriptions as store
-from domain.store.owned import found, page
+from domain.store.owned import found
 from infra.errors import Conflict, InvalidRequest
 from infra.ids import new_id
 
@@ -208,21 +208,9 @@ async def list_subscriptions(
     customer: str | None = None,
 ) -> Json:
     t, s = tenant(request), services(request)
-    where, args = store.subscription_filter(customer)
-    listing = await page(
-        s.pool,
-        table="subscriptions",
-        t=t,
-        limit=limit,
-        starting_after=starting_after,
-        url="/v1/subscriptions",
-        render=lambda r: {"id": r["id"]},
-        where=where,
-        args=args,
-        select="t.id, t.created",
+    listing = await store.subscription_page(
+        s.pool, t, limit=limit, starting_after=starting_after, customer=customer
     )
-    rendered = await store.load_subscriptions(s.pool, [r["id"] for r in listing["data"]])
-    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
     return Json(listing)
 
 

@@ -100,24 +100,14 @@ async def customers(req: Req) -> Answer:
 
 
 async def _subscription_page(req: Req, customer: str | None) -> dict[str, Any]:
-    where, args = subscription_store.subscription_filter(customer)
-    listing = await page(
+    return await subscription_store.subscription_page(
         req.services.pool,
-        table="subscriptions",
-        t=req.t,
+        req.t,
         limit=PAGE_SIZE,
         starting_after=_after(req),
+        customer=customer,
         url="/dashboard/subscriptions",
-        render=lambda r: {"id": r["id"]},
-        where=where,
-        args=args,
-        select="t.id, t.created",
     )
-    rendered = await subscription_store.load_subscriptions(
-        req.services.pool, [r["id"] for r in listing["data"]]
-    )
-    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
-    return listing
 
 
 async def subscriptions(req: Req) -> Answer:
@@ -165,21 +155,10 @@ async def _live(req: Req, sub_id: str) -> dict[str, Any]:
                 series, days=(day(start), day(start + (end - start) // 2), day(end))
             )
         items.append(entry)
-    where, args = invoice_store.invoice_filter(sub_id, None, None)
-    listing = await page(
-        pool,
-        table="invoices",
-        t=t,
-        limit=_SUBSCRIPTION_INVOICES,
-        starting_after=None,
-        url="/dashboard/invoices",
-        render=lambda r: {"id": r["id"]},
-        where=where,
-        args=args,
-        select="t.id, t.created",
+    listing = await invoice_store.invoice_page(
+        pool, t, limit=_SUBSCRIPTION_INVOICES, subscription=sub_id, url="/dashboard/invoices"
     )
-    loaded = await invoice_store.load_invoices(pool, [r["id"] for r in listing["data"]])
-    invoices = [loaded[r["id"]] for r in listing["data"]]
+    invoices = listing["data"]
     charges = {inv["id"]: await _charges(req, inv["id"]) for inv in invoices}
     return {
         "sub": sub,
@@ -211,26 +190,6 @@ async def advance_period(req: Req) -> Answer:
     return Answer.redirect(f"/dashboard/subscriptions/{sub_id}?done=advanced")
 
 
-async def _invoices(req: Req, where: str, args: list[Any], limit: int) -> dict[str, Any]:
-    listing = await page(
-        req.services.pool,
-        table="invoices",
-        t=req.t,
-        limit=limit,
-        starting_after=_after(req),
-        url="/dashboard/invoices",
-        render=lambda r: {"id": r["id"]},
-        where=where,
-        args=args,
-        select="t.id, t.created",
-    )
-    loaded = await invoice_store.load_invoices(
-        req.services.pool, [r["id"] for r in listing["data"]]
-    )
-    listing["data"] = [loaded[r["id"]] for r in listing["data"]]
-    return listing
-
-
 async def _charges(req: Req, invoice_id: str) -> list[dict[str, Any]]:
     where, args = invoice_store.charge_filter(invoice_id)
     listing = await page(
@@ -256,8 +215,15 @@ async def invoices(req: Req) -> Answer:
     customer = req.query.get("customer") or None
     if customer is not None:
         _id(customer, "customer")
-    where, args = invoice_store.invoice_filter(None, customer, status)
-    listing = await _invoices(req, where, args, PAGE_SIZE)
+    listing = await invoice_store.invoice_page(
+        req.services.pool,
+        req.t,
+        limit=PAGE_SIZE,
+        starting_after=_after(req),
+        customer=customer,
+        status=status,
+        url="/dashboard/invoices",
+    )
     return render(
         req,
         "invoices.html",

@@ -116,9 +116,10 @@ async def invoice_page(
     subscription: str | None = None,
     customer: str | None = None,
     status: str | None = None,
+    url: str = "/v1/invoices",
 ) -> dict[str, Any]:
     """One list page of the tenant's invoices, newest first, each rendered with its lines;
-    the filters combine."""
+    the filters combine. ``url``: where the page is listed (the API, the Dashboard)."""
     where, args = invoice_filter(subscription, customer, status)
     listing = await page(
         pool,
@@ -126,7 +127,7 @@ async def invoice_page(
         t=t,
         limit=limit,
         starting_after=starting_after,
-        url="/v1/invoices",
+        url=url,
         render=lambda r: {"id": r["id"]},
         where=where,
         args=args,

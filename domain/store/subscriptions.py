@@ -20,6 +20,7 @@ from domain.clock import now_s
 from domain.itemmeta import Changes
 from domain.objects import render_subscription
 from domain.periods import Period
+from domain.store.owned import page
 
 __all__ = [
     "ITEM_ID_OF_PK",
@@ -42,6 +43,7 @@ __all__ = [
     "record_price_change",
     "set_test_clock",
     "subscription_filter",
+    "subscription_page",
     "update_item",
     "update_settings",
 ]
@@ -107,6 +109,35 @@ def subscription_filter(customer: str | None) -> tuple[str, list[Any]]:
         " AND livemode = $2 AND id = $3)",
         [customer],
     )
+
+
+async def subscription_page(
+    pool: asyncpg.Pool,
+    t: Tenant,
+    *,
+    limit: int,
+    starting_after: str | None = None,
+    customer: str | None = None,
+    url: str = "/v1/subscriptions",
+) -> dict[str, Any]:
+    """One list page of the tenant's subscriptions, newest first, each rendered with its
+    items. ``url``: where the page is listed (the API, the Dashboard)."""
+    where, args = subscription_filter(customer)
+    listing = await page(
+        pool,
+        table="subscriptions",
+        t=t,
+        limit=limit,
+        starting_after=starting_after,
+        url=url,
+        render=lambda r: {"id": r["id"]},
+        where=where,
+        args=args,
+        select="t.id, t.created",
+    )
+    rendered = await load_subscriptions(pool, [r["id"] for r in listing["data"]])
+    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
+    return listing
 
 
 async def insert_subscription(
