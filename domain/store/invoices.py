@@ -18,7 +18,7 @@ import asyncpg
 from domain.accounts import Tenant
 from domain.metering import PeriodUsage, period_usage
 from domain.objects import render_invoice
-from domain.store.owned import page
+from domain.store.owned import loaded_page
 
 __all__ = [
     "Db",
@@ -121,21 +121,17 @@ async def invoice_page(
     """One list page of the tenant's invoices, newest first, each rendered with its lines;
     the filters combine. ``url``: where the page is listed (the API, the Dashboard)."""
     where, args = invoice_filter(subscription, customer, status)
-    listing = await page(
+    return await loaded_page(
         pool,
         table="invoices",
         t=t,
         limit=limit,
         starting_after=starting_after,
         url=url,
-        render=lambda r: {"id": r["id"]},
+        load=load_invoices,
         where=where,
         args=args,
-        select="t.id, t.created",
     )
-    rendered = await load_invoices(pool, [r["id"] for r in listing["data"]])
-    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
-    return listing
 
 
 def charge_filter(invoice: str | None) -> tuple[str, list[Any]]:

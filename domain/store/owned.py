@@ -4,7 +4,7 @@ lists has ``id``, ``account_id``, ``livemode`` and ``created``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -12,7 +12,7 @@ import asyncpg
 from domain.accounts import Tenant
 from infra.errors import InvalidRequest, NotFound
 
-__all__ = ["fetch_or_404", "fetch_owned", "found", "page"]
+__all__ = ["fetch_or_404", "fetch_owned", "found", "loaded_page", "page"]
 
 _T = TypeVar("_T")
 
@@ -92,3 +92,35 @@ async def page(
         "hasMore": len(rows) > limit,
         "data": [render(r) for r in rows[:limit]],
     }
+
+
+async def loaded_page(
+    db: asyncpg.Pool,
+    *,
+    table: str,
+    t: Tenant,
+    limit: int,
+    starting_after: str | None,
+    url: str,
+    load: Callable[[asyncpg.Pool, list[str]], Awaitable[Mapping[str, dict[str, Any]]]],
+    where: str = "",
+    args: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """``page`` of ids, each object then rendered by ``load`` (id → object) in one go: for
+    objects rendered with what hangs below them (an invoice's lines, a subscription's
+    items)."""
+    listing = await page(
+        db,
+        table=table,
+        t=t,
+        limit=limit,
+        starting_after=starting_after,
+        url=url,
+        render=lambda r: {"id": r["id"]},
+        where=where,
+        args=args,
+        select="t.id, t.created",
+    )
+    loaded = await load(db, [r["id"] for r in listing["data"]])
+    listing["data"] = [loaded[r["id"]] for r in listing["data"]]
+    return listing

@@ -20,7 +20,7 @@ from domain.clock import now_s
 from domain.itemmeta import Changes
 from domain.objects import render_subscription
 from domain.periods import Period
-from domain.store.owned import page
+from domain.store.owned import loaded_page
 
 __all__ = [
     "ITEM_ID_OF_PK",
@@ -123,21 +123,17 @@ async def subscription_page(
     """One list page of the tenant's subscriptions, newest first, each rendered with its
     items. ``url``: where the page is listed (the API, the Dashboard)."""
     where, args = subscription_filter(customer)
-    listing = await page(
+    return await loaded_page(
         pool,
         table="subscriptions",
         t=t,
         limit=limit,
         starting_after=starting_after,
         url=url,
-        render=lambda r: {"id": r["id"]},
+        load=load_subscriptions,
         where=where,
         args=args,
-        select="t.id, t.created",
     )
-    rendered = await load_subscriptions(pool, [r["id"] for r in listing["data"]])
-    listing["data"] = [rendered[r["id"]] for r in listing["data"]]
-    return listing
 
 
 async def insert_subscription(
