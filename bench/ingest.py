@@ -32,9 +32,9 @@ from typing import Any
 import orjson
 
 from bench.common import Figure, bench_env, metered_fixture, serve_process
-from domain.accounts import Tenant
 from domain.ratelimit import RateLimiter
 from domain.ratelimit.rules import Limit, lease_size
+from domain.tenant import Tenant
 from infra import progress
 from infra.db import create_pool
 from infra.devenv import free_port, isolated_settings

@@ -25,9 +25,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
-from domain.accounts import Tenant
 from domain.amounts import MAX_DECIMAL_TEXT
 from domain.services import Services
+from domain.tenant import Tenant
 from infra.errors import InvalidRequest
 
 __all__ = [

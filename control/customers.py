@@ -11,12 +11,12 @@ from pydantic import Field
 from control.common import ApiModel, Json, Limit, Metadata, StartingAfter, Text, services, tenant
 from control.routing import api_router
 from control.schemas import Customer, CustomerList, PaymentMethod
-from domain.accounts import Tenant
 from domain.events import emit_event
 from domain.objects import render_customer, render_payment_method
 from domain.payments import known_methods, resolve_test_method
 from domain.store import customers
 from domain.store.owned import fetch_owned, found, page
+from domain.tenant import Tenant
 from infra.errors import Conflict, InvalidRequest
 
 __all__ = ["router"]

@@ -21,7 +21,6 @@ from control.common import (
 from control.routing import api_router, error_responses
 from control.schemas import Subscription, SubscriptionList, TestClock
 from domain import billing
-from domain.accounts import Tenant
 from domain.billing import (
     InvoiceRules,
     collect_invoices,
@@ -39,6 +38,7 @@ from domain.prorations import Holding, queue_prorations
 from domain.store import catalog, customers
 from domain.store import subscriptions as store
 from domain.store.owned import found
+from domain.tenant import Tenant
 from infra.errors import Conflict, InvalidRequest
 from infra.ids import new_id
 

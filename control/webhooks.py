@@ -34,12 +34,12 @@ from control.schemas import (
     WebhookEndpointWithSecret,
 )
 from domain import deliveries
-from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.events import EVENT_TYPES
 from domain.objects import render_event, render_webhook_endpoint
 from domain.store import webhooks as store
 from domain.store.owned import found, page
+from domain.tenant import Tenant
 from domain.webhook_targets import check_static, check_target
 from infra.errors import InvalidRequest, NotFound
 from infra.ids import new_id, new_secret

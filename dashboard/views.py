@@ -13,8 +13,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from dashboard.format import FILTERS
 from dashboard.http import Answer
 from dashboard.sessions import Session
-from domain.accounts import Tenant
 from domain.services import Services
+from domain.tenant import Tenant
 from infra.asgi import Scope
 
 __all__ = ["PAGE_SIZE", "Req", "render"]

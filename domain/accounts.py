@@ -29,6 +29,7 @@ import asyncpg
 
 from domain.clock import now_s
 from domain.permissions import RESTRICTED_DEFAULT
+from domain.tenant import Tenant
 from infra.errors import (
     AuthenticationFailed,
     Conflict,
@@ -46,7 +47,6 @@ __all__ = [
     "ApiKey",
     "KeyAuthenticator",
     "NewKey",
-    "Tenant",
     "check_account",
     "create_account",
     "create_key",
@@ -81,18 +81,6 @@ _COLUMNS = (
     "id, key_hash, account_id, livemode, kind, permissions, name, hint, created,"
     " expires_at, revoked, revoked_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    """Who a request acts for: an account in one mode, through one key."""
-
-    account_id: str
-    livemode: bool
-    key_id: str = ""
-    restricted: bool = False
-    # What a restricted key may do (``domain.permissions``); a secret key may do everything.
-    permissions: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True, slots=True)

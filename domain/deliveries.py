@@ -8,12 +8,12 @@ from typing import Any
 
 import asyncpg
 
-from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.objects import render_delivery
 from domain.store import webhooks as store
 from domain.store.owned import found
 from domain.store.webhooks import Db
+from domain.tenant import Tenant
 from infra.errors import InvalidRequest
 
 __all__ = ["endpoint_deliveries", "event_deliveries", "event_or_404", "resend"]

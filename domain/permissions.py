@@ -35,7 +35,7 @@ _MAX_PATH_SHOWN = 200
 
 
 class Holder(Protocol):
-    """What a request's tenant tells about its key (``domain.accounts.Tenant``)."""
+    """What a request's tenant tells about its key (``domain.tenant.Tenant``)."""
 
     @property
     def restricted(self) -> bool: ...

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from domain.accounts import Tenant
 from domain.fold import WindowState, billable_quantity
 from domain.store import invoices as store
 from domain.store.invoices import Db, UsageSlice
 from domain.store.owned import found
+from domain.tenant import Tenant
 from infra.ids import derived_id
 
 __all__ = ["CHART_SLICES", "Series", "running_quantity", "summaries", "usage_series"]

@@ -16,9 +16,9 @@ import time
 import asyncpg
 from redis.exceptions import RedisError
 
-from domain.accounts import Tenant
 from domain.itemmeta import ItemMeta, load_item_meta
 from domain.services import Services
+from domain.tenant import Tenant
 from infra.errors import DependencyUnavailable, NotFound, refused_value
 from ingest.rules import Calendar, Schedule, calendar
 

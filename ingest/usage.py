@@ -50,7 +50,6 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from domain.accounts import Tenant
 from domain.clock import now_s, subscription_now
 from domain.idempotency import (
     Claim,
@@ -62,6 +61,7 @@ from domain.idempotency import (
 )
 from domain.permissions import check as check_permission
 from domain.services import Services
+from domain.tenant import Tenant
 from domain.wire import Entry, item_key, usage_entry
 from infra.asgi import Receive, Scope, Send, read_body, send_error, send_json
 from infra.errors import DependencyUnavailable, RateLimited, VinrError, refused_value

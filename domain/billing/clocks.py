@@ -9,7 +9,6 @@ from typing import Any
 
 import asyncpg
 
-from domain.accounts import Tenant
 from domain.clock import subscription_now
 from domain.events import emit_event
 from domain.itemmeta import Changes
@@ -17,6 +16,7 @@ from domain.objects import render_test_clock
 from domain.periods import period_containing
 from domain.store import subscriptions as store
 from domain.store.owned import found
+from domain.tenant import Tenant
 from infra.errors import InvalidRequest, NotFound
 from infra.ids import new_id
 

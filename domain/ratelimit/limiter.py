@@ -37,7 +37,6 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from domain.accounts import Tenant
 from domain.ratelimit.rules import (
     Limit,
     LocalBucket,
@@ -49,6 +48,7 @@ from domain.ratelimit.rules import (
 )
 from domain.ratelimit.script import LEASE
 from domain.ratelimit.store import fetch_overrides
+from domain.tenant import Tenant
 from infra.errors import DependencyUnavailable
 from infra.scriptpipe import ScriptPipe
 from infra.settings import Settings

@@ -10,8 +10,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from domain.accounts import Tenant
 from domain.clock import now_s
+from domain.tenant import Tenant
 from infra.ids import new_id
 
 __all__ = [

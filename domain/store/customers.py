@@ -11,9 +11,9 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.payments import TestMethod
+from domain.tenant import Tenant
 from infra.ids import new_id
 
 __all__ = [

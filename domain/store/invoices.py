@@ -15,10 +15,10 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from domain.accounts import Tenant
 from domain.metering import PeriodUsage, period_usage
 from domain.objects import render_invoice
 from domain.store.owned import loaded_page
+from domain.tenant import Tenant
 
 __all__ = [
     "Db",

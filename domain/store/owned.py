@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from domain.accounts import Tenant
+from domain.tenant import Tenant
 from infra.errors import InvalidRequest, NotFound
 
 __all__ = ["fetch_or_404", "fetch_owned", "found", "loaded_page", "page"]

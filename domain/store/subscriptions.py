@@ -15,12 +15,12 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from domain.accounts import Tenant
 from domain.clock import now_s
 from domain.itemmeta import Changes
 from domain.objects import render_subscription
 from domain.periods import Period
 from domain.store.owned import loaded_page
+from domain.tenant import Tenant
 
 __all__ = [
     "ITEM_ID_OF_PK",

@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from domain.accounts import Tenant
+from domain.tenant import Tenant
 
 __all__ = [
     "ENDPOINT_LIST",

@@ -37,9 +37,10 @@ import httpx
 import pytest
 
 from aggregator.worker import Aggregator
-from domain.accounts import Tenant, create_account
+from domain.accounts import create_account
 from domain.deadletters import insert_dead_letters
 from domain.store import webhooks as endpoint_store
+from domain.tenant import Tenant
 from infra.ids import new_id, new_secret
 from invoicer.worker import Invoicer
 from tests.support.api import metered_price, post

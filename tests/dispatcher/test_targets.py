@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from dispatcher.worker import Dispatcher
-from domain.accounts import Tenant, create_account
+from domain.accounts import create_account
 from domain.store import webhooks as endpoints
+from domain.tenant import Tenant
 from infra.asgi import read_body
 from infra.devenv import free_port
 from infra.ids import new_id, new_secret

@@ -14,8 +14,9 @@ import asyncpg
 import pytest
 
 from domain import accounts
-from domain.accounts import KeyAuthenticator, Tenant, create_account, hash_key
+from domain.accounts import KeyAuthenticator, create_account, hash_key
 from domain.permissions import USAGE_RECORDS_WRITE
+from domain.tenant import Tenant
 from infra.db import migration_files
 from infra.devenv import postgres_root
 from infra.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound

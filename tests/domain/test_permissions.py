@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.accounts import Tenant
 from domain.permissions import PERMISSIONS, RESTRICTED_DEFAULT, USAGE_RECORDS_WRITE, check, denial
+from domain.tenant import Tenant
 from infra.errors import PermissionDenied
 
 SECRET = Tenant("acct_1", False, "key_1")

@@ -16,12 +16,13 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from domain.accounts import Tenant, create_account
+from domain.accounts import create_account
 from domain.ratelimit import Limit, Overrides, Plane, PlaneLimiter, RateLimiter
 from domain.ratelimit.limiter import LIMITS_RETRY_S, LIMITS_TTL_S, UNCHECKED_S
 from domain.ratelimit.rules import LEASE_TTL_S, lease_size
 from domain.ratelimit.script import LEASE
 from domain.ratelimit.store import fetch_overrides, set_overrides
+from domain.tenant import Tenant
 from infra.devenv import free_port
 from infra.errors import DependencyUnavailable, RateLimited
 from infra.scriptpipe import ScriptPipe

@@ -9,10 +9,11 @@ import uuid
 import asyncpg
 import pytest
 
-from domain.accounts import Tenant, create_account
+from domain.accounts import create_account
 from domain.payments import resolve_test_method
 from domain.pricing import parse_price_terms, terms_to_json
 from domain.store import catalog, customers
+from domain.tenant import Tenant
 from tests.support.sqlscan import ROOT, modules, sql_tables
 
 ROLES = ("ingest", "control", "dashboard", "aggregator", "invoicer", "dispatcher")

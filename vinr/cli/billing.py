@@ -12,10 +12,10 @@ from typing import Any
 import asyncpg
 
 from domain import accounts
-from domain.accounts import Tenant
 from domain.currencies import format_amount
 from domain.metering import PeriodUsage, span_levels
 from domain.store import invoices as store
+from domain.tenant import Tenant
 from infra.db import create_pool
 from infra.errors import InvalidRequest, NotFound
 from infra.settings import Settings
