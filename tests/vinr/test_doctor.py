@@ -1,12 +1,14 @@
 """``vinr doctor`` against real services: each dependency reachable, then each one made
 unreachable (its URL pointed at a closed loopback port: the shared services keep running),
-a database that was never migrated, and a database that does not exist yet."""
+a Redis server of the test's own stopped and started again with the fix doctor prints, a
+database that was never migrated, and a database that does not exist yet."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -107,6 +109,41 @@ async def test_redis_unreachable(settings: Settings, topic: None) -> None:
     assert "VINR_REDIS_URL" in fix
     assert [name for name, (ok, _, _) in found.items() if not ok] == ["Redis"]
     assert "s3cret-redis" not in done.stdout + done.stderr
+
+
+def test_a_redis_that_stops_and_is_started_again_by_the_fix(
+    settings: Settings, topic: None
+) -> None:
+    """A Redis server of this test's own (the shared one keeps serving the suite): doctor
+    passes while it runs, fails once it is shut down, and the command it prints as the fix
+    brings it back."""
+    port = free_port()
+    env = devenv.role_env(
+        settings, VINR_LOG_LEVEL="WARNING", VINR_REDIS_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    cli = ["redis-cli", "-p", str(port)]
+    server = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if subprocess.run([*cli, "ping"], capture_output=True).stdout.strip() == b"PONG":
+                break
+            time.sleep(0.05)
+        assert checks(_doctor(env))["Redis"][0]
+        subprocess.run([*cli, "shutdown", "nosave"], capture_output=True)
+        server.wait(timeout=10)
+        ok, _, fix = checks(_doctor(env))["Redis"]
+        assert not ok and fix is not None
+        command = fix.removeprefix("start Redis: ").split(";")[0]
+        assert command.startswith("redis-server --daemonize yes"), fix
+        subprocess.run(command, shell=True, check=True, timeout=30)
+        assert checks(_doctor(env))["Redis"][0]
+    finally:
+        subprocess.run([*cli, "shutdown", "nosave"], capture_output=True)
+        if server.poll() is None:
+            server.kill()
 
 
 async def test_postgres_unreachable(settings: Settings, topic: None) -> None:
