@@ -228,6 +228,10 @@ class M:
     db_pools = PoolMetrics()
     ingest_rejected = Counter("vinr_ingest_rejected_total", "Rejected usage requests", ["reason"])
     ingest_inflight = Gauge("vinr_ingest_inflight", "Usage requests in flight")
+    ingest_inflight_limit = Gauge(
+        "vinr_ingest_inflight_limit",
+        "Usage requests a process holds at once before answering 429 (max_inflight_requests)",
+    )
 
     rate_limited = Counter(
         "vinr_rate_limited_total", "Requests refused by their key's rate limit", ["plane"]

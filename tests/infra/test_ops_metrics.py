@@ -1,5 +1,6 @@
-"""The gauges and counters the alert rules in deploy/prometheus read, against real Postgres:
-pool saturation, the webhook queue's age, the invoicer's last pass and missed watermarks."""
+"""The gauges and counters that deploy/prometheus's alerts and the saturation panels read,
+against real services: pool use, the in-flight cap, the webhook queue's age, the
+invoicer's last pass and missed watermarks."""
 
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ async def test_pool_gauges_count_acquired_connections_of_open_pools(
         await own.close()
     assert sample("vinr_db_pool_connections_max") == size_max
     assert sample("vinr_db_pool_connections_in_use") == in_use
+
+
+async def test_the_in_flight_cap_is_exported_beside_the_count(
+    api: str, settings: Settings
+) -> None:
+    assert sample("vinr_ingest_inflight_limit") == settings.max_inflight_requests
+    assert 0 <= sample("vinr_ingest_inflight") <= settings.max_inflight_requests
 
 
 async def test_a_watermark_wait_that_times_out_is_counted(
