@@ -48,9 +48,7 @@ async def test_pool_gauges_count_acquired_connections_of_open_pools(
     assert sample("vinr_db_pool_connections_in_use") == in_use
 
 
-async def test_the_in_flight_cap_is_exported_beside_the_count(
-    api: str, settings: Settings
-) -> None:
+async def test_the_in_flight_cap_is_exported_beside_the_count(api: str, settings: Settings) -> None:
     assert sample("vinr_ingest_inflight_limit") == settings.max_inflight_requests
     assert 0 <= sample("vinr_ingest_inflight") <= settings.max_inflight_requests
 
