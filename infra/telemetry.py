@@ -233,6 +233,12 @@ class M:
         "Usage requests a process holds at once before answering 429 (max_inflight_requests)",
     )
 
+    api_responses = Counter(
+        "vinr_api_responses_total",
+        "Responses of the control plane and the Dashboard (usage: vinr_ingest_requests_total)",
+        ["plane", "status"],
+    )
+
     rate_limited = Counter(
         "vinr_rate_limited_total", "Requests refused by their key's rate limit", ["plane"]
     )

@@ -53,6 +53,26 @@ async def test_the_in_flight_cap_is_exported_beside_the_count(api: str, settings
     assert 0 <= sample("vinr_ingest_inflight") <= settings.max_inflight_requests
 
 
+def responses(plane: str, status: str) -> float:
+    labels = {"plane": plane, "status": status}
+    return REGISTRY.get_sample_value("vinr_api_responses_total", labels) or 0.0
+
+
+async def test_control_plane_and_dashboard_responses_are_counted_by_status(
+    client: httpx.AsyncClient,
+) -> None:
+    before = {
+        key: responses(*key)
+        for key in (("control", "200"), ("control", "404"), ("dashboard", "200"))
+    }
+    assert (await client.get("/v1/customers")).status_code == 200
+    assert (await client.get("/v1/customers/cus_missing")).status_code == 404
+    assert (await client.get("/dashboard/login")).status_code == 200
+    assert responses("control", "200") == before["control", "200"] + 1
+    assert responses("control", "404") == before["control", "404"] + 1
+    assert responses("dashboard", "200") == before["dashboard", "200"] + 1
+
+
 async def test_a_watermark_wait_that_times_out_is_counted(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
