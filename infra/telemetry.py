@@ -193,15 +193,16 @@ class PoolMetrics:
 
     A pool exhausts silently (requests queue for a connection, then time out), so the
     saturation alert needs both figures: ``vinr_db_pool_connections_in_use`` and
-    ``vinr_db_pool_connections_max``, summed over the process's open pools. A pool is
-    forgotten at the first scrape after it closes (asyncpg's pools take no weak reference).
+    ``vinr_db_pool_connections_max``, summed over the process's open pools. A closed pool
+    is forgotten at the next scrape or pool creation (asyncpg's pools take no weak
+    reference).
     """
 
     def __init__(self) -> None:
         self._pools: list[_Pool] = []
 
     def track(self, pool: _Pool) -> None:
-        self._pools.append(pool)
+        self._pools = [p for p in self._pools if not p.is_closing()] + [pool]
 
     def collect(self) -> Iterator[Metric]:
         in_use = size_max = 0
