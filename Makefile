@@ -19,7 +19,23 @@ $(STAMP): pyproject.toml $(SDK_PY)/pyproject.toml
 $(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 
-install: $(STAMP) $(TS)/node_modules/.package-lock.json
+# promtool checks and unit-tests the alert rules (tests/deploy): the one on PATH, else the
+# one in Debian's prometheus package, unpacked rather than installed (installing would
+# start a Prometheus service).
+PROMTOOL := $(VENV)/tools/promtool
+
+$(PROMTOOL): | $(STAMP)
+	mkdir -p $(VENV)/tools
+	@if command -v promtool >/dev/null 2>&1; then ln -sf "$$(command -v promtool)" $@; else \
+	  echo "unpacking promtool from Debian's prometheus package"; \
+	  tmp=$$(mktemp -d) && cd $$tmp && \
+	  { apt-get download -qq prometheus 2>/dev/null || \
+	    { $$( [ "$$(id -u)" -eq 0 ] || echo sudo ) apt-get update -qq && apt-get download -qq prometheus; }; } && \
+	  dpkg -x prometheus_*.deb root && cp root/usr/bin/promtool $(CURDIR)/$@ && \
+	  cd $(CURDIR) && rm -rf $$tmp; fi
+	$@ --version | head -1
+
+install: $(STAMP) $(TS)/node_modules/.package-lock.json $(PROMTOOL)
 
 # The browser tests drive Debian's chromium (never a browser build of Playwright's own).
 CHROMIUM := /usr/bin/chromium

@@ -147,9 +147,10 @@ class Dispatcher(PollingService):
                     row["id"],
                     result,
                 )
-        counts = await store.gauges(pool)
+        counts = await store.gauges(pool, self._now())
         M.webhook_pending.set(counts["pending"])
         M.webhook_failing.set(counts["failing"])
+        M.webhook_oldest_due.set(counts["oldest_due_s"])
         return len(rows)
 
     async def _post(

@@ -131,7 +131,8 @@ class Watermark:
         return await progress(self._pool, s.consumer_group, s.usage_topic, ends)
 
     async def wait(self, ends: dict[int, int], timeout_s: float) -> bool:
-        """True once stored offsets reach ``ends``; False after ``timeout_s``."""
+        """True once stored offsets reach ``ends``; False after ``timeout_s``, counted by
+        ``vinr_invoicer_watermark_missed_total`` (invoicing waits for the next pass)."""
         started = time.monotonic()
         s = self._settings
         try:
@@ -139,6 +140,7 @@ class Watermark:
                 if await caught_up(self._pool, s.consumer_group, s.usage_topic, ends):
                     return True
                 if time.monotonic() - started > timeout_s:
+                    M.watermark_missed.inc()
                     return False
                 await asyncio.sleep(0.02)
         finally:

@@ -13,6 +13,7 @@ import orjson
 from infra.errors import DependencyUnavailable
 from infra.progress import Report, ignore
 from infra.settings import Settings
+from infra.telemetry import M
 
 __all__ = [
     "MigrationStatus",
@@ -41,7 +42,8 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
 
 
 async def create_pool(settings: Settings, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections decode json/jsonb with orjson.
+    """A pool whose connections decode json/jsonb with orjson, counted by the
+    ``vinr_db_pool_connections_*`` gauges.
 
     Raises:
         DependencyUnavailable: Postgres does not answer.
@@ -56,6 +58,7 @@ async def create_pool(settings: Settings, *, min_size: int = 2, max_size: int = 
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable("postgres", str(exc)) from exc
+    M.db_pools.track(pool)
     return pool
 
 

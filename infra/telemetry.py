@@ -18,13 +18,18 @@ import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
-__all__ = ["M", "UsageMetrics", "redact", "setup_logging"]
+__all__ = ["M", "PoolMetrics", "UsageMetrics", "redact", "setup_logging"]
 
 # What is masked in every log line: API keys (secret ``sk_…`` and restricted ``rk_…``, both
 # modes), webhook signing secrets (``whsec_…``), the password of any URL
@@ -176,12 +181,64 @@ class UsageMetrics:
         yield latency
 
 
+class _Pool(Protocol):
+    def get_size(self) -> int: ...
+    def get_idle_size(self) -> int: ...
+    def get_max_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+
+
+class PoolMetrics:
+    """Postgres connections of this process, read from its open pools when scraped.
+
+    A pool exhausts silently (requests queue for a connection, then time out), so the
+    saturation alert needs both figures: ``vinr_db_pool_connections_in_use`` and
+    ``vinr_db_pool_connections_max``, summed over the process's open pools. A closed pool
+    is forgotten at the next scrape or pool creation (asyncpg's pools take no weak
+    reference).
+    """
+
+    def __init__(self) -> None:
+        self._pools: list[_Pool] = []
+
+    def track(self, pool: _Pool) -> None:
+        self._pools = [p for p in self._pools if not p.is_closing()] + [pool]
+
+    def collect(self) -> Iterator[Metric]:
+        in_use = size_max = 0
+        self._pools = [p for p in self._pools if not p.is_closing()]
+        for pool in list(self._pools):
+            in_use += pool.get_size() - pool.get_idle_size()
+            size_max += pool.get_max_size()
+        yield GaugeMetricFamily(
+            "vinr_db_pool_connections_in_use",
+            "Postgres connections acquired from this process's pools",
+            value=in_use,
+        )
+        yield GaugeMetricFamily(
+            "vinr_db_pool_connections_max",
+            "Largest number of connections this process's pools may open",
+            value=size_max,
+        )
+
+
 class M:
     """The metrics namespace (``M.aggregator_records.inc()``)."""
 
     usage = UsageMetrics()
+    db_pools = PoolMetrics()
     ingest_rejected = Counter("vinr_ingest_rejected_total", "Rejected usage requests", ["reason"])
     ingest_inflight = Gauge("vinr_ingest_inflight", "Usage requests in flight")
+    ingest_inflight_limit = Gauge(
+        "vinr_ingest_inflight_limit",
+        "Usage requests a process holds at once before answering 429 (max_inflight_requests)",
+    )
+
+    api_responses = Counter(
+        "vinr_api_responses_total",
+        "Responses of the control plane and the Dashboard (usage: vinr_ingest_requests_total)",
+        ["plane", "status"],
+    )
 
     rate_limited = Counter(
         "vinr_rate_limited_total", "Requests refused by their key's rate limit", ["plane"]
@@ -215,6 +272,14 @@ class M:
     watermark_wait = Histogram(
         "vinr_invoicer_watermark_wait_seconds", "Time waiting for the aggregator to catch up"
     )
+    watermark_missed = Counter(
+        "vinr_invoicer_watermark_missed_total",
+        "Watermark waits that ended before the aggregator reached the topic end",
+    )
+    invoicer_last_pass = Gauge(
+        "vinr_invoicer_last_pass_timestamp_seconds",
+        "Unix time the invoicer last finished a pass over everything due",
+    )
 
     webhook_deliveries = Counter(
         "vinr_webhook_deliveries_total", "Webhook delivery attempts", ["outcome"]
@@ -222,6 +287,11 @@ class M:
     webhook_seconds = Histogram("vinr_webhook_delivery_seconds", "Webhook delivery latency")
     webhook_pending = Gauge("vinr_webhook_pending", "Deliveries waiting")
     webhook_failing = Gauge("vinr_webhook_endpoints_failing", "Endpoints marked failing")
+    webhook_oldest_due = Gauge(
+        "vinr_webhook_oldest_due_seconds",
+        "How long the most overdue pending delivery has been due (0 when none is)",
+    )
 
 
 REGISTRY.register(M.usage)
+REGISTRY.register(M.db_pools)

@@ -131,6 +131,7 @@ class UsageEndpoint:
         self._token_prefix = secrets.token_hex(6)
         self._tokens = itertools.count()
         M.ingest_inflight.set_function(lambda: self._inflight)
+        M.ingest_inflight_limit.set(self._max_inflight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         batch = scope["path"].endswith("/batch")

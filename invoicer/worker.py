@@ -35,6 +35,7 @@ from domain.watermark import Watermark
 from infra.db import create_pool
 from infra.lifecycle import PollingService
 from infra.settings import Settings
+from infra.telemetry import M
 
 __all__ = ["Invoicer"]
 
@@ -236,6 +237,7 @@ class Invoicer(PollingService):
                 if not done or stalled:
                     break
             await settle_clocks(conn)
+        M.invoicer_last_pass.set_to_current_time()
         if steps:
             log.info("invoicer: %d step(s)", steps)
         return steps

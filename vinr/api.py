@@ -21,8 +21,9 @@ from control.routing import (
 from dashboard import PREFIX as DASHBOARD
 from dashboard import Dashboard
 from domain.services import Services
-from infra.asgi import Receive, Scope, Send
+from infra.asgi import Message, Receive, Scope, Send
 from infra.settings import Settings
+from infra.telemetry import M
 from ingest import UsageBatchIn, UsageEndpoint, UsageRecord, UsageRecordBatch, UsageRecordIn
 
 __all__ = ["create_app", "openapi_document"]
@@ -87,13 +88,32 @@ class _Router:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in _FAST_PATHS:
-            await self._usage(scope, receive, send)
-        elif scope["type"] == "http" and (
-            scope["path"] == DASHBOARD or scope["path"].startswith(_DASHBOARD_SUB)
-        ):
-            await self._dashboard(scope, receive, send)
-        else:
+            await self._usage(scope, receive, send)  # counts its own, without a lock
+        elif scope["type"] != "http":
             await self._control(scope, receive, send)
+        elif scope["path"] == DASHBOARD or scope["path"].startswith(_DASHBOARD_SUB):
+            await _counted("dashboard", self._dashboard, scope, receive, send)
+        else:
+            await _counted("control", self._control, scope, receive, send)
+
+
+async def _counted(plane: str, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app``, counting its response's status in ``vinr_api_responses_total`` (an
+    exception before any response is the 500 the server answers), for the 5xx alerts."""
+    status: list[int] = []
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        await send(message)
+
+    try:
+        await app(scope, receive, sending)
+    except Exception:
+        M.api_responses.labels(plane, str(status[0]) if status else "500").inc()
+        raise
+    if status:
+        M.api_responses.labels(plane, str(status[0])).inc()
 
 
 def create_app(settings: Settings) -> _Router:

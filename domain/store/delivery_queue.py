@@ -48,7 +48,9 @@ FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'pending'"
 
 GAUGES = """
 SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
-       (SELECT count(*) FROM webhook_endpoints WHERE status = 'failing') AS failing
+       (SELECT count(*) FROM webhook_endpoints WHERE status = 'failing') AS failing,
+       (SELECT greatest(0, $1 - min(next_attempt_at)) FROM webhook_deliveries
+         WHERE status = 'pending' AND next_attempt_at <= $1) AS oldest_due_s
 """
 
 
@@ -59,9 +61,11 @@ async def claim(db: Db, limit: int, now: float, lease_s: float) -> list[asyncpg.
     return rows
 
 
-async def gauges(db: Db) -> asyncpg.Record:
-    """Counts of pending deliveries and failing endpoints."""
-    row: asyncpg.Record = await db.fetchrow(GAUGES)
+async def gauges(db: Db, now: float) -> asyncpg.Record:
+    """Counts of pending deliveries and failing endpoints, and how long the most overdue
+    pending delivery has been due at ``now`` (0 when none is): the queue's age, which
+    grows when the dispatchers cannot keep up."""
+    row: asyncpg.Record = await db.fetchrow(GAUGES, now)
     return row
 
 
