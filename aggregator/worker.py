@@ -56,15 +56,25 @@ _BATCH_BYTES = 2 * 1024 * 1024
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Group mode's hand-over. The group waits for ``on_partitions_revoked`` before it
+    assigns the partitions elsewhere, so the batch in flight commits (or fails) while this
+    member still owns them, and a batch prepared but not yet submitted loses the revoked
+    partitions before it is submitted (``Aggregator._owned``). A member that missed the
+    hand-over (frozen, or its session expired) is still fenced by the stored offsets."""
+
     def __init__(self, aggregator: Aggregator) -> None:
         self._aggregator = aggregator
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         await self._aggregator.quiesce()
         self._aggregator.forget(revoked)
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         await self._aggregator.seek_to_stored(list(assigned))
+        for tp in assigned:
+            M.aggregator_assigned.labels(str(tp.partition)).set(1)
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
 
 class Aggregator(Service):
@@ -122,6 +132,8 @@ class Aggregator(Service):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 group_id=s.consumer_group if self._group else None,
+                session_timeout_ms=s.aggregator_session_timeout_ms,
+                heartbeat_interval_ms=s.aggregator_session_timeout_ms // 3,
                 max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
                 fetch_max_bytes=_FETCH_BYTES,
             )
@@ -140,6 +152,8 @@ class Aggregator(Service):
         tps = [TopicPartition(s.usage_topic, p) for p in parts]
         self._consumer.assign(tps)
         await self.seek_to_stored(tps)
+        for tp in tps:
+            M.aggregator_assigned.labels(str(tp.partition)).set(1)
         log.info("aggregator consuming %s partitions %s", s.usage_topic, parts)
 
     async def stop(self) -> None:
@@ -195,8 +209,16 @@ class Aggregator(Service):
             consumer.seek(tp, offset)
 
     def forget(self, tps: Collection[TopicPartition]) -> None:
+        """Stop owning these partitions: nothing more is prepared or submitted for them."""
         for tp in tps:
             self._positions.pop(tp.partition, None)
+            M.aggregator_assigned.labels(str(tp.partition)).set(0)
+            with contextlib.suppress(KeyError):
+                M.aggregator_lag.remove(str(tp.partition))
+
+    def _owned(self, batch: PreparedBatch) -> PreparedBatch | None:
+        """The batch minus partitions revoked since it was fetched."""
+        return self._without(batch, [p for p in batch.ranges if p not in self._positions])
 
     async def quiesce(self) -> None:
         """Wait for the batch in flight (if any) to commit or fail."""
@@ -241,7 +263,10 @@ class Aggregator(Service):
             fetched = await consumer.getmany(timeout_ms=0, max_records=limit - count)
         if not found:
             return None
-        batch = builder.build()
+        built = self._owned(builder.build())  # a revocation may come while it is prepared
+        if built is None:
+            return None
+        batch = built
         for partition, span in batch.ranges.items():
             self._positions[partition] = span.next
         if batch.undecodable:
@@ -287,6 +312,8 @@ class Aggregator(Service):
         consumer, _ = self._require()
         topic = self._settings.usage_topic
         for partition, offset in offsets.items():
+            if partition not in self._positions:  # revoked meanwhile: another member's now
+                continue
             high = consumer.highwater(TopicPartition(topic, partition))
             if high is not None:
                 M.aggregator_lag.labels(str(partition)).set(max(high - offset, 0))
@@ -376,9 +403,13 @@ class Aggregator(Service):
                     continue
                 if self._stopping.is_set():  # dropped: never applied, read again later
                     for partition, span in batch.ranges.items():
-                        self._positions[partition] = span.start
-                else:
-                    self._in_flight = asyncio.create_task(self._apply(batch))
+                        if partition in self._positions:
+                            self._positions[partition] = span.start
+                    continue
+                # Revoked while the previous batch committed: never submitted for them.
+                owned = self._owned(batch)
+                if owned is not None:
+                    self._in_flight = asyncio.create_task(self._apply(owned))
         finally:
             if self._in_flight is not None:
                 task, self._in_flight = self._in_flight, None
