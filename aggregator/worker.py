@@ -25,7 +25,7 @@ from collections.abc import Collection
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from aggregator.batch import BatchBuilder, PreparedBatch, window_deltas
 from aggregator.retention import purge_closed_windows
@@ -130,7 +130,8 @@ class Aggregator(Service):
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=servers,
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                # Never a silent jump: a position the log lacks is reported (see _fetch).
+                auto_offset_reset="none",
                 group_id=s.consumer_group if self._group else None,
                 session_timeout_ms=s.aggregator_session_timeout_ms,
                 heartbeat_interval_ms=s.aggregator_session_timeout_ms // 3,
@@ -179,34 +180,59 @@ class Aggregator(Service):
 
     async def seek_to_stored(self, tps: list[TopicPartition]) -> None:
         """Seek each partition to its offset stored in Postgres (created at the log start
-        the first time); a stored offset the log no longer holds restarts at the log start."""
+        the first time); a stored offset below the log start (retention passed unconsumed
+        messages) restarts there.
+
+        A stored offset past the log end is not judged here: ``end_offsets`` is not the
+        high watermark on every Kafka-protocol broker (tansu answers the last batch's base
+        offset + 1), so only the broker's own OFFSET_OUT_OF_RANGE on fetch says the log
+        lacks it (``_out_of_range``)."""
         consumer, store = self._require()
         if not tps:
             return
         begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
         await store.init_offsets({tp.partition: begins[tp] for tp in tps})
         stored = await store.stored_offsets([tp.partition for tp in tps])
         for tp in tps:
             offset = stored[tp.partition]
-            if offset > ends[tp] or offset < begins[tp]:
-                # A replaced dev broker (offsets start again at 0), or retention passed
-                # unconsumed messages. The ledger drops anything already applied.
-                log.error(
-                    "stored offset %d for partition %d is outside the log [%d, %d];"
-                    " restarting from %d",
-                    offset,
-                    tp.partition,
-                    begins[tp],
-                    ends[tp],
-                    begins[tp],
-                )
-                if await store.reset_offset(tp.partition, begins[tp], expected=offset):
-                    offset = begins[tp]
-                else:
-                    offset = (await store.stored_offsets([tp.partition]))[tp.partition]
+            if offset < begins[tp]:
+                offset = await self._restart(tp, offset, begins[tp])
             self._positions[tp.partition] = offset
             consumer.seek(tp, offset)
+
+    async def _restart(self, tp: TopicPartition, offset: int, begin: int) -> int:
+        """Move a stored offset the log does not hold to the log start; where to read."""
+        _, store = self._require()
+        # A replaced dev broker (offsets start again at 0), or retention passed unconsumed
+        # messages. The ledger drops anything already applied.
+        log.error(
+            "stored offset %d for partition %d is outside the log (it starts at %d);"
+            " restarting from %d",
+            offset,
+            tp.partition,
+            begin,
+            begin,
+        )
+        if await store.reset_offset(tp.partition, begin, expected=offset):
+            return begin
+        return (await store.stored_offsets([tp.partition]))[tp.partition]
+
+    async def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
+        consumer, _ = self._require()
+        offsets: dict[TopicPartition, int] = exc.args[0] if exc.args else {}
+        owned = [tp for tp in offsets if tp.partition in self._positions]
+        if not owned:
+            return
+        begins = await consumer.beginning_offsets(owned)
+        for tp in owned:
+            offset = await self._restart(tp, offsets[tp], begins[tp])
+            self._positions[tp.partition] = offset
+            consumer.seek(tp, offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions the consumer holds now (group mode: this member's share)."""
+        consumer, _ = self._require()
+        return set(consumer.assignment())
 
     def forget(self, tps: Collection[TopicPartition]) -> None:
         """Stop owning these partitions: nothing more is prepared or submitted for them."""
@@ -237,7 +263,14 @@ class Aggregator(Service):
     async def _fetch(self, timeout_ms: int) -> PreparedBatch | None:
         consumer, _ = self._require()
         limit = self._settings.aggregator_max_records
-        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        try:
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        except OffsetOutOfRangeError as exc:
+            await self._out_of_range(exc)
+            return None
+        except NoOffsetForPartitionError:  # just assigned: the listener's seek is under way
+            await asyncio.sleep(timeout_ms / 1000)
+            return None
         builder = BatchBuilder(self._positions)
         found = False
         total = count = 0
@@ -260,7 +293,10 @@ class Aggregator(Service):
             # Whatever else is already fetched joins this batch, up to a bound.
             if total >= _BATCH_BYTES or count >= limit:
                 break
-            fetched = await consumer.getmany(timeout_ms=0, max_records=limit - count)
+            try:
+                fetched = await consumer.getmany(timeout_ms=0, max_records=limit - count)
+            except (OffsetOutOfRangeError, NoOffsetForPartitionError):  # the next fetch's
+                break
         if not found:
             return None
         built = self._owned(builder.build())  # a revocation may come while it is prepared
