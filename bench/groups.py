@@ -48,7 +48,7 @@ from infra.tansu import Tansu
 
 STAGE = "groups"
 PARTITIONS = 4
-ROUNDS = 2
+ROUNDS = 3
 # The aggregator stage's mixed traffic, four times as much (a round lasts seconds, not one).
 MIX = Mix("mixed", 2_000_000, MIXES[0].single_share)
 _ASSIGNED = re.compile(r'^vinr_aggregator_assigned_partitions\{partition="(\d+)"\} 1\.0$', re.M)
@@ -236,7 +236,7 @@ async def _run(settings: Settings, tansu: Tansu, pool: asyncpg.Pool) -> list[Fig
     ]
     one_total = 0.0
     for n in (1, 2):
-        best = min(rounds[n], key=lambda r: r.seconds)  # the least disturbed round
+        best = sorted(rounds[n], key=lambda r: r.seconds)[len(rounds[n]) // 2]  # the median
         total = workload.records / best.seconds
         per_core = workload.records / sum(best.cpu_s)
         per_core_pg = workload.records / (sum(best.cpu_s) + best.postgres_cpu_s)
