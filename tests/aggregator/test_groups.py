@@ -26,6 +26,8 @@ from aggregator.worker import Aggregator
 from domain.wire import UsageMessage
 from infra.db import create_pool
 from infra.devenv import free_port, isolated_settings
+from infra.errors import DependencyUnavailable
+from infra.kafka import create_producer
 from infra.settings import Settings
 from infra.tansu import Tansu
 from tests.support.aggregator import (
@@ -309,3 +311,19 @@ async def test_a_revoked_member_cannot_commit_its_batch(
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_the_producers_idempotence_is_a_setting(env: tuple[Settings, asyncpg.Pool]) -> None:
+    """tansu refuses InitProducerId, so the default (idempotent) producer cannot start on
+    it, and ``VINR_KAFKA_IDEMPOTENT=false`` is what lets the ingest publish there."""
+    settings, _ = env
+    plain = settings.model_copy(update={"kafka_idempotent": False})
+    producer = await create_producer(plain)
+    try:
+        meta = await producer.send_and_wait(settings.usage_topic, b"x", partition=0)
+        assert meta.offset == 0
+    finally:
+        await producer.stop()
+    idempotent = settings.model_copy(update={"kafka_idempotent": True})
+    with pytest.raises(DependencyUnavailable):
+        await create_producer(idempotent)
