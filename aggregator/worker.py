@@ -25,7 +25,7 @@ from collections.abc import Collection
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from aggregator.batch import BatchBuilder, PreparedBatch, window_deltas
 from aggregator.retention import purge_closed_windows
@@ -56,15 +56,25 @@ _BATCH_BYTES = 2 * 1024 * 1024
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Group mode's hand-over. The group waits for ``on_partitions_revoked`` before it
+    assigns the partitions elsewhere, so the batch in flight commits (or fails) while this
+    member still owns them, and a batch prepared but not yet submitted loses the revoked
+    partitions before it is submitted (``Aggregator._owned``). A member that missed the
+    hand-over (frozen, or its session expired) is still fenced by the stored offsets."""
+
     def __init__(self, aggregator: Aggregator) -> None:
         self._aggregator = aggregator
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         await self._aggregator.quiesce()
         self._aggregator.forget(revoked)
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         await self._aggregator.seek_to_stored(list(assigned))
+        for tp in assigned:
+            M.aggregator_assigned.labels(str(tp.partition)).set(1)
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
 
 class Aggregator(Service):
@@ -120,8 +130,11 @@ class Aggregator(Service):
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=servers,
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                # Never a silent jump: a position the log lacks is reported (see _fetch).
+                auto_offset_reset="none",
                 group_id=s.consumer_group if self._group else None,
+                session_timeout_ms=s.aggregator_session_timeout_ms,
+                heartbeat_interval_ms=s.aggregator_session_timeout_ms // 3,
                 max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
                 fetch_max_bytes=_FETCH_BYTES,
             )
@@ -140,6 +153,8 @@ class Aggregator(Service):
         tps = [TopicPartition(s.usage_topic, p) for p in parts]
         self._consumer.assign(tps)
         await self.seek_to_stored(tps)
+        for tp in tps:
+            M.aggregator_assigned.labels(str(tp.partition)).set(1)
         log.info("aggregator consuming %s partitions %s", s.usage_topic, parts)
 
     async def stop(self) -> None:
@@ -165,38 +180,71 @@ class Aggregator(Service):
 
     async def seek_to_stored(self, tps: list[TopicPartition]) -> None:
         """Seek each partition to its offset stored in Postgres (created at the log start
-        the first time); a stored offset the log no longer holds restarts at the log start."""
+        the first time); a stored offset below the log start (retention passed unconsumed
+        messages) restarts there.
+
+        A stored offset past the log end is not judged here: ``end_offsets`` is not the
+        high watermark on every Kafka-protocol broker (tansu answers the last batch's base
+        offset + 1), so only the broker's own OFFSET_OUT_OF_RANGE on fetch says the log
+        lacks it (``_out_of_range``)."""
         consumer, store = self._require()
         if not tps:
             return
         begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
         await store.init_offsets({tp.partition: begins[tp] for tp in tps})
         stored = await store.stored_offsets([tp.partition for tp in tps])
         for tp in tps:
             offset = stored[tp.partition]
-            if offset > ends[tp] or offset < begins[tp]:
-                # A replaced dev broker (offsets start again at 0), or retention passed
-                # unconsumed messages. The ledger drops anything already applied.
-                log.error(
-                    "stored offset %d for partition %d is outside the log [%d, %d];"
-                    " restarting from %d",
-                    offset,
-                    tp.partition,
-                    begins[tp],
-                    ends[tp],
-                    begins[tp],
-                )
-                if await store.reset_offset(tp.partition, begins[tp], expected=offset):
-                    offset = begins[tp]
-                else:
-                    offset = (await store.stored_offsets([tp.partition]))[tp.partition]
+            if offset < begins[tp]:
+                offset = await self._restart(tp, offset, begins[tp])
             self._positions[tp.partition] = offset
             consumer.seek(tp, offset)
 
+    async def _restart(self, tp: TopicPartition, offset: int, begin: int) -> int:
+        """Move a stored offset the log does not hold to the log start; where to read."""
+        _, store = self._require()
+        # A replaced dev broker (offsets start again at 0), or retention passed unconsumed
+        # messages. The ledger drops anything already applied.
+        log.error(
+            "stored offset %d for partition %d is outside the log (it starts at %d);"
+            " restarting from %d",
+            offset,
+            tp.partition,
+            begin,
+            begin,
+        )
+        if await store.reset_offset(tp.partition, begin, expected=offset):
+            return begin
+        return (await store.stored_offsets([tp.partition]))[tp.partition]
+
+    async def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
+        consumer, _ = self._require()
+        offsets: dict[TopicPartition, int] = exc.args[0] if exc.args else {}
+        owned = [tp for tp in offsets if tp.partition in self._positions]
+        if not owned:
+            return
+        begins = await consumer.beginning_offsets(owned)
+        for tp in owned:
+            offset = await self._restart(tp, offsets[tp], begins[tp])
+            self._positions[tp.partition] = offset
+            consumer.seek(tp, offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions the consumer holds now (group mode: this member's share)."""
+        consumer, _ = self._require()
+        return set(consumer.assignment())
+
     def forget(self, tps: Collection[TopicPartition]) -> None:
+        """Stop owning these partitions: nothing more is prepared or submitted for them."""
         for tp in tps:
             self._positions.pop(tp.partition, None)
+            M.aggregator_assigned.labels(str(tp.partition)).set(0)
+            with contextlib.suppress(KeyError):
+                M.aggregator_lag.remove(str(tp.partition))
+
+    def _owned(self, batch: PreparedBatch) -> PreparedBatch | None:
+        """The batch minus partitions revoked since it was fetched."""
+        return self._without(batch, [p for p in batch.ranges if p not in self._positions])
 
     async def quiesce(self) -> None:
         """Wait for the batch in flight (if any) to commit or fail."""
@@ -215,7 +263,14 @@ class Aggregator(Service):
     async def _fetch(self, timeout_ms: int) -> PreparedBatch | None:
         consumer, _ = self._require()
         limit = self._settings.aggregator_max_records
-        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        try:
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        except OffsetOutOfRangeError as exc:
+            await self._out_of_range(exc)
+            return None
+        except NoOffsetForPartitionError:  # just assigned: the listener's seek is under way
+            await asyncio.sleep(timeout_ms / 1000)
+            return None
         builder = BatchBuilder(self._positions)
         found = False
         total = count = 0
@@ -238,10 +293,16 @@ class Aggregator(Service):
             # Whatever else is already fetched joins this batch, up to a bound.
             if total >= _BATCH_BYTES or count >= limit:
                 break
-            fetched = await consumer.getmany(timeout_ms=0, max_records=limit - count)
+            try:
+                fetched = await consumer.getmany(timeout_ms=0, max_records=limit - count)
+            except (OffsetOutOfRangeError, NoOffsetForPartitionError):  # the next fetch's
+                break
         if not found:
             return None
-        batch = builder.build()
+        built = self._owned(builder.build())  # a revocation may come while it is prepared
+        if built is None:
+            return None
+        batch = built
         for partition, span in batch.ranges.items():
             self._positions[partition] = span.next
         if batch.undecodable:
@@ -287,6 +348,8 @@ class Aggregator(Service):
         consumer, _ = self._require()
         topic = self._settings.usage_topic
         for partition, offset in offsets.items():
+            if partition not in self._positions:  # revoked meanwhile: another member's now
+                continue
             high = consumer.highwater(TopicPartition(topic, partition))
             if high is not None:
                 M.aggregator_lag.labels(str(partition)).set(max(high - offset, 0))
@@ -376,9 +439,13 @@ class Aggregator(Service):
                     continue
                 if self._stopping.is_set():  # dropped: never applied, read again later
                     for partition, span in batch.ranges.items():
-                        self._positions[partition] = span.start
-                else:
-                    self._in_flight = asyncio.create_task(self._apply(batch))
+                        if partition in self._positions:
+                            self._positions[partition] = span.start
+                    continue
+                # Revoked while the previous batch committed: never submitted for them.
+                owned = self._owned(batch)
+                if owned is not None:
+                    self._in_flight = asyncio.create_task(self._apply(owned))
         finally:
             if self._in_flight is not None:
                 task, self._in_flight = self._in_flight, None

@@ -24,13 +24,14 @@ def bootstrap(settings: Settings) -> str:
 
 
 async def create_producer(settings: Settings, *, linger_ms: int = 2) -> AIOKafkaProducer:
-    """An idempotent producer (acks=all): a broker retry never duplicates a message.
+    """A producer with acks=all, idempotent unless ``VINR_KAFKA_IDEMPOTENT=false`` (then a
+    broker retry may duplicate a message; the aggregator's ledger still counts it once).
 
     ``linger_ms=0`` sends at once when idle; under load batches still form while the
     previous produce request is in flight (the ingest hot path wants that latency)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap(settings),
-        enable_idempotence=True,
+        enable_idempotence=settings.kafka_idempotent,
         acks="all",
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     usage_topic: str = "vinr.usage"
     consumer_group: str = "vinr-aggregator"
+    # The ingest producer's idempotence (a broker retry never duplicates a message). Only a
+    # broker without InitProducerId (tansu 0.6.0, the group tests' broker) needs false.
+    kafka_idempotent: bool = True
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=1, le=65535)
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
 
     aggregator_max_records: int = Field(default=20_000, ge=1)
     aggregator_poll_ms: int = Field(default=200, ge=1)
+    # Group mode (`vinr aggregator --group`): a member silent this long is declared dead
+    # and its partitions move to the others (heartbeats every third of it).
+    aggregator_session_timeout_ms: int = Field(default=10_000, ge=3_000)
     invoicer_poll_s: float = Field(default=1.0, gt=0)
     invoicer_batch: int = Field(default=500, ge=1)
     watermark_timeout_s: float = Field(default=30.0, gt=0)

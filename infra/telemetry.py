@@ -259,7 +259,16 @@ class M:
     aggregator_batch_seconds = Histogram(
         "vinr_aggregator_batch_seconds", "Aggregator batch transaction time"
     )
-    aggregator_lag = Gauge("vinr_aggregator_lag", "Messages behind the log end", ["partition"])
+    aggregator_lag = Gauge(
+        "vinr_aggregator_lag",
+        "Messages between the stored offset and the log end, per partition this member owns",
+        ["partition"],
+    )
+    aggregator_assigned = Gauge(
+        "vinr_aggregator_assigned_partitions",
+        "1 while this aggregator owns the partition (group assignment or --partitions), else 0",
+        ["partition"],
+    )
     aggregator_dead_letters = Counter(
         "vinr_aggregator_dead_letters_total", "Requests sent to the dead-letter table", ["reason"]
     )

@@ -60,7 +60,8 @@ def add_commands(sub: Any) -> None:
         " transaction). Several may run: give each its own --partitions, or share them"
         " with --group. " + _SIGTERM,
         epilog="examples:\n  vinr aggregator                    # every partition\n"
-        "  vinr aggregator --partitions 0,1,2 # these only",
+        "  vinr aggregator --partitions 0,1,2 # these only\n"
+        "  vinr aggregator --group            # a share, rebalanced as members come and go",
     )
     agg.add_argument(
         "--partitions",
@@ -71,7 +72,8 @@ def add_commands(sub: Any) -> None:
     agg.add_argument(
         "--group",
         action="store_true",
-        help="share partitions through Kafka consumer-group membership",
+        help="share partitions with the other members of VINR_CONSUMER_GROUP (Kafka's"
+        " consumer groups); every assignment starts at the offsets stored in Postgres",
     )
     agg.set_defaults(handler=_role)
     for name, text, description in (
@@ -95,7 +97,9 @@ def add_commands(sub: Any) -> None:
         help="run the in-memory dev Kafka broker (not durable)",
         description="Run librdkafka's in-memory mock cluster and print its bootstrap"
         " address on the first line; stop with Ctrl-C. Not durable: for development and"
-        " tests only. Needs the devbroker extra (pip install 'vinr[devbroker]').",
+        " tests only. Needs the devbroker extra (pip install 'vinr[devbroker]'). It cannot"
+        " rebalance a consumer group of two: the group tests run on tansu, a broker"
+        " process from the dev extra (docs/adr/0011-tansu-for-consumer-groups.md).",
         epilog="example:\n  export VINR_KAFKA_BOOTSTRAP=$(vinr devbroker | head -n 1) &",
     ).set_defaults(handler=_devbroker)
 
