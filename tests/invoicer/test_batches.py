@@ -49,12 +49,16 @@ async def _subscriptions(
 
 async def _trail(pool: asyncpg.Pool, invoice_id: str) -> list[str]:
     """The invoice's events, in outbox order."""
+    return [t for t, _ in await _events(pool, invoice_id)]
+
+
+async def _events(pool: asyncpg.Pool, invoice_id: str) -> list[tuple[str, dict[str, Any]]]:
     rows = await pool.fetch(
-        "SELECT type FROM events WHERE data->>'object' = 'invoice' AND data->>'id' = $1"
+        "SELECT type, data FROM events WHERE data->>'object' = 'invoice' AND data->>'id' = $1"
         " ORDER BY seq",
         invoice_id,
     )
-    return [r["type"] for r in rows]
+    return [(r["type"], r["data"]) for r in rows]
 
 
 async def _charges(pool: asyncpg.Pool, invoice_id: str) -> list[tuple[int, str]]:
@@ -94,6 +98,9 @@ async def test_a_batch_of_succeeding_and_declining_cards_settles_each_on_its_own
                 "invoice.paid",
                 "invoice.payment_succeeded",
             ]
+            _, finalized, paid, succeeded = [d for _, d in await _events(pool, invoice["id"])]
+            assert (finalized["status"], paid["status"]) == ("open", "paid")
+            assert succeeded == paid  # one rendering, sent once, stored for both
 
 
 async def _wait_for_lock(pool: asyncpg.Pool, pid: int) -> None:
