@@ -6,7 +6,8 @@ Postgres (read-through) on a miss.
 
 The invalidation rule: a change to anything ``ItemMeta`` is built from — a subscription's
 status, period, items or test clock time, or its previous period's invoice being marked
-closing or finalized — bumps ``subscriptions.version`` in the writing transaction, and after
+closing or finalized without having been marked closing (a closing invoice reads as closing
+whatever its status) — bumps ``subscriptions.version`` in the writing transaction, and after
 commit the subscription's items' metadata is written through (``ItemMetaStore.refresh``) as
 a Lua compare on the version, so a slow writer can never overwrite newer metadata with
 older. Only this module writes ``version``: ``bump`` and ``bump_clock`` bump the given

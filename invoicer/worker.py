@@ -187,8 +187,9 @@ class Invoicer(PollingService):
 
     async def _finalize(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         settled = time.time() - self._settings.close_settle_s
+        # Drafts marked closing: finalizing them changes nothing ingest caches.
         return [
-            (inv, sub) for inv, sub in await finalize_invoices(conn, ids, settled_before=settled)
+            (inv, None) for inv, _ in await finalize_invoices(conn, ids, settled_before=settled)
         ]
 
     async def _settle(self) -> None:
