@@ -1,7 +1,8 @@
 """The outbox: events are written in the caller's transaction, with one pending delivery per
 enabled endpoint subscribed to the event's type, so a committed change always has its event
 and its deliveries, and a rolled-back one has neither. ``emit_events`` writes many in two
-statements (the invoicer emits thousands a second); ``emit_event`` is the one-event case.
+statements (the invoicer emits thousands a second), each distinct payload sent once;
+``emit_event`` is the one-event case.
 """
 
 from __future__ import annotations
@@ -52,13 +53,23 @@ async def emit_events(conn: asyncpg.Connection[Any], events: list[Event]) -> lis
     if not events:
         return []
     ids = [new_id("evt") for _ in events]
+    # One payload per distinct object: events built from the same rendering share it.
+    index: dict[int, int] = {}
+    payloads: list[dict[str, Any]] = []
+    payload_of = []
+    for e in events:
+        k = index.setdefault(id(e.data), len(payloads))
+        if k == len(payloads):
+            payloads.append(e.data)
+        payload_of.append(k)
     await store.insert_outbox(
         conn,
         ids=ids,
         accounts=[e.account_id for e in events],
         modes=[e.livemode for e in events],
         types=[e.type for e in events],
-        data=[e.data for e in events],
+        payloads=payloads,
+        payload_of=payload_of,
         created=now_s(),
     )
     return ids

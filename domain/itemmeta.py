@@ -6,7 +6,8 @@ Postgres (read-through) on a miss.
 
 The invalidation rule: a change to anything ``ItemMeta`` is built from — a subscription's
 status, period, items or test clock time, or its previous period's invoice being marked
-closing or finalized — bumps ``subscriptions.version`` in the writing transaction, and after
+closing or finalized without having been marked closing (a closing invoice reads as closing
+whatever its status) — bumps ``subscriptions.version`` in the writing transaction, and after
 commit the subscription's items' metadata is written through (``ItemMetaStore.refresh``) as
 a Lua compare on the version, so a slow writer can never overwrite newer metadata with
 older. Only this module writes ``version``: ``bump`` and ``bump_clock`` bump the given
@@ -42,13 +43,24 @@ __all__ = [
 
 _TTL_S = 7 * 86_400
 
+# KEYS[k] gets version ARGV[2k] and data ARGV[2k+1] unless it holds a newer version;
+# ARGV[1] is the TTL. Many keys per call: one command to encode and parse, not one per key.
 _PUT_IF_NEWER = """
-local cur = redis.call('HGET', KEYS[1], 'v')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+local written = 0
+for k = 1, #KEYS do
+  local cur = redis.call('HGET', KEYS[k], 'v')
+  if not (cur and tonumber(cur) > tonumber(ARGV[2 * k])) then
+    redis.call('HSET', KEYS[k], 'v', ARGV[2 * k], 'd', ARGV[2 * k + 1])
+    redis.call('EXPIRE', KEYS[k], ARGV[1])
+    written = written + 1
+  end
+end
+return written
 """
+
+# Keys per script call: long enough to amortize a command, short enough not to hold Redis
+# (single-threaded) for more than about a millisecond.
+_PUT_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,14 +228,19 @@ class ItemMetaStore:
         return self._settings.key("item", account_id, "l" if livemode else "t", item_id)
 
     async def put(self, metas: list[ItemMeta]) -> None:
-        """One pipelined round trip for all of them (the invoicer refreshes thousands)."""
+        """One pipelined round trip for all of them, a script call per ``_PUT_CHUNK`` keys
+        (the invoicer refreshes thousands)."""
         if not metas:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for meta in metas:
+            for lo in range(0, len(metas), _PUT_CHUNK):
+                chunk = metas[lo : lo + _PUT_CHUNK]
+                args: list[int | bytes] = [_TTL_S]
+                for meta in chunk:
+                    args += (meta.version, meta.dumps())
                 await self._put(
-                    keys=[self.key(meta.account_id, meta.livemode, meta.item_id)],
-                    args=[meta.version, meta.dumps(), _TTL_S],
+                    keys=[self.key(m.account_id, m.livemode, m.item_id) for m in chunk],
+                    args=args,
                     client=pipe,
                 )
             await pipe.execute()

@@ -90,6 +90,8 @@ class Invoicer(PollingService):
     def __init__(self, settings: Settings, *, pool: asyncpg.Pool | None = None) -> None:
         super().__init__()
         self._marked_at: float | None = None
+        # Seconds spent waiting out the settle time so far: a fixed delay, not work.
+        self.settle_waited_s = 0.0
         self.poll_s = settings.invoicer_poll_s
         self.name = "invoicer"
         self._settings = settings
@@ -186,8 +188,9 @@ class Invoicer(PollingService):
 
     async def _finalize(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         settled = time.time() - self._settings.close_settle_s
+        # Drafts marked closing: finalizing them changes nothing ingest caches.
         return [
-            (inv, sub) for inv, sub in await finalize_invoices(conn, ids, settled_before=settled)
+            (inv, None) for inv, _ in await finalize_invoices(conn, ids, settled_before=settled)
         ]
 
     async def _settle(self) -> None:
@@ -197,7 +200,9 @@ class Invoicer(PollingService):
             left = self._marked_at + self._settings.close_settle_s - time.monotonic()
             self._marked_at = None
             if left > 0:
+                started = time.monotonic()
                 await self.idle(left)
+                self.settle_waited_s += time.monotonic() - started
 
     async def _collect(self, conn: asyncpg.Connection[Any], ids: list[str]) -> _Results:
         # A paid invoice of an active subscription changes nothing ingest caches.

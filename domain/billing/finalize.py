@@ -60,7 +60,11 @@ async def finalize_invoices(
     """Draft → open for the drafts whose grace has passed: close their periods' usage windows
     (usage arriving later is dead-lettered), price the final quantities, and mark zero
     totals paid. With ``settled_before``, only drafts marked closing (``mark_closing``) no
-    later than that are finalized. Returns (invoice id, subscription id) of those finalized."""
+    later than that are finalized. Returns (invoice id, subscription id) of those finalized.
+
+    Only drafts not marked closing bump their subscription: the item metadata reads a
+    closing draft as closing whatever its status (``domain.itemmeta``), so finalizing it
+    changes nothing ingest caches. With ``settled_before`` none is bumped."""
     async with conn.transaction():
         now = now_s()
         due = await _claim_due(conn, invoice_ids, now, settled_before)
@@ -76,7 +80,7 @@ async def finalize_invoices(
             await _carry_credit(conn, due[invoice_id], totals[invoice_id])
             totals[invoice_id] = 0
         await _open(conn, due, now)
-        await bump(conn, (r["subscription_id"] for r in due.values()))
+        await bump(conn, (r["subscription_id"] for r in due.values() if r["closing_at"] is None))
         rendered = await load_invoices(conn, list(due))
         events = [
             Event(r["account_id"], r["livemode"], "invoice.finalized", rendered[r["id"]])

@@ -69,20 +69,25 @@ async def insert_outbox(
     accounts: list[str],
     modes: list[bool],
     types: list[str],
-    data: list[dict[str, Any]],
+    payloads: list[dict[str, Any]],
+    payload_of: list[int],
     created: int,
 ) -> None:
     """Insert the events (in list order) and one pending delivery, due now, per endpoint of
-    their account and mode that is not disabled and subscribes to their type."""
+    their account and mode that is not disabled and subscribes to their type. Event ``k``
+    carries ``payloads[payload_of[k]]``: events sharing a payload (an invoice's ``paid`` and
+    ``payment_succeeded``) send and parse it once."""
     await conn.execute(
         "INSERT INTO events (id, account_id, livemode, type, data, created)"
-        " SELECT i, a, l, t, d, $6 FROM unnest($1::text[], $2::text[], $3::bool[],"
-        " $4::text[], $5::jsonb[]) WITH ORDINALITY AS v(i, a, l, t, d, n) ORDER BY n",
+        " SELECT v.i, v.a, v.l, v.t, p.d, $7 FROM unnest($1::text[], $2::text[], $3::bool[],"
+        " $4::text[], $5::int[]) WITH ORDINALITY AS v(i, a, l, t, k, n)"
+        " JOIN unnest($6::jsonb[]) WITH ORDINALITY AS p(d, k) ON p.k = v.k ORDER BY v.n",
         ids,
         accounts,
         modes,
         types,
-        data,
+        [k + 1 for k in payload_of],
+        payloads,
         created,
     )
     await conn.execute(

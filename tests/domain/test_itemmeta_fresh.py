@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Aggregator
+from domain.billing import InvoiceRules, close_periods, finalize_invoices, mark_closing
 from domain.itemmeta import ItemMetaStore, load_subscription_item_metas
 from infra.settings import Settings
 from invoicer.worker import Invoicer
@@ -131,3 +132,35 @@ async def test_dunning_statuses_leave_the_cache_fresh(
     await post(client, f"/v1/invoices/{invoice['id']}/pay")
     assert (await get(client, f"/v1/subscriptions/{sub['id']}"))["status"] == "active"
     await assert_fresh(pool, meta, sub)
+
+
+async def test_finalizing_a_closing_draft_changes_no_item_metadata(
+    client: httpx.AsyncClient,
+    aggregator: Aggregator,
+    pool: asyncpg.Pool,
+    settings: Settings,
+) -> None:
+    # Why the invoicer's finalize neither bumps nor writes through: what ingest knows is
+    # the same before and after, version included.
+    sub = await clocked_subscription(client, [{"price": (await price(client))["id"]}])
+    await usage(client, sub["items"]["data"][0]["id"], 3, T0 + 60)
+    await aggregator.drain()
+    await advance(client, sub, FEB + 60)
+    async with pool.acquire() as conn:
+        await close_periods(conn, [sub["id"]], InvoiceRules.from_settings(settings))
+        [(invoice_id, _)] = await mark_closing(
+            conn,
+            [
+                await conn.fetchval(
+                    "SELECT id FROM invoices WHERE subscription_id = $1 AND status = 'draft'",
+                    sub["id"],
+                )
+            ],
+        )
+        closing = await load_subscription_item_metas(conn, [sub["id"]])
+        assert [m.prev_open for m in closing] == [False]
+        assert await finalize_invoices(conn, [invoice_id], settled_before=2**40) == [
+            (invoice_id, sub["id"])
+        ]
+        assert (await get(client, f"/v1/invoices/{invoice_id}"))["status"] == "open"
+        assert await load_subscription_item_metas(conn, [sub["id"]]) == closing
