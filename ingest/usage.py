@@ -244,7 +244,12 @@ class UsageEndpoint:
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         if claim.state is not _NEW:
-            return answer_repeat(claim, req, tenant.livemode), True
+            derived = (
+                derived_id("mbu", tenant.account_id, mode, idem_key, digest)
+                if idem_key is not None
+                else ""
+            )
+            return answer_repeat(claim, req, tenant.livemode, derived), True
         claimed = (
             [
                 rk
@@ -276,6 +281,7 @@ class UsageEndpoint:
             token,
             response[1],
             list(zip(claimed, record_ids, strict=True)) if claimed else [],
+            response[2],
         )
         return response[0], False
 
@@ -298,6 +304,7 @@ class UsageEndpoint:
         token: str,
         stored: bytes,
         records: Sequence[tuple[RecordKey, str]],
+        created: int,
     ) -> None:
         """Mark the keys done, without waiting: Kafka has the record, it is accepted. The
         settlement is queued before the answer is written, ahead of any claim a retry could
@@ -306,13 +313,13 @@ class UsageEndpoint:
         if request_key is None and not records:
             return
         self._s.idempotency.complete_claim(
-            request_key, digest, token, stored=stored, records=records
+            request_key, digest, token, stored=stored, records=records, created=created
         )
 
     async def _build(
         self, tenant: Tenant, req: Request, claim: Claim, idem_key: str | None, digest: str
-    ) -> tuple[tuple[bytes, bytes], tuple[Entry, Records | None, bytes, int], list[str]]:
-        """((response, stored), (the request's entry in a Kafka message, its records when
+    ) -> tuple[tuple[bytes, bytes, int], tuple[Entry, Records | None, bytes, int], list[str]]:
+        """((response, stored, created), (the request's entry in a Kafka message, its records when
         they follow the entry, the item key, the record count), ids of the claimed keyed
         records).
 
@@ -385,7 +392,7 @@ class UsageEndpoint:
         )
         response = render(req, tenant.livemode, request_id, created, now, duplicates)
         return (
-            (response, dump_stored(request_id, created, now, duplicates)),
+            (response, dump_stored(request_id, created, now, duplicates), created),
             (entry, batched, item_key(meta.pk), len(records)),
             record_ids,
         )
