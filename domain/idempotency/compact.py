@@ -93,14 +93,16 @@ local function target(id)
   local g = gens[CUR]
   return bucket(CUR, #g, string.byte(g, #g), id)
 end
--- The live entry of ``id``: value, hash, field; expired entries met are deleted.
+-- The live entry of ``id``: value, hash, field (nil, nil, field when none), and the
+-- ``target`` hash (the first one searched); expired entries met are deleted.
 local function find(id)
   local field = string.sub(id, 5, 12)
+  local tk = target(id)
   for k = CUR, OLDEST, -1 do
     local g = gens[k]
     if g then
       for gi = #g, 1, -1 do
-        local hk = bucket(k, gi, string.byte(g, gi), id)
+        local hk = (k == CUR and gi == #g) and tk or bucket(k, gi, string.byte(g, gi), id)
         local v = redis.call('HGET', hk, field)
         if v then
           local tag = string.sub(v, 1, 1)
@@ -110,26 +112,29 @@ local function find(id)
           else
             live = struct.unpack('>I4', string.sub(v, 10, 13)) + TTL_S > NOW_S
           end
-          if live then return v, hk, field end
+          if live then return v, hk, field, tk end
           redis.call('HDEL', hk, field)
         end
       end
     end
   end
-  return nil, nil, field
+  return nil, nil, field, tk
 end
-local function put(id, value)
-  local hk = target(id)
-  redis.call('HSET', hk, string.sub(id, 5, 12), value)
-  redis.call('EXPIREAT', hk, expire_at(CUR))
-  return hk
+-- Hashes written in this call: each gets its expiry once, in ``count``.
+local touched = {{}}
+local function put(tk, field, value)
+  redis.call('HSET', tk, field, value)
+  touched[tk] = true
 end
 local function side_key(id)
   local hex = string.gsub(id, '.', function(c) return string.format('%02x', string.byte(c)) end)
   return NS .. 'x:' .. hex
 end
--- Count new entries; a generation past its fill starts one with 4x the buckets.
+-- Expire the hashes written; count new entries: a generation past its fill starts one
+-- with 4x the buckets.
 local function count(new)
+  local at = expire_at(CUR)
+  for hk in pairs(touched) do redis.call('EXPIREAT', hk, at) end
   if new == 0 then return end
   local dk = NS .. 'd:' .. CUR
   local n = redis.call('HINCRBY', dk, 'n', new)

@@ -114,9 +114,9 @@ local function next_stored()
   spos = spos + 4 + len
   return s
 end
--- A key's state for a claim: state, the stored bytes (done), the value.
+-- A key's state for a claim: state, the stored bytes (done); where a new entry goes.
 local function state_of(id, d8, legacy_name, hex)
-  local v = find(id)
+  local v, _, field, tk = find(id)
   if v then
     if string.sub(v, 2, 9) ~= d8 then return '$STATE_MISMATCH', '' end
     local tag = string.sub(v, 1, 1)
@@ -129,7 +129,7 @@ local function state_of(id, d8, legacy_name, hex)
     local old = redis.call('GET', legacy_name)
     if old then return read_value(old, hex) end
   end
-  return '$STATE_NEW', ''
+  return '$STATE_NEW', '', tk, field
 end
 local out = {legacy_open and '1' or '0'}
 local k = 1
@@ -143,21 +143,22 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
     k = k + 1
     local hx = 5
     local state, st = '$STATE_NEW', ''
-    local req_id, req_d8
+    local req_id, req_d8, req_tk, req_field
     if has_req then
       req_id, req_d8 = next_key()
       local name, hex = nil, nil
       if legacy then name, hex = KEYS[k], f[hx]; k = k + 1; hx = hx + 1 end
-      state, st = state_of(req_id, req_d8, name, hex)
+      state, st, req_tk, req_field = state_of(req_id, req_d8, name, hex)
     end
-    local rs, ids, d8s = {}, {}, {}
+    local rs, ids, d8s, tks, fields = {}, {}, {}, {}, {}
     for i = 1, n do ids[i], d8s[i] = next_key() end
     if state == '$STATE_NEW' then
       local blocked = false
       for i = 1, n do
         local name, hex = nil, nil
         if legacy then name, hex = KEYS[k + i - 1], f[hx + i - 1] end
-        local s, rid = state_of(ids[i], d8s[i], name, hex)
+        local s, rid
+        s, rid, tks[i], fields[i] = state_of(ids[i], d8s[i], name, hex)
         if s == '$STATE_NEW' then rs[i] = '$RECORD_NEW'
         elseif s == '$STATE_DONE' then rs[i] = '$RECORD_DONE' .. rid
         elseif s == '$STATE_MISMATCH' then rs[i] = '$RECORD_MISMATCH'; blocked = true
@@ -168,12 +169,12 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
       else
         local deadline = string.format('%013d', NOW_MS + LEASE_MS)
         if req_id then
-          put(req_id, 'P' .. req_d8 .. deadline .. token)
+          put(req_tk, req_field, 'P' .. req_d8 .. deadline .. token)
           new = new + 1
         end
         for i = 1, n do
           if rs[i] == '$RECORD_NEW' then
-            put(ids[i], 'P' .. d8s[i] .. deadline .. token)
+            put(tks[i], fields[i], 'P' .. d8s[i] .. deadline .. token)
             new = new + 1
           end
         end
@@ -185,12 +186,20 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
     local has_req, n, ok, token = f[2] == '1', tonumber(f[3]), f[4] == '1', f[5]
     local created = tonumber(f[6])
     local function settle(id, d8, done)
-      local v, hk, field = find(id)
-      local mine = v and string.sub(v, 1, 9) == 'P' .. d8 and string.sub(v, 23) == token
+      -- most often the pending entry is where a new one goes: one HGET, not a search
+      local pend = 'P' .. d8
+      local tk, field = target(id), string.sub(id, 5, 12)
+      local hk = tk
+      local v = redis.call('HGET', hk, field)
+      local mine = v and string.sub(v, 1, 9) == pend and string.sub(v, 23) == token
+      if not mine then
+        v, hk = find(id)
+        mine = v and string.sub(v, 1, 9) == pend and string.sub(v, 23) == token
+      end
       if ok then
         if v and not mine then return false end
-        if v then redis.call('HDEL', hk, field) end
-        put(id, done)
+        if v and hk ~= tk then redis.call('HDEL', hk, field) end
+        put(tk, field, done)
         return true
       elseif mine then
         redis.call('HDEL', hk, field)
