@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    idempotency_ttl_s: int = Field(default=86_400, ge=2)
+    idempotency_ttl_s: int = Field(default=86_400, ge=60)
     idempotency_lease_s: float = Field(default=10.0, gt=0)
     future_tolerance_s: int = Field(default=300, ge=0)
     late_grace_s: int = Field(default=300, ge=0)
