@@ -5,7 +5,8 @@ through a ``Coalescer`` that runs every call submitted during one event-loop ite
 one ``OPS`` script invocation (one round trip, one command to pack and parse), at most
 ``max_concurrent`` at a time — so batches grow by themselves under load. Those invocations
 go over ``infra.scriptpipe`` (a lean pipelined connection); the control plane's single
-calls use redis-py.
+calls use redis-py. Usage keys live in the compact keyspace under ``namespace``
+(``domain.idempotency.compact``); control-plane keys are string keys named by the caller.
 """
 
 from __future__ import annotations
