@@ -272,7 +272,7 @@ class UsageEndpoint:
                     self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
                     raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc
         except BaseException:
-            await self._release(request_key, digest, token, claimed)
+            await self._release(request_key, digest, token, claimed, claim.ref)
             raise
         M.usage.records += count
         self._complete(
@@ -282,18 +282,24 @@ class UsageEndpoint:
             response[1],
             list(zip(claimed, record_ids, strict=True)) if claimed else [],
             response[2],
+            claim.ref,
         )
         return response[0], False
 
     async def _release(
-        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
+        self,
+        request_key: str | None,
+        digest: str,
+        token: str,
+        records: Sequence[RecordKey],
+        ref: bytes,
     ) -> None:
         """Free what a failed request claimed, before it is answered: the client's retry
         must find the key free, not pending."""
         if request_key is None and not records:
             return
         try:
-            await self._s.idempotency.release_claim(request_key, digest, token, records)
+            await self._s.idempotency.release_claim(request_key, digest, token, records, ref)
         except (RedisError, OSError):
             log.warning("could not release idempotency keys; their lease will expire")
 
@@ -305,6 +311,7 @@ class UsageEndpoint:
         stored: bytes,
         records: Sequence[tuple[RecordKey, str]],
         created: int,
+        ref: bytes,
     ) -> None:
         """Mark the keys done, without waiting: Kafka has the record, it is accepted. The
         settlement is queued before the answer is written, ahead of any claim a retry could
@@ -313,7 +320,7 @@ class UsageEndpoint:
         if request_key is None and not records:
             return
         self._s.idempotency.complete_claim(
-            request_key, digest, token, stored=stored, records=records, created=created
+            request_key, digest, token, stored=stored, records=records, created=created, ref=ref
         )
 
     async def _build(

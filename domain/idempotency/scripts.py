@@ -259,6 +259,7 @@ class ClaimOp:
     digest: str
     token: str
     records: Sequence[RecordKey]
+    ref: bytes = b""  # the request key's 24 bytes (``key_ref``), when it has one
 
 
 @dataclass(slots=True)
@@ -273,6 +274,7 @@ class SettleOp:
     stored: bytes
     records: Sequence[tuple[RecordKey, str]]
     created: int = 0
+    ref: bytes = b""
 
     @classmethod
     def release(
@@ -281,7 +283,8 @@ class SettleOp:
         return cls(request_key, False, digest, token, b"", [(r, _NO_ID) for r in records])
 
 
-def _key_bytes(name: str, digest: str) -> bytes:
+def key_ref(name: str, digest: str) -> bytes:
+    """A key's 24 bytes in ``OPS``'s ARGV[5]: its ident and the first 8 digest bytes."""
     return compact.ident(name) + bytes.fromhex(digest[:16])
 
 
@@ -304,23 +307,23 @@ def ops_call(
             keys.append(op.meta_key)
             line = f"C|{int(has_req)}|{len(op.records)}|{op.token}"
             if op.request_key is not None:
-                blob.append(_key_bytes(op.request_key, op.digest))
+                blob.append(op.ref or key_ref(op.request_key, op.digest))
                 if legacy:
                     keys.append(op.request_key)
                     line += "|" + op.digest
             if op.records:
-                blob.extend([_key_bytes(r.key, r.digest) for r in op.records])
+                blob.extend([key_ref(r.key, r.digest) for r in op.records])
                 if legacy:
                     keys.extend(r.key for r in op.records)
                     line += "|" + "|".join(r.digest for r in op.records)
         else:
             if op.request_key is not None:
-                blob.append(_key_bytes(op.request_key, op.digest))
+                blob.append(op.ref or key_ref(op.request_key, op.digest))
                 if op.ok:
                     stored.append(len(op.stored).to_bytes(4, "big") + op.stored)
             line = f"S|{int(has_req)}|{len(op.records)}|{int(op.ok)}|{op.token}|{op.created}"
             if op.records:
-                blob.extend([_key_bytes(r.key, r.digest) for r, _ in op.records])
+                blob.extend([key_ref(r.key, r.digest) for r, _ in op.records])
                 line += "|" + "|".join(rid for _, rid in op.records)
         lines.append(line)
     namespace, slice_s, floor_bits = layout
@@ -349,6 +352,12 @@ def ops_answers(
             continue
         state, meta, stored, records = answer.split(b"\0", 3)
         out.append(
-            Claim(_STATES[state], meta, stored, records.decode().split(",") if records else [])
+            Claim(
+                _STATES[state],
+                meta,
+                stored,
+                records.decode().split(",") if records else [],
+                op.ref,
+            )
         )
     return raw[0] == b"1", out

@@ -27,6 +27,7 @@ from domain.idempotency.scripts import (
     RELEASE,
     ClaimOp,
     SettleOp,
+    key_ref,
     ops_answers,
     ops_call,
 )
@@ -105,17 +106,25 @@ class RedisIdempotencyStore:
         A future, not a coroutine: the hot path awaits it directly (one frame less per
         request, twice: suspension and resumption)."""
         # _run_ops answers a claim with a Claim (typing.cast would cost a call per request)
+        ref = key_ref(request_key, digest) if request_key is not None else b""
         return self._ops.enqueue(  # type: ignore[return-value]
-            ClaimOp(meta_key, request_key, digest, token, records)
+            ClaimOp(meta_key, request_key, digest, token, records, ref)
         )
 
     def release_claim(
-        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
+        self,
+        request_key: str | None,
+        digest: str,
+        token: str,
+        records: Sequence[RecordKey],
+        ref: bytes = b"",
     ) -> asyncio.Future[Claim | None]:
         """Free what ``claim`` took. Queued at once, in order with the claims after it;
         await the future to know it is done (it fails with RedisError/OSError when Redis is
-        unavailable)."""
-        return self._ops.enqueue(SettleOp.release(request_key, digest, token, records))
+        unavailable). ``ref``: the claim's, when at hand."""
+        op = SettleOp.release(request_key, digest, token, records)
+        op.ref = ref
+        return self._ops.enqueue(op)
 
     def complete_claim(
         self,
@@ -126,12 +135,13 @@ class RedisIdempotencyStore:
         stored: bytes,
         records: Sequence[tuple[RecordKey, str]],
         created: int,
+        ref: bytes = b"",
     ) -> None:
         """Mark what ``claim`` took as done, the request key storing ``stored`` and each
         record key its id, live for the TTL from ``created``; for a caller that does not
         wait: queued at once, in order with the claims after it; a failure is logged (the
-        keys' lease then expires)."""
-        self._ops.push(SettleOp(request_key, True, digest, token, stored, records, created))
+        keys' lease then expires). ``ref``: the claim's, when at hand."""
+        self._ops.push(SettleOp(request_key, True, digest, token, stored, records, created, ref))
 
     async def usage_state(self, key: str) -> str | None:
         """``"pending"`` / ``"done"`` for a usage key with a live entry, None otherwise: for
