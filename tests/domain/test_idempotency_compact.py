@@ -199,5 +199,7 @@ async def test_old_format_keys_are_read_until_they_can_have_expired(
 
 def test_compact_payloads_fall_back_when_times_do_not_fit() -> None:
     assert inline_stored(5, 5) == b"D\0\0\0\5" and inline_stored(-1, 5) is None
+    frozen = dump_stored("mbu_x", 5, 9, {})  # a test clock's now differs from created
+    assert len(frozen) == 9 and load_stored(frozen, "mbu_y") == ("mbu_y", 5, 9, {})
     long = dump_stored("mbu_x", 5, -3, {})
     assert long[:1] == b"[" and load_stored(long, "mbu_y") == ("mbu_x", 5, -3, {})
