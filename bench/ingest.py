@@ -169,7 +169,7 @@ async def _idempotency_bytes(settings: Settings) -> tuple[int, int]:
     try:
         async for key in redis.scan_iter(match=settings.key("idem2", "*"), count=1000):
             total += int(await redis.memory_usage(key, samples=0) or 0)
-            if key[len(settings.key("idem2", "")) :][:1].isdigit():
+            if b":h:" in key:
                 entries += int(await redis.hlen(key))
     finally:
         await redis.aclose()

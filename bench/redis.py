@@ -152,7 +152,7 @@ async def _compact(url: str, names: list[str]) -> tuple[float, float, int, int, 
         spent = sum(float(after_cpu[k]) - float(cpu[k]) for k in ("used_cpu_sys", "used_cpu_user"))
         total, _ = await _key_bytes(r, f"{PREFIX}idem2:*")
         hashes = not_listpack = 0
-        async for key in r.scan_iter(match=f"{PREFIX}idem2:[0-9]*", count=1000):
+        async for key in r.scan_iter(match=f"{PREFIX}idem2:*:h:*", count=1000):
             hashes += 1
             if await r.object("ENCODING", key) != b"listpack":
                 not_listpack += 1

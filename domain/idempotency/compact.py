@@ -7,12 +7,15 @@ A usage request key or per-record key is not a Redis key of its own (~216 bytes 
   mode, client key). Its first 4 bytes pick the bucket, bytes 5–12 are the field (8
   bytes): bucket bits plus 64 field bits tell keys apart; at 10,000 requests/s held for
   24 h that is one false match in ~10⁸ days.
+- **Names**: ``<ns><slice_s>:h:<slice>:<generation>:<bucket>`` (the hashes),
+  ``<ns><slice_s>:d:<slice>`` (a slice's descriptor), ``<ns><slice_s>:x:<ident hex>``
+  (side keys), ``<ns>since`` (when the keyspace began).
 - **Time slices**: hashes belong to a slice of ``slice_s`` = half the TTL and expire whole
   ``ttl_s + MARGIN_S`` after their slice ends; a lookup reads every slice that may still
   hold a live entry (three, a fourth during the first ``MARGIN_S`` of a slice). Redis 7.0
   has no per-field expiry: an entry's own time decides whether it is live (done: its
   ``created`` + TTL; pending: its lease deadline), the hash's expiry frees the memory.
-- **Buckets sized by traffic**: a slice's descriptor (``<ns>d:<slice>``) lists its
+- **Buckets sized by traffic**: a slice's descriptor lists its
   generations' bucket bits. A slice starts with enough buckets for the previous slice's
   count at ``FILL`` entries a hash (at least ``2**floor_bits``); when its newest
   generation passes that fill, a generation with 4× the buckets starts. Hashes stay
@@ -23,7 +26,7 @@ A usage request key or per-record key is not a Redis key of its own (~216 bytes 
       P d8 <deadline ms, 13 digits> <token>   pending until the deadline
       D d8 <created u32> [<now u32>]          done, single record or batch without
                                               duplicates: the mbu_ id is derived again
-      X d8 <created u32>                      done, stored in the side key <ns>x:<ident hex>
+      X d8 <created u32>                      done, the payload in its side key
       R d8 <created u32> <record id>          a per-record key, done
 
 Nothing else is stored: the response is rendered again from the (identical, the digest
@@ -67,26 +70,27 @@ def read_stored(raw: bytes) -> tuple[int, int] | None:
 # ``TTL_S``, ``SLICE_S``, ``FLOOR_BITS`` are locals the calling script defines first.
 LUA = f"""
 local FILL, MARGIN = {FILL}, {MARGIN_S}
+local SNS = NS .. SLICE_S .. ':'  -- slices of another length are another keyspace
 local CUR = math.floor(NOW_S / SLICE_S)
 local OLDEST = math.floor((NOW_S - TTL_S - MARGIN) / SLICE_S)
 local gens = {{}}
 local function expire_at(k) return (k + 1) * SLICE_S + TTL_S + MARGIN end
 for k = CUR, OLDEST, -1 do
-  local d = redis.call('HGET', NS .. 'd:' .. k, 'g')
+  local d = redis.call('HGET', SNS .. 'd:' .. k, 'g')
   if d then gens[k] = d end
 end
 if not gens[CUR] then
-  local prev = tonumber(redis.call('HGET', NS .. 'd:' .. (CUR - 1), 't') or '0')
+  local prev = tonumber(redis.call('HGET', SNS .. 'd:' .. (CUR - 1), 't') or '0')
   local bits = FLOOR_BITS
   while bits < 30 and (2 ^ bits) * FILL < prev do bits = bits + 1 end
   gens[CUR] = string.char(bits)
-  local dk = NS .. 'd:' .. CUR
+  local dk = SNS .. 'd:' .. CUR
   redis.call('HSET', dk, 'g', gens[CUR], 'n', 0, 't', 0)
   redis.call('EXPIREAT', dk, expire_at(CUR))
 end
 local function bucket(k, gi, bits, id)
   local top = struct.unpack('>I4', id)
-  return NS .. k .. ':' .. gi .. ':' .. math.floor(top / 2 ^ (32 - bits))
+  return SNS .. 'h:' .. k .. ':' .. gi .. ':' .. math.floor(top / 2 ^ (32 - bits))
 end
 -- Where a new entry goes: the current slice's newest generation.
 local function target(id)
@@ -128,7 +132,7 @@ local function put(tk, field, value)
 end
 local function side_key(id)
   local hex = string.gsub(id, '.', function(c) return string.format('%02x', string.byte(c)) end)
-  return NS .. 'x:' .. hex
+  return SNS .. 'x:' .. hex
 end
 -- Expire the hashes written; count new entries: a generation past its fill starts one
 -- with 4x the buckets.
@@ -136,7 +140,7 @@ local function count(new)
   local at = expire_at(CUR)
   for hk in pairs(touched) do redis.call('EXPIREAT', hk, at) end
   if new == 0 then return end
-  local dk = NS .. 'd:' .. CUR
+  local dk = SNS .. 'd:' .. CUR
   local n = redis.call('HINCRBY', dk, 'n', new)
   redis.call('HINCRBY', dk, 't', new)
   local g = gens[CUR]

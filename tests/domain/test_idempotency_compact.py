@@ -174,7 +174,7 @@ async def test_hashes_stay_listpacks_as_traffic_grows(
     for _ in range(40):
         claims = [store.claim(meta, _name(settings), "a" * 32, "t") for _ in range(16)]
         await asyncio.gather(*claims)
-    hashes = [k async for k in redis.scan_iter(match=ns + "[0-9]*")]
+    hashes = [k async for k in redis.scan_iter(match=ns + "*:h:*")]
     sizes = [await redis.hlen(k) for k in hashes]
     assert sum(sizes) == 640 and max(sizes) <= 2 * FILL and len(hashes) > 4
     for k in hashes:
