@@ -8,7 +8,8 @@ written twice, each into an empty server:
 - the old format, the ceiling: one string key per request (``P|…`` then ``D|<digest>|<the
   JSON result>``, as before the compact keyspace), written with SET;
 - the compact keyspace, through ``RedisIdempotencyStore`` itself: a claim and its
-  settlement per request, coalesced as the API sends them (``CONCURRENCY`` at a time).
+  settlement per request, coalesced as the API sends them (``CONCURRENCY`` at a time);
+  and as many per-record keys of batches, each storing its record's id.
 
 Figures: ``used_memory`` delta / requests, and ``MEMORY USAGE`` of every key written /
 requests. A compact entry lives from its write until its time slice's hash expires: on
@@ -30,11 +31,11 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.common import Figure
-from domain.idempotency import RedisIdempotencyStore, body_digest
+from domain.idempotency import RecordKey, RedisIdempotencyStore, body_digest
 from domain.idempotency.codec import done_value
 from infra import progress
 from infra.devenv import free_port
-from infra.ids import derived_id
+from infra.ids import derived_id, new_id
 from infra.scriptpipe import ScriptPipe
 from ingest.results import dump_stored
 
@@ -47,6 +48,7 @@ TTL_S = 86_400
 PEAK = 1.5  # entries held, at most, per entry of a TTL's traffic (time slices)
 TARGET_B = 64
 PREFIX = "vinrbench:"
+RECORDS_PER_BATCH = 10
 
 
 @contextlib.asynccontextmanager
@@ -162,6 +164,49 @@ async def _compact(url: str, names: list[str]) -> tuple[float, float, int, int, 
         await r.aclose()
 
 
+async def _records(url: str, names: list[str]) -> float:
+    """used_memory per per-record key of batches (``RECORDS_PER_BATCH`` keyed records each,
+    no request key), each storing its record's id."""
+    r = Redis.from_url(url)
+    await r.flushall()
+    pipe = ScriptPipe(url, timeout_s=10, connect_timeout_s=2)
+    store = RedisIdempotencyStore(r, pipe, ttl_s=TTL_S, lease_s=10, namespace=f"{PREFIX}idem2:")
+    meta = f"{PREFIX}item:acct:t:si"
+    created = int(time.time())
+
+    async def batch(j: int, chunk: list[str]) -> None:
+        token = f"r{j:x}"
+        keys = [RecordKey(n, body_digest(n.encode(), 8)) for n in chunk]
+        await store.claim(meta, None, "0" * 32, token, keys)
+        request_id = new_id("mbu")
+        store.complete_claim(
+            None,
+            "0" * 32,
+            token,
+            stored=b"",
+            records=[(k, f"{request_id}_{i}") for i, k in enumerate(keys)],
+            created=created,
+        )
+
+    try:
+        await store.claim(meta, None, "0" * 32, "warm")
+        before = await _used(r)
+        step = RECORDS_PER_BATCH * 16
+        for start in range(0, len(names), step):
+            chunk = names[start : start + step]
+            await asyncio.gather(
+                *(
+                    batch(start + i, chunk[i : i + RECORDS_PER_BATCH])
+                    for i in range(0, len(chunk), RECORDS_PER_BATCH)
+                )
+            )
+        await store.drain()
+        return (await _used(r) - before) / len(names)
+    finally:
+        await pipe.close()
+        await r.aclose()
+
+
 async def run(broker: str) -> list[Figure]:
     del broker  # Redis only
     names = _names(REQUESTS)
@@ -174,6 +219,8 @@ async def run(broker: str) -> list[Figure]:
             await r.aclose()
         async with progress.timed(f"  compact: {REQUESTS:,} requests", 20):
             used, usage, hashes, not_listpack, cpu_us = await _compact(url, names)
+        async with progress.timed(f"  per-record keys: {REQUESTS:,}", 20):
+            per_record = await _records(url, names)
     print(
         f"  old format: {old_used:.0f} B/request (used_memory), {old_usage:.0f} B (MEMORY USAGE)"
         f"\n  compact: {used:.1f} B/request (used_memory), {usage:.1f} B (MEMORY USAGE),"
@@ -203,4 +250,10 @@ async def run(broker: str) -> list[Figure]:
             ceiling_label="B old format",
         ),
         Figure(STAGE, "Redis CPU per request, claim + settle (INFO cpu)", cpu_us, "µs"),
+        Figure(
+            STAGE,
+            f"Redis bytes per per-record key, batches of {RECORDS_PER_BATCH} (used_memory)",
+            per_record,
+            "B",
+        ),
     ]
