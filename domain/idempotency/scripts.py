@@ -13,7 +13,8 @@ first 8 bytes of its digest), ``[6]`` the namespace, ``[7]`` slice_s, ``[8]`` fl
 
 - claim  ``C|<has request key 0|1>|<n>|<token>[|<hex digest>]*``; KEYS: the item
   metadata hash, then (legacy) the request key's and the n record keys' names, whose hex
-  digests end the line. Answer ``<ClaimState>\0<metadata>\0<stored>\0<RecordState,...>``.
+  digests end the line. Answer ``<ClaimState>\0<metadata>\0<RecordState,...>\0<stored>``
+  (stored last: binary, it may hold a NUL).
   Nothing is written unless the whole claim can go ahead.
 - settle ``S|<has request key 0|1>|<n>|<ok 0|1>|<token>|<created>[|<record id>]*n``; no
   KEYS. ok: pending → done (the request key with the next payload of ARGV[4]: inline when
@@ -181,7 +182,8 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
       end
     end
     if legacy then k = k + n end
-    out[#out + 1] = state .. '\\0' .. meta .. '\\0' .. st .. '\\0' .. table.concat(rs, ',')
+    -- what was stored is binary (it may hold a NUL): last, so it is the rest of the answer
+    out[#out + 1] = state .. '\\0' .. meta .. '\\0' .. table.concat(rs, ',') .. '\\0' .. st
   else
     local has_req, n, ok, token = f[2] == '1', tonumber(f[3]), f[4] == '1', f[5]
     local created = tonumber(f[6])
@@ -198,8 +200,12 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
       end
       if ok then
         if v and not mine then return false end
-        if v and hk ~= tk then redis.call('HDEL', hk, field) end
-        put(tk, field, done)
+        if v and hk == tk then
+          redis.call('HSET', tk, field, done)  -- in place: the hash has its expiry
+        else
+          if v then redis.call('HDEL', hk, field) end
+          put(tk, field, done)
+        end
         return true
       elseif mine then
         redis.call('HDEL', hk, field)
@@ -350,7 +356,7 @@ def ops_answers(
         if isinstance(op, SettleOp):
             out.append(None)
             continue
-        state, meta, stored, records = answer.split(b"\0", 3)
+        state, meta, records, stored = answer.split(b"\0", 3)
         out.append(
             Claim(
                 _STATES[state],

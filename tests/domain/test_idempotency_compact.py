@@ -203,3 +203,26 @@ def test_compact_payloads_fall_back_when_times_do_not_fit() -> None:
     assert len(frozen) == 9 and load_stored(frozen, "mbu_y") == ("mbu_y", 5, 9, {})
     long = dump_stored("mbu_x", 5, -3, {})
     assert long[:1] == b"[" and load_stored(long, "mbu_y") == ("mbu_x", 5, -3, {})
+
+
+async def test_a_replay_of_times_holding_nul_bytes(make: Make, settings: Settings) -> None:
+    """The compact payload is binary: a time whose bytes include 0 replays whole."""
+    store, meta = make(ttl_s=600), _meta(settings)
+    created = int(time.time()) & ~0xFF  # its lowest byte is 0
+    for now in (created, created + 0x100):  # the second payload holds `now` too
+        name = _name(settings)
+        assert (await store.claim(meta, name, "a" * 32, "t1")).state is ClaimState.NEW
+        store.complete_claim(
+            name,
+            "a" * 32,
+            "t1",
+            stored=dump_stored("", created, now, {}),
+            records=[],
+            created=created,
+        )
+        await store.drain()
+        replay = await store.claim(
+            meta, name, "a" * 32, "t2", [RecordKey(_name(settings), "0" * 16)]
+        )
+        assert replay.state is ClaimState.DONE and replay.records == []
+        assert load_stored(replay.stored, "mbu_d") == ("mbu_d", created, now, {})
