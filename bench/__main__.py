@@ -16,7 +16,7 @@ import sys
 from bench.common import Figure, print_table, write_results
 from infra.devenv import dev_broker
 
-STAGES = ("ingest", "redis", "aggregator", "groups", "invoicer", "end_to_end")
+STAGES = ("ingest", "aggregator", "groups", "invoicer", "end_to_end")
 
 
 async def _run(stages: list[str], broker: str) -> list[Figure]:

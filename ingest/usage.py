@@ -245,12 +245,7 @@ class UsageEndpoint:
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         if claim.state is not _NEW:
-            derived = (
-                derived_id("mbu", tenant.account_id, mode, idem_key, digest)
-                if idem_key is not None
-                else ""
-            )
-            return answer_repeat(claim, req, tenant.livemode, derived), True
+            return answer_repeat(claim, req, tenant.livemode), True
         claimed = (
             [
                 rk
@@ -273,7 +268,7 @@ class UsageEndpoint:
                     self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
                     raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc
         except BaseException:
-            await self._release(request_key, digest, token, claimed, claim.ref)
+            await self._release(request_key, digest, token, claimed)
             raise
         M.usage.records += count
         self._complete(
@@ -282,25 +277,18 @@ class UsageEndpoint:
             token,
             response[1],
             list(zip(claimed, record_ids, strict=True)) if claimed else [],
-            response[2],
-            claim.ref,
         )
         return response[0], False
 
     async def _release(
-        self,
-        request_key: str | None,
-        digest: str,
-        token: str,
-        records: Sequence[RecordKey],
-        ref: bytes,
+        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
     ) -> None:
         """Free what a failed request claimed, before it is answered: the client's retry
         must find the key free, not pending."""
         if request_key is None and not records:
             return
         try:
-            await self._s.idempotency.release_claim(request_key, digest, token, records, ref)
+            await self._s.idempotency.release_claim(request_key, digest, token, records)
         except (RedisError, OSError):
             log.warning("could not release idempotency keys; their lease will expire")
 
@@ -311,8 +299,6 @@ class UsageEndpoint:
         token: str,
         stored: bytes,
         records: Sequence[tuple[RecordKey, str]],
-        created: int,
-        ref: bytes,
     ) -> None:
         """Mark the keys done, without waiting: Kafka has the record, it is accepted. The
         settlement is queued before the answer is written, ahead of any claim a retry could
@@ -321,13 +307,13 @@ class UsageEndpoint:
         if request_key is None and not records:
             return
         self._s.idempotency.complete_claim(
-            request_key, digest, token, stored=stored, records=records, created=created, ref=ref
+            request_key, digest, token, stored=stored, records=records
         )
 
     async def _build(
         self, tenant: Tenant, req: Request, claim: Claim, idem_key: str | None, digest: str
-    ) -> tuple[tuple[bytes, bytes, int], tuple[Entry, Records | None, bytes, int], list[str]]:
-        """((response, stored, created), (the request's entry in a Kafka message, its records when
+    ) -> tuple[tuple[bytes, bytes], tuple[Entry, Records | None, bytes, int], list[str]]:
+        """((response, stored), (the request's entry in a Kafka message, its records when
         they follow the entry, the item key, the record count), ids of the claimed keyed
         records).
 
@@ -400,7 +386,7 @@ class UsageEndpoint:
         )
         response = render(req, tenant.livemode, request_id, created, now, duplicates)
         return (
-            (response, dump_stored(request_id, created, now, duplicates), created),
+            (response, dump_stored(request_id, created, now, duplicates)),
             (entry, batched, item_key(meta.pk), len(records)),
             record_ids,
         )

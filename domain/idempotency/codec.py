@@ -1,6 +1,4 @@
-"""The value a string idempotency key holds in Redis, defined once for Python and the Lua
-scripts: the control plane's keys, and usage keys written before the compact keyspace
-(``domain.idempotency.compact``), which are read until they expire.
+"""The value an idempotency key holds in Redis, defined once for Python and the Lua scripts.
 
 ::
 
