@@ -148,17 +148,27 @@ async def _tick_until_idle(invoicer: Invoicer) -> int:
 
 
 async def _bulk_events(
-    conn: asyncpg.Connection[Any], ids: list[str], tag: str, event: dict[str, Any], ts: int
+    conn: asyncpg.Connection[Any],
+    ids: list[str],
+    tag: str,
+    event: dict[str, Any],
+    ts: int,
+    *,
+    per_invoice: int = 3,
+    type_: str = "invoice.paid",
 ) -> None:
-    evt = [f"evt_{tag}{i}_{k}" for i in ids for k in (1, 2, 3)]
+    """``per_invoice`` events of each invoice and a delivery of each, as the outbox writes
+    them."""
+    evt = [f"evt_{tag}{i}_{k}" for i in ids for k in range(1, per_invoice + 1)]
     await conn.execute(
         "INSERT INTO events (id, account_id, livemode, type, data, created)"
-        " SELECT e, $2, false, 'invoice.paid', d, $3"
+        " SELECT e, $2, false, $5, d, $3"
         " FROM unnest($1::text[], $4::jsonb[]) AS v(e, d)",
         evt,
         _ACCOUNT,
         ts,
         [event] * len(evt),
+        type_,
     )
     await conn.execute(
         "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at,"
@@ -208,23 +218,7 @@ async def _ceiling(
                 ids,
                 ts,
             )
-            evt = [f"evt_{tag}{i}_{k}" for i in ids for k in (1, 2)]
-            await conn.execute(
-                "INSERT INTO events (id, account_id, livemode, type, data, created)"
-                " SELECT e, $2, false, 'invoice.created', d, $3"
-                " FROM unnest($1::text[], $4::jsonb[]) AS v(e, d)",
-                evt,
-                _ACCOUNT,
-                ts,
-                [event] * len(evt),
-            )
-            await conn.execute(
-                "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at,"
-                " created) SELECT 'whd_' || md5(e), e, 'we_bench', $2::float8, $2::bigint"
-                " FROM unnest($1::text[]) e",
-                evt,
-                ts,
-            )
+            await _bulk_events(conn, ids, tag, event, ts, per_invoice=2, type_="invoice.created")
     if settle_event is None:
         return time.perf_counter() - started
     for lo in range(0, n, batch):
