@@ -11,7 +11,7 @@ open-loop rate of 5,000 requests/s (latency counted from the scheduled send time
 in batches of 1000, and the ratio of the single-record rate to the echo's. Every request
 carries a fresh ``Idempotency-Key``, as the SDKs send. The API runs with per-key rate
 limits on; one key carries the whole load, so its account's usage limit is raised above
-what the machine can send (``bench.common.BENCH_USAGE_RATE``) and no request is refused.
+what the machine can send (``bench.common.BENCH_RATE``) and no request is refused.
 
 The per-key rate limiter's own cost is measured apart, in this process, against the same
 Redis: an admit from leased tokens (the synchronous path most requests take), and the CPU
