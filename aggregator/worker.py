@@ -137,6 +137,9 @@ class Aggregator(Service):
                 heartbeat_interval_ms=s.aggregator_session_timeout_ms // 3,
                 max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
                 fetch_max_bytes=_FETCH_BYTES,
+                # How long the broker may hold a fetch that finds nothing new: the delay a
+                # record arriving just after such a fetch waits (aiokafka's default is 500 ms).
+                fetch_max_wait_ms=s.aggregator_fetch_wait_ms,
             )
             await self._consumer.start()
         except KafkaError as exc:

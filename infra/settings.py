@@ -60,6 +60,9 @@ class Settings(BaseSettings):
 
     aggregator_max_records: int = Field(default=20_000, ge=1)
     aggregator_poll_ms: int = Field(default=200, ge=1)
+    # The longest the broker holds an aggregator's fetch when no new record is there: it
+    # bounds how long a record that lands just after an empty fetch waits to be folded.
+    aggregator_fetch_wait_ms: int = Field(default=50, ge=1, le=10_000)
     # Group mode (`vinr aggregator --group`): a member silent this long is declared dead
     # and its partitions move to the others (heartbeats every third of it).
     aggregator_session_timeout_ms: int = Field(default=10_000, ge=3_000)
