@@ -3,7 +3,8 @@
 Each stage module exposes ``async def run(broker: str) -> list[Figure]`` and sets up its
 own isolated environment (``infra.devenv.isolated_settings``). On a terminal, each load
 run, round and sample loop shows a progress bar on stderr (``infra.progress``); piped, the
-output is the figures alone.
+output is the figures alone. The figures go to ``bench/results/latest.json`` and are drawn
+as PNG charts beside it (``bench.charts``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import importlib
 import importlib.util
 import sys
 
-from bench.common import Figure, print_table, write_results
+from bench.charts import draw
+from bench.common import RESULTS, Figure, print_table, write_results
 from infra.devenv import dev_broker
 
 STAGES = ("ingest", "aggregator", "groups", "invoicer", "end_to_end")
@@ -40,6 +42,8 @@ def main(argv: list[str]) -> int:
     print_table(figures)
     path = write_results(figures)
     print(f"\nresults written to {path}")
+    for chart in draw(figures, RESULTS):
+        print(f"chart written to {chart}")
     return 0
 
 
