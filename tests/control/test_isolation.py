@@ -43,25 +43,12 @@ from domain.store import webhooks as endpoint_store
 from domain.tenant import Tenant
 from infra.ids import new_id, new_secret
 from invoicer.worker import Invoicer
-from tests.support.api import metered_price, post
+from tests.support.api import PATH_KINDS, metered_price, post
 from tests.support.billing import DAY, T0
 
 Op = tuple[str, str]  # (METHOD, path template as /openapi.json writes it)
 Body = dict[str, Any]
 
-# Where a path parameter's id comes from.
-PATH_KINDS = {
-    "product_id": "product",
-    "price_id": "price",
-    "customer_id": "customer",
-    "pm_id": "payment_method",
-    "sub_id": "subscription",
-    "clock_id": "clock",
-    "invoice_id": "invoice",
-    "event_id": "event",
-    "endpoint_id": "endpoint",
-    "key_id": "api_key",
-}
 # Tables no request writes to: nothing to compare.
 UNFINGERPRINTED = ("schema_migrations",)
 LOCAL_HOOK = "http://127.0.0.1:9/hook"  # the discard port: nothing listens there

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control.routing import MAX_JSON_DEPTH
+from tests.support.api import PATH_KINDS
 from tests.support.fuzz import FUZZ, Target, check_error, hostile_headers
 from vinr.api import openapi_document
 
@@ -28,14 +29,6 @@ _WITH_BODY = sorted(
     for method, operation in operations.items()
     if "requestBody" in operation and not path.startswith("/v1/usage_records")
 )
-_IDS = {
-    "{customer_id}": "customer",
-    "{sub_id}": "subscription",
-    "{clock_id}": "clock",
-    "{event_id}": "event",
-    "{endpoint_id}": "endpoint",
-    "{key_id}": "api_key",
-}
 
 TEXT = st.one_of(
     st.text(max_size=30),
@@ -93,8 +86,8 @@ def test_hostile_control_bodies_get_documented_4xx(target: Target, client: httpx
     assert len(_WITH_BODY) >= 10, _WITH_BODY
     urls = []
     for method, path in _WITH_BODY:
-        for placeholder, kind in _IDS.items():
-            path = path.replace(placeholder, target.objects[kind])
+        for name, kind in PATH_KINDS.items():
+            path = path.replace("{" + name + "}", target.objects[kind])
         assert "{" not in path, path
         urls.append((method, path))
     lists = ["/v1/products", "/v1/prices", "/v1/webhook_endpoints"]

@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from infra.errors import error_types
+from tests.support.api import PATH_KINDS
 from tests.support.fuzz import FUZZ, Target
 from vinr.api import openapi_document
 
@@ -86,21 +87,6 @@ def test_operation_conforms(case: Case, target: Target) -> None:
     case.call_and_validate(base_url=target.url, headers=_auth(target), checks=CHECKS)
 
 
-# Path parameter → the kind of seeded object whose id it takes (``tests.fuzz.conftest``).
-_IDS = {
-    "product_id": "product",
-    "price_id": "price",
-    "customer_id": "customer",
-    "pm_id": "payment_method",
-    "sub_id": "subscription",
-    "clock_id": "clock",
-    "invoice_id": "invoice",
-    "event_id": "event",
-    "endpoint_id": "endpoint",
-    "key_id": "api_key",
-}
-
-
 def test_the_fuzzed_document_is_the_served_one(target: Target) -> None:
     served = httpx.get(f"{target.url}/openapi.json", timeout=30)
     assert served.status_code == 200
@@ -122,7 +108,7 @@ def test_the_fuzzed_document_is_the_served_one(target: Target) -> None:
 def test_filtered_lists_of_seeded_objects_conform(
     target: Target, path: str, query: dict[str, str]
 ) -> None:
-    params = {name: target.objects[kind] for name, kind in _IDS.items() if name in path}
+    params = {name: target.objects[kind] for name, kind in PATH_KINDS.items() if name in path}
     case = schema[path]["GET"].Case(
         path_parameters=params or None,
         query={name: target.objects[kind] for name, kind in query.items()},
@@ -167,7 +153,9 @@ def test_every_operation_on_a_seeded_object_conforms(target: Target) -> None:
     objects = target.objects | {"api_key": fresh.json()["id"]}
     for method, path in _by_id():
         operation = schema[path][method]
-        params = {name: objects[kind] for name, kind in _IDS.items() if "{" + name + "}" in path}
+        params = {
+            name: objects[kind] for name, kind in PATH_KINDS.items() if "{" + name + "}" in path
+        }
         body = _BODIES.get((method, path))
         documented = "requestBody" in DOCUMENT["paths"][path][method.lower()]
         case = (

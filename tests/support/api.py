@@ -8,6 +8,21 @@ from typing import Any
 
 import httpx
 
+# Where a path parameter of the API takes its id from: the kind of object (tests that
+# seed one object of each kind name them so).
+PATH_KINDS = {
+    "product_id": "product",
+    "price_id": "price",
+    "customer_id": "customer",
+    "pm_id": "payment_method",
+    "sub_id": "subscription",
+    "clock_id": "clock",
+    "invoice_id": "invoice",
+    "event_id": "event",
+    "endpoint_id": "endpoint",
+    "key_id": "api_key",
+}
+
 
 async def post(
     client: httpx.AsyncClient,
