@@ -12,6 +12,16 @@ item's requests keep their order in one partition). Value::
     ops     = [[timestamp, quantity, is_set], …]   one per distinct timestamp
     records = [null | [[timestamp, quantity, is_set], …], …]   aligned with "q"
 
+A meter-event message shares the topic (so the invoicer's completeness watermark covers
+meter events too) and the version; its header holds events instead of requests::
+
+    header                      orjson {"v": 2, "m": [event, …]}
+    event   = [identifier, account, livemode, meter_pk, customer_pk, timestamp, value,
+               accepted_at]
+
+``value`` is an integer or an exact decimal string. Key: ``meter_key`` (one meter and
+customer's events keep their order in one partition, which ``last`` relies on).
+
 ``ops`` is the request's records collapsed in arrival order (``domain.fold``: a ``set``
 replaces what came before it at its timestamp, an increment adds): everything a window
 depends on. The ingest, which validates every record anyway, collapses them, so the
@@ -30,15 +40,21 @@ from typing import Any
 import orjson
 
 from domain.fold import collapse_valid
+from domain.meters import Number, decimal_text
 
 __all__ = [
     "Entry",
+    "MeterEvent",
     "UsageMessage",
     "decode_head",
+    "decode_meter_events",
     "decode_usage",
     "encode_entries",
+    "encode_meter_events",
     "encode_usage",
+    "is_meter_message",
     "item_key",
+    "meter_key",
     "records_of",
     "usage_entry",
 ]
@@ -187,3 +203,71 @@ def decode_usage(raw: bytes) -> list[UsageMessage]:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed records: {exc}") from exc
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class MeterEvent:
+    """One accepted meter event, as published."""
+
+    identifier: str
+    account_id: str
+    livemode: bool
+    meter_pk: int
+    customer_pk: int
+    timestamp: int
+    value: Number
+    accepted_at: int
+
+
+def meter_key(meter_pk: int, customer_pk: int) -> bytes:
+    return b"m%d:%d" % (meter_pk, customer_pk)
+
+
+def encode_meter_events(events: Sequence[MeterEvent]) -> bytes:
+    """One message of meter events of one partition, in arrival order."""
+    return orjson.dumps(
+        {
+            "v": VERSION,
+            "m": [
+                [
+                    e.identifier,
+                    e.account_id,
+                    e.livemode,
+                    e.meter_pk,
+                    e.customer_pk,
+                    e.timestamp,
+                    e.value if type(e.value) is int else decimal_text(e.value),
+                    e.accepted_at,
+                ]
+                for e in events
+            ],
+        }
+    )
+
+
+_METER_MARK = b',"m":'
+
+
+def is_meter_message(raw: bytes) -> bool:
+    """A meter-event message (cheap: looks at the header's first key only)."""
+    return raw[6:11] == _METER_MARK if raw[:6] == b'{"v":2' else False
+
+
+def decode_meter_events(raw: bytes) -> list[list[Any]]:
+    """The events of a meter-event message, unchecked beyond their shape (the aggregator
+    checks each value: ``domain.meters.parse_value``).
+
+    Raises:
+        ValueError: not a meter-event message of this version.
+    """
+    try:
+        d = orjson.loads(raw)
+        events = d["m"] if type(d) is dict and d.get("v") == VERSION else None
+    except (orjson.JSONDecodeError, KeyError) as exc:
+        raise ValueError(f"not a meter-event message: {exc}") from exc
+    if type(events) is not list or not events:
+        raise ValueError("not a meter-event message of version 2 (no events)")
+    for event in events:
+        if type(event) is not list or len(event) != 8 or type(event[0]) is not str:
+            raise ValueError("malformed meter event")
+    return events
