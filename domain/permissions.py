@@ -17,16 +17,23 @@ __all__ = ["PERMISSIONS", "RESTRICTED_DEFAULT", "USAGE_RECORDS_WRITE", "check", 
 
 USAGE_RECORDS_WRITE = "usage_records: write"
 
-# permission → the (method, path) pairs it allows; paths are matched exactly.
+# permission → the (method, path) pairs it allows. A path segment written ``{id}`` matches
+# any one segment (an object id); every other segment is matched exactly.
 PERMISSIONS: Mapping[str, frozenset[tuple[str, str]]] = {
     USAGE_RECORDS_WRITE: frozenset(
         {
             ("POST", "/v1/usage_records"),
             ("POST", "/v1/usage_records/batch"),
             ("GET", "/v1/usage_records/summaries"),
+            ("POST", "/v1/billing/meter_events"),
+            ("POST", "/v1/billing/meter_events/batch"),
+            ("POST", "/v1/billing/meter_event_adjustments"),
+            ("GET", "/v1/billing/meters/{id}/event_summaries"),
         }
     ),
 }
+
+_ANY = "{id}"
 
 # What a new restricted key holds: a producer service reports usage and reads its totals.
 RESTRICTED_DEFAULT: frozenset[str] = frozenset({USAGE_RECORDS_WRITE})
@@ -52,7 +59,7 @@ def denial(holder: Holder, method: str, path: str) -> PermissionDenied | None:
     held = holder.permissions
     for permission in held:
         allowed = PERMISSIONS.get(permission)
-        if allowed is not None and route in allowed:
+        if allowed is not None and (route in allowed or _matches(allowed, method, path)):
             return None
     shown = path if len(path) <= _MAX_PATH_SHOWN else path[:_MAX_PATH_SHOWN] + "…"
     names = ", ".join(f"'{p}'" for p in sorted(held))
@@ -63,6 +70,21 @@ def denial(holder: Holder, method: str, path: str) -> PermissionDenied | None:
     else:
         what = f"this restricted key has the permissions {names}, which do not allow"
     return PermissionDenied(f"{what} {method} {shown}; use a secret key")
+
+
+def _matches(allowed: frozenset[tuple[str, str]], method: str, path: str) -> bool:
+    """Whether ``method path`` matches one of the templated routes in ``allowed``."""
+    parts = path.split("/")
+    for m, template in allowed:
+        if m != method or _ANY not in template:
+            continue
+        pattern = template.split("/")
+        if len(pattern) == len(parts) and all(
+            want == got or (want == _ANY and got != "")
+            for want, got in zip(pattern, parts, strict=True)
+        ):
+            return True
+    return False
 
 
 def check(holder: Holder, method: str, path: str) -> None:

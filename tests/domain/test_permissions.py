@@ -15,6 +15,10 @@ USAGE_ROUTES = [
     ("POST", "/v1/usage_records"),
     ("POST", "/v1/usage_records/batch"),
     ("GET", "/v1/usage_records/summaries"),
+    ("POST", "/v1/billing/meter_events"),
+    ("POST", "/v1/billing/meter_events/batch"),
+    ("POST", "/v1/billing/meter_event_adjustments"),
+    ("GET", "/v1/billing/meters/{id}/event_summaries"),
 ]
 OTHER_ROUTES = [
     ("GET", "/v1/invoices"),
@@ -26,6 +30,13 @@ OTHER_ROUTES = [
     ("POST", "/v1/usage_records/summaries"),
     ("GET", "/v1/usage_records/summaries/"),
     ("GET", "/v1/nowhere"),
+    ("GET", "/v1/billing/meters"),
+    ("POST", "/v1/billing/meters"),
+    ("GET", "/v1/billing/meters/mtr_1"),
+    ("GET", "/v1/billing/meters//event_summaries"),
+    ("GET", "/v1/billing/meters/mtr_1/x/event_summaries"),
+    ("POST", "/v1/billing/meters/mtr_1/event_summaries"),
+    ("POST", "/v1/billing/alerts"),
 ]
 
 
@@ -41,7 +52,7 @@ def test_a_secret_key_may_call_anything(method: str, path: str) -> None:
 
 @pytest.mark.parametrize(("method", "path"), USAGE_ROUTES)
 def test_a_restricted_key_may_report_usage_and_read_summaries(method: str, path: str) -> None:
-    check(RESTRICTED, method, path)
+    check(RESTRICTED, method, path.replace("{id}", "mtr_8aZ2"))
 
 
 @pytest.mark.parametrize(("method", "path"), OTHER_ROUTES)

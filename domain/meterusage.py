@@ -1,0 +1,240 @@
+"""Meter usage in Postgres: a customer's usage of a meter over time ranges, and cancelling
+an event. The aggregator writes the ledger and the buckets (``aggregator/meters.py``); this
+module reads them and corrects them.
+
+A range ``[start, end)`` is answered from the minute buckets wholly inside it plus the
+counted events of the partial minutes at its edges (a range on minute boundaries reads
+buckets only) — never by reading every event. An event counts when it has a value (it is
+not a cancel that came before its event), is not cancelled and was not refused by the
+aggregator.
+
+A cancel (``cancel_event``) marks the event's ledger row and rebuilds its bucket from the
+bucket's counted events. It locks the bucket row first, in its own statement, so the
+rebuild reads every event the aggregator committed before it; an aggregator batch that
+comes after waits for the lock and adds its own events to the rebuilt bucket. A cancel for
+an identifier not seen yet writes a tombstone: the event, when it arrives, is recorded and
+never counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import asyncpg
+
+from domain.meters import BUCKET_S, Number, Stats, merge, timestamp_refusal
+from infra.errors import InvalidRequest
+
+__all__ = [
+    "SEQ_INDEX_SPAN",
+    "CancelOutcome",
+    "RangeAsk",
+    "cancel_event",
+    "closing_boundaries",
+    "range_stats",
+]
+
+SEQ_INDEX_SPAN = 1_000_000  # an event's arrival position: kafka_offset * span + kafka_index
+
+
+@dataclass(frozen=True, slots=True)
+class RangeAsk:
+    """One customer's usage of one meter over ``[start, end)``."""
+
+    meter_pk: int
+    customer_pk: int
+    start: int
+    end: int
+
+
+def _number(value: Any) -> Number:
+    if value is None:
+        return 0
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else value.normalize()
+    return int(value)
+
+
+_ASKS = (
+    "unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])"
+    " WITH ORDINALITY AS k(m, c, s, e, n)"
+)
+
+# The latest bucket with events holds the range's latest event (buckets are disjoint).
+_BUCKETS = f"""
+SELECT k.n, sum(b.total) AS total, sum(b.events) AS events, max(b.max) AS max,
+       (array_agg(b.last_ts ORDER BY b.minute DESC) FILTER (WHERE b.events > 0))[1] AS lts,
+       (array_agg(b.last_value ORDER BY b.minute DESC) FILTER (WHERE b.events > 0))[1] AS lv,
+       (array_agg(b.last_seq ORDER BY b.minute DESC) FILTER (WHERE b.events > 0))[1] AS ls
+FROM {_ASKS}
+JOIN meter_buckets b ON b.meter_pk = k.m AND b.customer_pk = k.c
+                    AND b.minute >= k.s AND b.minute < k.e
+GROUP BY k.n
+"""
+
+_COUNTED = "v.value IS NOT NULL AND v.cancelled_at IS NULL AND v.rejected IS NULL"
+
+_EDGES = f"""
+SELECT k.n, v.ts, v.value, v.kafka_offset, v.kafka_index
+FROM {_ASKS}
+JOIN meter_events v ON v.meter_pk = k.m AND v.customer_pk = k.c AND v.ts >= k.s AND v.ts < k.e
+WHERE {_COUNTED}
+"""
+
+
+async def range_stats(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool, asks: Sequence[RangeAsk]
+) -> list[Stats]:
+    """The stats of each ask, in order: at most two queries however many asks."""
+    out = [Stats() for _ in asks]
+    inner: list[tuple[int, int, int, int, int]] = []  # (ask, meter, customer, lo, hi)
+    edges: list[tuple[int, int, int, int, int]] = []
+    for i, a in enumerate(asks):
+        if a.end <= a.start:
+            continue
+        lo = -(-a.start // BUCKET_S) * BUCKET_S  # the first whole minute inside
+        hi = a.end - a.end % BUCKET_S  # the end of the last whole minute inside
+        if lo >= hi:
+            edges.append((i, a.meter_pk, a.customer_pk, a.start, a.end))
+            continue
+        inner.append((i, a.meter_pk, a.customer_pk, lo, hi))
+        if a.start < lo:
+            edges.append((i, a.meter_pk, a.customer_pk, a.start, lo))
+        if hi < a.end:
+            edges.append((i, a.meter_pk, a.customer_pk, hi, a.end))
+    if inner:
+        rows = await conn.fetch(
+            _BUCKETS,
+            [x[1] for x in inner],
+            [x[2] for x in inner],
+            [x[3] for x in inner],
+            [x[4] for x in inner],
+        )
+        for r in rows:
+            if not r["events"]:
+                continue
+            merge(
+                out[inner[r["n"] - 1][0]],
+                Stats(
+                    _number(r["total"]),
+                    int(r["events"]),
+                    _number(r["max"]),
+                    r["lts"],
+                    _number(r["lv"]),
+                    int(r["ls"]),
+                ),
+            )
+    if edges:
+        rows = await conn.fetch(
+            _EDGES,
+            [x[1] for x in edges],
+            [x[2] for x in edges],
+            [x[3] for x in edges],
+            [x[4] for x in edges],
+        )
+        for r in rows:
+            value = _number(r["value"])
+            seq = int(r["kafka_offset"] or 0) * SEQ_INDEX_SPAN + int(r["kafka_index"] or 0)
+            merge(out[edges[r["n"] - 1][0]], Stats(value, 1, value, r["ts"], value, seq))
+    return out
+
+
+async def closing_boundaries(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool, pairs: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], int]:
+    """``closing_until`` of each (meter, customer) pair that has one."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT c.meter_pk, c.customer_pk, c.closing_until FROM meter_closes c"
+        " JOIN unnest($1::bigint[], $2::bigint[]) AS k(m, c) ON c.meter_pk = k.m"
+        " AND c.customer_pk = k.c",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    return {(r["meter_pk"], r["customer_pk"]): int(r["closing_until"]) for r in rows}
+
+
+CancelOutcome = Literal["complete", "pending"]
+
+_LATEST = "ORDER BY v.ts DESC, v.kafka_offset DESC, v.kafka_index DESC"
+
+_REBUILD = f"""
+UPDATE meter_buckets b SET total = coalesce(x.total, 0), events = x.n, max = x.max,
+       last_ts = x.lts, last_value = x.lv, last_seq = x.ls, updated = $4
+FROM (SELECT sum(v.value) AS total, count(*) AS n, max(v.value) AS max,
+             (array_agg(v.ts {_LATEST}))[1] AS lts,
+             (array_agg(v.value {_LATEST}))[1] AS lv,
+             (array_agg(v.kafka_offset::numeric * $5 + v.kafka_index {_LATEST}))[1] AS ls
+      FROM meter_events v
+      WHERE v.meter_pk = $1 AND v.customer_pk = $2 AND v.ts >= $3 AND v.ts < $3 + 60
+        AND {_COUNTED}) x
+WHERE b.meter_pk = $1 AND b.customer_pk = $2 AND b.minute = $3
+"""
+
+
+async def cancel_event(
+    conn: asyncpg.Connection[Any], meter_pk: int, identifier: str, now: int
+) -> CancelOutcome:
+    """Cancel the event ``identifier`` of a meter, in the caller's transaction.
+
+    ``complete``: the event is (now, or already was) cancelled and out of its bucket;
+    ``pending``: it has not arrived yet and will never count when it does.
+
+    Raises:
+        InvalidRequest: the event lies in a period already invoiced for its customer.
+    """
+    inserted = await conn.fetchval(
+        "INSERT INTO meter_events (meter_pk, identifier, cancelled_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        meter_pk,
+        identifier,
+        now,
+    )
+    if inserted:
+        return "pending"
+    row = await conn.fetchrow(
+        "SELECT customer_pk, ts, value, cancelled_at, rejected FROM meter_events"
+        " WHERE meter_pk = $1 AND identifier = $2 FOR UPDATE",
+        meter_pk,
+        identifier,
+    )
+    if row is None or row["value"] is None:
+        return "pending"  # a tombstone already holds the identifier
+    if row["cancelled_at"] is not None:
+        return "complete"
+    customer_pk, ts = int(row["customer_pk"]), int(row["ts"])
+    boundary = await conn.fetchval(
+        "SELECT closing_until FROM meter_closes WHERE meter_pk = $1 AND customer_pk = $2 FOR SHARE",
+        meter_pk,
+        customer_pk,
+    )
+    refusal = timestamp_refusal(ts, ts, int(boundary or 0), future_tolerance_s=0)
+    if refusal is not None and refusal[0] == "timestamp_in_invoiced_period":
+        raise InvalidRequest(
+            f"event '{identifier}' cannot be cancelled: its {refusal[1]}",
+            param="cancel.identifier",
+            code="event_in_invoiced_period",
+        )
+    await conn.execute(
+        "UPDATE meter_events SET cancelled_at = $3 WHERE meter_pk = $1 AND identifier = $2",
+        meter_pk,
+        identifier,
+        now,
+    )
+    if row["rejected"] is not None:
+        return "complete"  # never counted: no bucket to correct
+    minute = ts - ts % BUCKET_S
+    locked = await conn.fetchval(
+        "SELECT true FROM meter_buckets WHERE meter_pk = $1 AND customer_pk = $2 AND minute = $3"
+        " FOR UPDATE",
+        meter_pk,
+        customer_pk,
+        minute,
+    )
+    if locked:
+        await conn.execute(_REBUILD, meter_pk, customer_pk, minute, now, SEQ_INDEX_SPAN)
+    return "complete"
