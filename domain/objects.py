@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "amount",
+    "render_alert",
     "render_api_key",
     "render_charge",
     "render_customer",
     "render_delivery",
     "render_event",
     "render_invoice",
+    "render_meter",
     "render_payment_method",
     "render_price",
     "render_product",
@@ -202,6 +204,37 @@ def render_charge(row: Row) -> dict[str, Any]:
         "paid": row["status"] == "succeeded",
         "failureCode": row["failure_code"],
         "failureMessage": row["failure_message"],
+    }
+
+
+def render_meter(row: Row) -> dict[str, Any]:
+    """A ``meters`` row as a ``billing.meter``."""
+    return _base(row, "billing.meter") | {
+        "displayName": row["display_name"],
+        "eventName": row["event_name"],
+        "status": row["status"],
+        "defaultAggregation": {"formula": row["formula"]},
+        "customerMapping": {"type": "by_id", "eventPayloadKey": row["customer_key"]},
+        "valueSettings": {"eventPayloadKey": row["value_key"]},
+        "statusTransitions": {
+            "deactivatedAt": row["updated"] if row["status"] == "inactive" else None
+        },
+        "updated": row["updated"],
+    }
+
+
+def render_alert(row: Row, *, meter_id: str, customer_id: str | None) -> dict[str, Any]:
+    """A ``billing_alerts`` row as a ``billing.alert`` (ids of its meter and customer given)."""
+    return _base(row, "billing.alert") | {
+        "title": row["title"],
+        "alertType": "usage_threshold",
+        "status": row["status"],
+        "usageThreshold": {
+            "meter": meter_id,
+            "gte": int(row["gte"]),
+            "recurrence": row["recurrence"],
+        },
+        "filter": None if customer_id is None else {"customer": customer_id},
     }
 
 
