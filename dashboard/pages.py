@@ -18,18 +18,22 @@ from dashboard.charts import chart
 from dashboard.format import day
 from dashboard.http import Answer
 from dashboard.views import PAGE_SIZE, Req, render
-from domain import accounts, billing, deliveries, usage
+from domain import accounts, billing, deliveries, meterusage, usage
 from domain.clock import subscription_now
 from domain.deadletters import REASONS, render_dead_letter
 from domain.events import EVENT_TYPES
+from domain.meters import BUCKET_S, decimal_text, formula_value
 from domain.objects import (
     render_api_key,
     render_charge,
     render_customer,
     render_event,
+    render_meter,
     render_webhook_endpoint,
 )
+from domain.store import customers as customer_store
 from domain.store import invoices as invoice_store
+from domain.store import meters as meter_store
 from domain.store import subscriptions as subscription_store
 from domain.store import webhooks as webhook_store
 from domain.store.owned import found, page
@@ -44,6 +48,9 @@ _ID = re.compile(ID)
 _INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
 _RECENT_DELIVERIES = 10
 _SUBSCRIPTION_INVOICES = 5
+_USAGE_DAYS = 30  # a meter's page shows usage per customer over the last 30 UTC days
+_USAGE_CUSTOMERS = 50
+_DAY_S = 86_400
 
 DONE = {
     "advanced": "Billing period advanced: the subscription's test clock is now at the end of"
@@ -415,6 +422,79 @@ async def dead_letters(req: Req) -> Answer:
     )
 
 
+async def meters(req: Req) -> Answer:
+    listing = await page(
+        req.services.pool,
+        table="meters",
+        t=req.t,
+        limit=PAGE_SIZE,
+        starting_after=_after(req),
+        url="/dashboard/meters",
+        render=render_meter,
+    )
+    return render(
+        req,
+        "meters.html",
+        section="/meters",
+        meters=listing["data"],
+        next_link=_next_link(req, listing),
+    )
+
+
+async def meter(req: Req) -> Answer:
+    """A meter, its usage per customer over the last 30 UTC days (from the minute buckets),
+    and one customer's usage per day when ``?customer=`` names one."""
+    pool, t = req.services.pool, req.t
+    meter_id = req.params["id"]
+    row = found(await meter_store.meter_by_id(pool, t, meter_id), what="meter", ident=meter_id)
+    formula = row["formula"]
+    now = subscription_now(None)
+    end = now - now % BUCKET_S + BUCKET_S  # through the current minute
+    start = now - now % _DAY_S - (_USAGE_DAYS - 1) * _DAY_S
+    customers = [
+        {"id": cid, "value": decimal_text(formula_value(formula, stats)), "events": stats.events}
+        for cid, stats in await meterusage.customers_usage(
+            pool, row["pk"], start, end, limit=_USAGE_CUSTOMERS
+        )
+    ]
+    chosen = req.query.get("customer")
+    days: list[dict[str, Any]] = []
+    if chosen is not None:
+        _id(chosen, "customer")
+        customer_pk = found(
+            await customer_store.customer_pk(pool, t, chosen),
+            what="customer",
+            ident=chosen,
+            param="customer",
+        )
+        bounds = [(d, min(d + _DAY_S, end)) for d in range(start, end, _DAY_S)]
+        stats = await meterusage.range_stats(
+            pool, [meterusage.RangeAsk(row["pk"], customer_pk, a, b) for a, b in bounds]
+        )
+        values = [formula_value(formula, s) for s in stats]
+        top = max(values, default=0) or 1
+        days = [
+            {
+                "start": a,
+                "value": decimal_text(v),
+                "events": s.events,
+                "share": round(float(v) / float(top) * 100, 1),
+            }
+            for (a, _), v, s in zip(bounds, values, stats, strict=True)
+        ]
+        days.reverse()  # newest first, like every list of the Dashboard
+    return render(
+        req,
+        "meter.html",
+        section="/meters",
+        meter=render_meter(row),
+        start=start,
+        customers=customers,
+        chosen=chosen,
+        days=days,
+    )
+
+
 # (method, path pattern, handler): every route below needs a logged-in session; the
 # login, logout and static routes are the app's own.
 ROUTES = [
@@ -434,4 +514,6 @@ ROUTES = [
     ("POST", r"/dashboard/api_keys", create_key),
     ("POST", rf"/dashboard/api_keys/(?P<id>{ID})/revoke", revoke_key),
     ("GET", r"/dashboard/dead_letters", dead_letters),
+    ("GET", r"/dashboard/meters", meters),
+    ("GET", rf"/dashboard/meters/(?P<id>{ID})", meter),
 ]

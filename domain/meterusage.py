@@ -34,6 +34,7 @@ __all__ = [
     "RangeAsk",
     "cancel_event",
     "closing_boundaries",
+    "customers_usage",
     "range_stats",
 ]
 
@@ -238,3 +239,37 @@ async def cancel_event(
     if locked:
         await conn.execute(_REBUILD, meter_pk, customer_pk, minute, now, SEQ_INDEX_SPAN)
     return "complete"
+
+
+async def customers_usage(
+    db: asyncpg.Connection[Any] | asyncpg.Pool, meter_pk: int, start: int, end: int, *, limit: int
+) -> list[tuple[str, Stats]]:
+    """Each customer's stats over ``[start, end)`` (on minute boundaries: buckets only), for
+    the customers with events in it, by customer id; at most ``limit``."""
+    rows = await db.fetch(
+        "SELECT c.id, sum(b.total) AS total, sum(b.events) AS events, max(b.max) AS max,"
+        " (array_agg(b.last_ts ORDER BY b.minute DESC))[1] AS lts,"
+        " (array_agg(b.last_value ORDER BY b.minute DESC))[1] AS lv,"
+        " (array_agg(b.last_seq ORDER BY b.minute DESC))[1] AS ls"
+        " FROM meter_buckets b JOIN customers c ON c.pk = b.customer_pk"
+        " WHERE b.meter_pk = $1 AND b.minute >= $2 AND b.minute < $3 AND b.events > 0"
+        " GROUP BY c.id ORDER BY c.id LIMIT $4",
+        meter_pk,
+        start,
+        end,
+        limit,
+    )
+    return [
+        (
+            r["id"],
+            Stats(
+                _number(r["total"]),
+                int(r["events"]),
+                _number(r["max"]),
+                r["lts"],
+                _number(r["lv"]),
+                int(r["ls"]),
+            ),
+        )
+        for r in rows
+    ]
