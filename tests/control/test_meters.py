@@ -6,6 +6,7 @@ into Postgres (``tests.support.meterdata``)."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -366,7 +367,7 @@ async def test_at_most_1000_windows(client: httpx.AsyncClient) -> None:
     assert len(hours) == 1000 and {s["aggregatedValue"] for s in hours} == {0}
     path = f"/v1/billing/meters/{meter['id']}/event_summaries"
     for window, size in (("hour", HOUR), ("day", DAY)):
-        query = {
+        query: dict[str, Any] = {
             "customer": customer,
             "startTime": DAY0 + 60,  # 1000 windows' length, but it starts mid-window: 1001
             "endTime": DAY0 + 1000 * size + 60,
@@ -380,7 +381,7 @@ async def test_summary_queries_are_refused_by_name(client: httpx.AsyncClient) ->
     meter = await _meter(client)
     customer = await _customer(client)
     path = f"/v1/billing/meters/{meter['id']}/event_summaries"
-    good = {"customer": customer, "startTime": DAY0, "endTime": DAY0 + HOUR}
+    good: dict[str, Any] = {"customer": customer, "startTime": DAY0, "endTime": DAY0 + HOUR}
     cases: list[tuple[dict[str, Any], str, int]] = [
         ({**good, "startTime": DAY0 + 1}, "startTime", 400),
         ({**good, "endTime": DAY0 + HOUR + 30}, "endTime", 400),
@@ -437,7 +438,7 @@ async def test_any_range_matches_the_events_it_holds(
         query["valueGroupingWindow"] = window
     data = await _summaries(client, meter["id"], **query)
     assert data[0]["startTime"] == start and data[-1]["endTime"] == end
-    for one, following in zip(data, data[1:], strict=False):
+    for one, following in itertools.pairwise(data):
         assert one["endTime"] == following["startTime"]
     for s in data:
         assert s["aggregatedValueDecimal"] == _expected(events, "sum", s["startTime"], s["endTime"])
@@ -509,13 +510,14 @@ async def test_the_events_list_shows_every_status_newest_first(
         query["startingAfter"] = page["data"][-1]["identifier"]
     assert seen == ["e", "c", "b", "d", "a"]
 
-    for query, param, status in [
+    refusals: list[tuple[dict[str, Any], str, int]] = [
         ({"customer": customer, "startingAfter": "x"}, "startingAfter", 400),  # another's
         ({"customer": customer, "startingAfter": "z"}, "startingAfter", 400),  # no event yet
         ({"customer": customer, "limit": 0}, "limit", 400),
         ({}, "customer", 400),
         ({"customer": "cust_nope"}, "customer", 404),
-    ]:
+    ]
+    for query, param, status in refusals:
         error = _error(await client.get(path, params=query), status)
         assert error["param"] == param, (query, error)
     _error(
@@ -652,8 +654,8 @@ async def test_a_restricted_key_reads_summaries_and_cancels_only(
     await write_events(pool, meter["id"], customer, [Ev("one", DAY0 + 1, 4)])
     producer = await post(client, "/v1/api_keys", {"restricted": True, "name": "producer"})
     async with _as(api, producer["secret"]) as rk:
-        query = {"customer": customer, "startTime": DAY0, "endTime": DAY0 + 60}
-        summaries = await rk.get(f"/v1/billing/meters/{meter['id']}/event_summaries", params=query)
+        window: dict[str, Any] = {"customer": customer, "startTime": DAY0, "endTime": DAY0 + 60}
+        summaries = await rk.get(f"/v1/billing/meters/{meter['id']}/event_summaries", params=window)
         assert summaries.status_code == 200, summaries.text
         assert summaries.json()["data"][0]["aggregatedValue"] == 4
         assert (await _cancel(rk, meter["eventName"], "one"))["status"] == "complete"
