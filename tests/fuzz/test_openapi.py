@@ -103,6 +103,7 @@ def test_the_fuzzed_document_is_the_served_one(target: Target) -> None:
         ("/v1/charges", {"invoice": "invoice"}),
         ("/v1/subscriptions", {"customer": "customer"}),
         ("/v1/events/{event_id}/deliveries", {"webhookEndpoint": "endpoint"}),
+        ("/v1/billing/alerts", {"meter": "meter"}),
     ],
 )
 def test_filtered_lists_of_seeded_objects_conform(
