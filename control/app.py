@@ -1,6 +1,6 @@
 """The control plane's FastAPI application: products, prices, customers, subscriptions,
-invoices, webhook endpoints, dead letters and API keys, with the API's error bodies and the health,
-readiness and metrics routes of the API process."""
+invoices, webhook endpoints, dead letters, API keys, billing meters and usage alerts, with
+the API's error bodies and the health, readiness and metrics routes of the API process."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from control import (
     catalog,
     customers,
     dead_letters,
+    meters,
     subscriptions,
     webhooks,
 )
@@ -112,6 +113,8 @@ def create_control_plane(
     api.state.services = services
     for module in (catalog, customers, subscriptions, billing, webhooks, dead_letters, api_keys):
         api.include_router(module.router)
+    api.include_router(meters.router)
+    api.include_router(meters.alerts)
 
     @api.exception_handler(VinrError)
     async def on_vinr_error(_: Request, exc: VinrError) -> Response:

@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from domain.deadletters import REASONS
 from domain.events import EVENT_TYPES
+from domain.meters import FORMULAS
 
 __all__ = [
+    "Alert",
+    "AlertList",
     "ApiKey",
     "ApiKeyList",
     "ApiKeyWithSecret",
@@ -29,6 +32,11 @@ __all__ = [
     "EventList",
     "Invoice",
     "InvoiceList",
+    "Meter",
+    "MeterEventAdjustment",
+    "MeterEventRecordList",
+    "MeterEventSummaryList",
+    "MeterList",
     "PaymentMethod",
     "Price",
     "PriceList",
@@ -381,3 +389,107 @@ class UsageRecordSummaryList(_List):
 
 class DeadLetterList(_List):
     data: list[DeadLetter]
+
+
+class MeterAggregation(_Shape):
+    formula: str = Field(json_schema_extra={"enum": _enum(FORMULAS)})
+
+
+class MeterCustomerMapping(_Shape):
+    type: Literal["by_id"]
+    eventPayloadKey: str
+
+
+class MeterValueSettings(_Shape):
+    eventPayloadKey: str
+
+
+class MeterStatusTransitions(_Shape):
+    deactivatedAt: int | None
+
+
+class Meter(_Object):
+    object: Literal["billing.meter"]
+    updated: int
+    displayName: str
+    eventName: str
+    status: Literal["active", "inactive"]
+    defaultAggregation: MeterAggregation
+    customerMapping: MeterCustomerMapping
+    valueSettings: MeterValueSettings
+    statusTransitions: MeterStatusTransitions
+
+
+class MeterList(_List):
+    data: list[Meter]
+
+
+class MeterEventSummary(_Shape):
+    id: str
+    object: Literal["billing.meter_event_summary"]
+    meter: str
+    customer: str
+    livemode: bool
+    startTime: int
+    endTime: int
+    aggregatedValue: int | float
+    aggregatedValueDecimal: str
+
+
+class MeterEventSummaryList(_List):
+    data: list[MeterEventSummary]
+
+
+class MeterEventRecord(_Shape):
+    object: Literal["billing.meter_event"]
+    identifier: str
+    eventName: str
+    meter: str
+    customer: str
+    timestamp: int
+    created: int | None
+    livemode: bool
+    value: int | float
+    valueDecimal: str
+    status: Literal["counted", "cancelled", "rejected"]
+    cancelledAt: int | None
+    rejectedReason: str | None
+
+
+class MeterEventRecordList(_List):
+    data: list[MeterEventRecord]
+
+
+class MeterEventCancel(_Shape):
+    identifier: str
+
+
+class MeterEventAdjustment(_Object):
+    object: Literal["billing.meter_event_adjustment"]
+    eventName: str
+    type: Literal["cancel"]
+    cancel: MeterEventCancel
+    status: Literal["complete", "pending"]
+
+
+class AlertUsageThreshold(_Shape):
+    meter: str
+    gte: int
+    recurrence: Literal["one_time"]
+
+
+class AlertFilter(_Shape):
+    customer: str
+
+
+class Alert(_Object):
+    object: Literal["billing.alert"]
+    title: str
+    alertType: Literal["usage_threshold"]
+    status: Literal["active", "inactive", "archived"]
+    usageThreshold: AlertUsageThreshold
+    filter: AlertFilter | None
+
+
+class AlertList(_List):
+    data: list[Alert]

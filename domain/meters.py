@@ -38,8 +38,10 @@ __all__ = [
     "FORMULAS",
     "MAX_AGE_S",
     "MAX_BATCH_EVENTS",
+    "MAX_SUMMARY_WINDOWS",
     "MAX_VALUE",
     "MAX_VALUE_PLACES",
+    "WINDOW_S",
     "Formula",
     "Number",
     "Stats",
@@ -48,10 +50,12 @@ __all__ = [
     "event_stats",
     "fold_events",
     "formula_value",
+    "grouping_windows",
     "merge",
     "parse_formula",
     "parse_value",
     "timestamp_refusal",
+    "window_count",
 ]
 
 Formula = Literal["sum", "count", "last", "max"]
@@ -196,3 +200,33 @@ def formula_value(formula: Formula, stats: Stats | None) -> Number:
     if formula == "max":
         return stats.max if stats.max is not None else 0
     return stats.last_value
+
+
+# Summary windows (``valueGroupingWindow``): UTC-aligned, at most this many in one answer.
+WINDOW_S: dict[str, int] = {"hour": 3_600, "day": 86_400}
+MAX_SUMMARY_WINDOWS = 1000
+
+
+def window_count(start: int, end: int, window: str | None) -> int:
+    """How many summaries ``[start, end)`` splits into (one without a window)."""
+    if window is None or end <= start:
+        return 1
+    size = WINDOW_S[window]
+    first = start - start % size
+    return -(-(end - first) // size)
+
+
+def grouping_windows(start: int, end: int, window: str | None) -> list[tuple[int, int]]:
+    """``[start, end)`` split at each UTC hour or day boundary, oldest first, the first and
+    last clipped to the range; the range itself without a window. Check ``window_count``
+    first: this builds every window."""
+    if window is None:
+        return [(start, end)]
+    size = WINDOW_S[window]
+    out: list[tuple[int, int]] = []
+    lo = start
+    while lo < end:
+        hi = min(end, lo - lo % size + size)
+        out.append((lo, hi))
+        lo = hi
+    return out

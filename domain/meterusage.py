@@ -1,6 +1,6 @@
-"""Meter usage in Postgres: a customer's usage of a meter over time ranges, and cancelling
-an event. The aggregator writes the ledger and the buckets (``aggregator/meters.py``); this
-module reads them and corrects them.
+"""Meter usage in Postgres: a customer's usage of a meter over time ranges, its events
+(``event_page``), and cancelling an event. The aggregator writes the ledger and the buckets
+(``aggregator/meters.py``); this module reads them and corrects them.
 
 A range ``[start, end)`` is answered from the minute buckets wholly inside it plus the
 counted events of the partial minutes at its edges (a range on minute boundaries reads
@@ -31,10 +31,12 @@ from infra.errors import InvalidRequest
 __all__ = [
     "SEQ_INDEX_SPAN",
     "CancelOutcome",
+    "EventPage",
     "RangeAsk",
     "cancel_event",
     "closing_boundaries",
     "customers_usage",
+    "event_page",
     "range_stats",
 ]
 
@@ -273,3 +275,53 @@ async def customers_usage(
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of a customer's events of a meter, newest first."""
+
+    rows: list[asyncpg.Record]
+    has_more: bool
+
+
+async def event_page(
+    db: asyncpg.Connection[Any] | asyncpg.Pool,
+    meter_pk: int,
+    customer_pk: int,
+    *,
+    limit: int,
+    starting_after: str | None,
+) -> EventPage:
+    """A customer's events of a meter — counted, cancelled or rejected — newest timestamp
+    first (ties: identifier, descending), after the event ``starting_after`` (an identifier
+    in the same list). A cancel whose event has not arrived is not an event yet: not listed.
+
+    Raises:
+        InvalidRequest: ``starting_after`` is no event of this list.
+    """
+    args: list[Any] = [meter_pk, customer_pk]
+    after = ""
+    if starting_after is not None:
+        anchor = await db.fetchval(
+            "SELECT ts FROM meter_events WHERE meter_pk = $1 AND customer_pk = $2"
+            " AND identifier = $3 AND value IS NOT NULL",
+            meter_pk,
+            customer_pk,
+            starting_after,
+        )
+        if anchor is None:
+            raise InvalidRequest(
+                f"startingAfter: no event '{starting_after}' in this list",
+                param="startingAfter",
+            )
+        args += [anchor, starting_after]
+        after = " AND (ts, identifier) < ($3, $4)"
+    args.append(limit + 1)
+    rows = await db.fetch(
+        "SELECT identifier, ts, value, accepted_at, cancelled_at, rejected FROM meter_events"
+        f" WHERE meter_pk = $1 AND customer_pk = $2 AND value IS NOT NULL{after}"
+        f" ORDER BY ts DESC, identifier DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return EventPage(list(rows[:limit]), len(rows) > limit)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from domain.meters import Number, decimal_text
 from domain.pricing import render_stored_terms
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ __all__ = [
     "render_event",
     "render_invoice",
     "render_meter",
+    "render_meter_event_adjustment",
+    "render_meter_event_record",
+    "render_meter_event_summary",
     "render_payment_method",
     "render_price",
     "render_product",
@@ -235,6 +239,82 @@ def render_alert(row: Row, *, meter_id: str, customer_id: str | None) -> dict[st
             "recurrence": row["recurrence"],
         },
         "filter": None if customer_id is None else {"customer": customer_id},
+    }
+
+
+def _meter_number(value: Number) -> tuple[int | float, str]:
+    """A meter figure's two wire forms: a JSON number and its exact decimal text."""
+    if isinstance(value, Decimal):
+        value = int(value) if value == value.to_integral_value() else value.normalize()
+    return (value if isinstance(value, int) else float(value)), decimal_text(value)
+
+
+def render_meter_event_record(row: Row, *, meter: Row, customer_id: str) -> dict[str, Any]:
+    """A ``meter_events`` row of ``meter`` as a ``billing.meter_event`` of the events list:
+    what the ledger keeps of it and whether it counts (``counted``), was cancelled or was
+    refused by the aggregator (``rejected``, with the reason)."""
+    number, text = _meter_number(row["value"])
+    if row["cancelled_at"] is not None:
+        status = "cancelled"
+    elif row["rejected"] is not None:
+        status = "rejected"
+    else:
+        status = "counted"
+    return {
+        "object": "billing.meter_event",
+        "identifier": row["identifier"],
+        "eventName": meter["event_name"],
+        "meter": meter["id"],
+        "customer": customer_id,
+        "timestamp": row["ts"],
+        "created": row["accepted_at"],
+        "livemode": meter["livemode"],
+        "value": number,
+        "valueDecimal": text,
+        "status": status,
+        "cancelledAt": row["cancelled_at"],
+        "rejectedReason": row["rejected"],
+    }
+
+
+def render_meter_event_summary(
+    *, summary_id: str, meter: Row, customer_id: str, start: int, end: int, value: Number
+) -> dict[str, Any]:
+    """A customer's usage of ``meter`` over ``[start, end)`` as a
+    ``billing.meter_event_summary``."""
+    number, text = _meter_number(value)
+    return {
+        "id": summary_id,
+        "object": "billing.meter_event_summary",
+        "meter": meter["id"],
+        "customer": customer_id,
+        "livemode": meter["livemode"],
+        "startTime": start,
+        "endTime": end,
+        "aggregatedValue": number,
+        "aggregatedValueDecimal": text,
+    }
+
+
+def render_meter_event_adjustment(
+    *,
+    adjustment_id: str,
+    created: int,
+    livemode: bool,
+    event_name: str,
+    identifier: str,
+    status: str,
+) -> dict[str, Any]:
+    """A cancel of a meter event as a ``billing.meter_event_adjustment``."""
+    return {
+        "id": adjustment_id,
+        "object": "billing.meter_event_adjustment",
+        "created": created,
+        "livemode": livemode,
+        "eventName": event_name,
+        "type": "cancel",
+        "cancel": {"identifier": identifier},
+        "status": status,
     }
 
 

@@ -2,10 +2,10 @@
 
 Two accounts, A and B, each with objects in its modes: products, prices, customers and
 their payment methods, subscriptions and items, usage, invoices and charges (a period
-advanced and paid), webhook endpoints, events, test clocks and dead letters. Then every
-operation of the served ``/openapi.json`` is called with another tenant's ids — B's sandbox
-key on A's sandbox objects, A's live key on A's sandbox objects, and A's sandbox key on A's
-live objects:
+advanced and paid), webhook endpoints, events, test clocks, dead letters, billing meters
+with their events, and usage alerts. Then every operation of the served ``/openapi.json``
+is called with another tenant's ids — B's sandbox key on A's sandbox objects, A's live key
+on A's sandbox objects, and A's sandbox key on A's live objects:
 
 - an id in the path → 404;
 - an id in the body or a query (a price in a subscription, a customer, a subscription
@@ -45,6 +45,7 @@ from infra.ids import new_id, new_secret
 from invoicer.worker import Invoicer
 from tests.support.api import PATH_KINDS, metered_price, post
 from tests.support.billing import DAY, T0
+from tests.support.meterdata import Ev, write_events
 
 Op = tuple[str, str]  # (METHOD, path template as /openapi.json writes it)
 Body = dict[str, Any]
@@ -107,10 +108,15 @@ def fill(template: str, party: Party) -> str:
 Make = Callable[[Party, Party], Body]
 
 
-def at_path(body: Make | None = None) -> Factory:
-    """The victim's object in the path: 404, nothing written."""
+def at_path(body: Make | None = None, query: Make | None = None) -> Factory:
+    """The victim's object in the path (with the victim's ids in the query an operation
+    requires): 404, nothing written."""
     return lambda me, victim, op: Probe(
-        op, fill(op[1], victim), "missing", body=body(me, victim) if body else None
+        op,
+        fill(op[1], victim),
+        "missing",
+        body=body(me, victim) if body else None,
+        query={k: str(v) for k, v in query(me, victim).items()} if query else None,
     )
 
 
@@ -153,6 +159,33 @@ def _price(product: str) -> Body:
         "unitAmountDecimal": "0.2",
         "recurring": {"interval": "month", "usageType": "metered", "aggregateUsage": "sum"},
     }
+
+
+def _meter(event_name: str) -> Body:
+    return {
+        "displayName": "intruder",
+        "eventName": event_name,
+        "defaultAggregation": {"formula": "sum"},
+    }
+
+
+def _cancel(event_name: str, identifier: str) -> Body:
+    return {"eventName": event_name, "type": "cancel", "cancel": {"identifier": identifier}}
+
+
+def _alert(meter: str, customer: str | None = None) -> Body:
+    body: Body = {
+        "title": "intruder",
+        "alertType": "usage_threshold",
+        "usageThreshold": {"meter": meter, "gte": 5, "recurrence": "one_time"},
+    }
+    if customer is not None:
+        body["filter"] = {"customer": customer}
+    return body
+
+
+def _window(customer: str) -> Body:
+    return {"customer": customer, "startTime": T0, "endTime": T0 + 3600}
 
 
 OPERATIONS: dict[Op, list[Factory]] = {
@@ -285,6 +318,50 @@ OPERATIONS: dict[Op, list[Factory]] = {
     ("GET", "/v1/api_keys/{key_id}"): [at_path()],
     ("POST", "/v1/api_keys/{key_id}/roll"): [at_path(lambda me, v: {"expiresIn": 3600})],
     ("DELETE", "/v1/api_keys/{key_id}"): [at_path()],
+    ("POST", "/v1/billing/meters"): [
+        # The victim's event name is free in another account or mode.
+        own(lambda me, v: _meter(v["event_name"]), "/v1/billing/meters/{}")
+    ],
+    ("GET", "/v1/billing/meters"): [
+        listing(),
+        listing("status", lambda v: "active"),
+        listing("startingAfter", lambda v: v["meter"]),
+    ],
+    ("GET", "/v1/billing/meters/{meter_id}"): [at_path()],
+    ("POST", "/v1/billing/meters/{meter_id}"): [at_path(lambda me, v: {"displayName": "intruder"})],
+    ("POST", "/v1/billing/meters/{meter_id}/deactivate"): [at_path()],
+    ("POST", "/v1/billing/meters/{meter_id}/reactivate"): [at_path()],
+    ("GET", "/v1/billing/meters/{meter_id}/event_summaries"): [
+        at_path(query=lambda me, v: _window(v["customer"])),
+        naming("customer", query=lambda me, v: _window(v["customer"])),
+    ],
+    ("GET", "/v1/billing/meters/{meter_id}/events"): [
+        at_path(query=lambda me, v: {"customer": v["customer"]}),
+        naming("customer", query=lambda me, v: {"customer": v["customer"]}),
+        naming(
+            "startingAfter",
+            query=lambda me, v: {"customer": me["customer"], "startingAfter": v["meter_event"]},
+        ),
+    ],
+    ("POST", "/v1/billing/meter_event_adjustments"): [
+        naming("eventName", body=lambda me, v: _cancel(v["event_name"], v["meter_event"])),
+        # The victim's identifier through the caller's own meter: a cancel of the caller's.
+        own(lambda me, v: _cancel(me["event_name"], v["meter_event"])),
+    ],
+    ("POST", "/v1/billing/alerts"): [
+        naming("usageThreshold.meter", body=lambda me, v: _alert(v["meter"])),
+        naming("filter.customer", body=lambda me, v: _alert(me["meter"], v["customer"])),
+        own(lambda me, v: _alert(me["meter"]), "/v1/billing/alerts/{}"),
+    ],
+    ("GET", "/v1/billing/alerts"): [
+        listing(),
+        listing("meter", lambda v: v["meter"]),
+        listing("startingAfter", lambda v: v["alert"]),
+    ],
+    ("GET", "/v1/billing/alerts/{alert_id}"): [at_path()],
+    ("POST", "/v1/billing/alerts/{alert_id}/activate"): [at_path()],
+    ("POST", "/v1/billing/alerts/{alert_id}/deactivate"): [at_path()],
+    ("POST", "/v1/billing/alerts/{alert_id}/archive"): [at_path()],
     ("POST", "/v1/usage_records"): [
         naming(
             "subscriptionItem", body=lambda me, v: {"subscriptionItem": v["item"], "quantity": 1}
@@ -383,6 +460,21 @@ async def _populate(
         await insert_dead_letters(conn, [late], "invalid_records")
     dead = (await c.get("/v1/usage_records/dead_letters")).json()["data"]
     objects["dead_letter"] = dead[0]["id"]
+    event_name = f"iso_{uuid.uuid4().hex[:12]}"
+    meter = await post(
+        c,
+        "/v1/billing/meters",
+        {
+            "displayName": f"{party.name} meter",
+            "eventName": event_name,
+            "defaultAggregation": {"formula": "sum"},
+        },
+    )
+    objects["meter"], objects["event_name"] = meter["id"], event_name
+    objects["meter_event"] = f"mev_iso{uuid.uuid4().hex[:12]}"
+    await write_events(pool, meter["id"], created["id"], [Ev(objects["meter_event"], T0 + 61, 5)])
+    alert = await post(c, "/v1/billing/alerts", _alert(meter["id"], created["id"]))
+    objects["alert"] = alert["id"]
     if party.live:
         return
     await aggregator.drain()  # the invoicer prices a period once its usage is folded
@@ -491,6 +583,8 @@ async def _victim_view(victim: Party) -> dict[str, Any]:
         ("event", "/v1/events/{}"),
         ("endpoint", "/v1/webhook_endpoints/{}"),
         ("api_key", "/v1/api_keys/{}"),
+        ("meter", "/v1/billing/meters/{}"),
+        ("alert", "/v1/billing/alerts/{}"),
     ):
         if kind in victim.objects:
             view[path] = (await c.get(path.format(victim.objects[kind]))).json()
@@ -505,10 +599,19 @@ async def _victim_view(victim: Party) -> dict[str, Any]:
         "/v1/webhook_endpoints",
         "/v1/usage_records/dead_letters",
         "/v1/api_keys",
+        "/v1/billing/meters",
+        "/v1/billing/alerts",
     ):
         view[path] = (await c.get(path, params={"limit": 100})).json()
     view["summaries"] = (
         await c.get("/v1/usage_records/summaries", params={"subscriptionItem": victim["item"]})
+    ).json()
+    meter = f"/v1/billing/meters/{victim['meter']}"
+    view["meter events"] = (
+        await c.get(f"{meter}/events", params={"customer": victim["customer"]})
+    ).json()
+    view["meter summaries"] = (
+        await c.get(f"{meter}/event_summaries", params=_window(victim["customer"]))
     ).json()
     event = victim["event"]
     view["deliveries"] = (await c.get(f"/v1/events/{event}/deliveries")).json()

@@ -79,6 +79,23 @@ def _seed(client: httpx.Client) -> dict[str, str]:
     usage = client.post("/v1/usage_records", json={"subscriptionItem": item, "quantity": 7})
     assert usage.status_code == 200, usage.text
     producer = post("/v1/api_keys", {"name": "producer", "restricted": True})
+    meter = post(
+        "/v1/billing/meters",
+        {
+            "displayName": "fuzzed",
+            "eventName": "fuzzed_requests",
+            "defaultAggregation": {"formula": "sum"},
+        },
+    )
+    alert = post(
+        "/v1/billing/alerts",
+        {
+            "title": "fuzzed",
+            "alertType": "usage_threshold",
+            "usageThreshold": {"meter": meter["id"], "gte": 10, "recurrence": "one_time"},
+            "filter": {"customer": customer["id"]},
+        },
+    )
     invoices = client.get("/v1/invoices").json()["data"]
     events = client.get("/v1/events").json()["data"]
     assert invoices and events
@@ -94,6 +111,8 @@ def _seed(client: httpx.Client) -> dict[str, str]:
         "invoice": invoices[0]["id"],
         "event": events[0]["id"],
         "api_key": producer["id"],
+        "meter": meter["id"],
+        "alert": alert["id"],
     }
 
 

@@ -128,6 +128,8 @@ _FILTERS = [
     ("/v1/products", "limit"),
     ("/v1/usage_records/summaries", "subscriptionItem"),
     ("/v1/usage_records/dead_letters", "reason"),
+    ("/v1/billing/meters", "status"),
+    ("/v1/billing/alerts", "meter"),
 ]
 
 

@@ -103,6 +103,7 @@ def test_the_fuzzed_document_is_the_served_one(target: Target) -> None:
         ("/v1/charges", {"invoice": "invoice"}),
         ("/v1/subscriptions", {"customer": "customer"}),
         ("/v1/events/{event_id}/deliveries", {"webhookEndpoint": "endpoint"}),
+        ("/v1/billing/alerts", {"meter": "meter"}),
     ],
 )
 def test_filtered_lists_of_seeded_objects_conform(
@@ -118,8 +119,10 @@ def test_filtered_lists_of_seeded_objects_conform(
     assert response.json()["data"], "the filter finds the seeded object"
 
 
-# Bodies for the operations on a seeded object; deletions last (they end the object).
+# Bodies for the operations on a seeded object; deletions and archiving last (they end the
+# object).
 _BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/billing/meters/{meter_id}"): {"displayName": "renamed"},
     ("POST", "/v1/customers/{customer_id}"): {"name": "Grace", "metadata": {"k": "w"}},
     ("POST", "/v1/subscriptions/{sub_id}"): {"metadata": {"k": "v"}, "cancelAtPeriodEnd": False},
     ("POST", "/v1/test_helpers/test_clocks/{clock_id}/advance"): {"frozenTime": 1_760_000_000},
@@ -136,7 +139,18 @@ def _by_id() -> list[tuple[str, str]]:
         for method in operations
         if "{" in path
     ]
-    return sorted(found, key=lambda op: op[0] == "DELETE")
+    return sorted(found, key=lambda op: op[0] == "DELETE" or op[1].endswith("/archive"))
+
+
+# Queries the operations on a seeded object require (kinds of seeded objects, or values).
+_QUERIES: dict[tuple[str, str], dict[str, str | int]] = {
+    ("GET", "/v1/billing/meters/{meter_id}/event_summaries"): {
+        "customer": "customer",
+        "startTime": 1_750_000_000 - 1_750_000_000 % 3600,
+        "endTime": 1_750_000_000 - 1_750_000_000 % 3600 + 86_400,
+    },
+    ("GET", "/v1/billing/meters/{meter_id}/events"): {"customer": "customer"},
+}
 
 
 def test_every_operation_on_a_seeded_object_conforms(target: Target) -> None:
@@ -158,10 +172,14 @@ def test_every_operation_on_a_seeded_object_conforms(target: Target) -> None:
         }
         body = _BODIES.get((method, path))
         documented = "requestBody" in DOCUMENT["paths"][path][method.lower()]
+        query = {
+            name: objects[value] if isinstance(value, str) else value
+            for name, value in _QUERIES.get((method, path), {}).items()
+        }
         case = (
-            operation.Case(path_parameters=params, body=body)
+            operation.Case(path_parameters=params, body=body, query=query or None)
             if documented and body is not None
-            else operation.Case(path_parameters=params)
+            else operation.Case(path_parameters=params, query=query or None)
         )
         response = case.call_and_validate(base_url=target.url, headers=_auth(target), checks=CHECKS)
         if path == "/v1/invoices/{invoice_id}/pay":

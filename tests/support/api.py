@@ -21,6 +21,8 @@ PATH_KINDS = {
     "event_id": "event",
     "endpoint_id": "endpoint",
     "key_id": "api_key",
+    "meter_id": "meter",
+    "alert_id": "alert",
 }
 
 
