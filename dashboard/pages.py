@@ -483,15 +483,32 @@ async def meter(req: Req) -> Answer:
             for (a, _), v, s in zip(bounds, values, stats, strict=True)
         ]
         days.reverse()  # newest first, like every list of the Dashboard
+    alerts = await meter_store.alert_page(
+        pool, t, limit=PAGE_SIZE, starting_after=None, meter=meter_id
+    )
     return render(
         req,
         "meter.html",
         section="/meters",
         meter=render_meter(row),
+        alerts=alerts["data"],
         start=start,
         customers=customers,
         chosen=chosen,
         days=days,
+    )
+
+
+async def alerts(req: Req) -> Answer:
+    listing = await meter_store.alert_page(
+        req.services.pool, req.t, limit=PAGE_SIZE, starting_after=_after(req), meter=None
+    )
+    return render(
+        req,
+        "alerts.html",
+        section="/alerts",
+        alerts=listing["data"],
+        next_link=_next_link(req, listing),
     )
 
 
@@ -516,4 +533,5 @@ ROUTES = [
     ("GET", r"/dashboard/dead_letters", dead_letters),
     ("GET", r"/dashboard/meters", meters),
     ("GET", rf"/dashboard/meters/(?P<id>{ID})", meter),
+    ("GET", r"/dashboard/alerts", alerts),
 ]
