@@ -675,7 +675,9 @@ def test_meter_ids_are_escaped() -> None:
     script = Script()
     with sync_client(script) as client:
         client.billing.meters.list_events("mtr/1?x", customer="cust_1")
-    assert script.requests[0].url.raw_path == b"/v1/billing/meters/mtr%2F1%3Fx/events?customer=cust_1"
+    assert (
+        script.requests[0].url.raw_path == b"/v1/billing/meters/mtr%2F1%3Fx/events?customer=cust_1"
+    )
 
 
 async def test_both_clients_expose_the_same_billing_resources() -> None:
