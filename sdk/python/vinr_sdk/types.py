@@ -276,7 +276,7 @@ class BillingMeterEventParams(TypedDict):
 
 
 class BillingMeterEventCreateParams(BillingMeterEventParams):
-    pass
+    """``meter_events.create``: one event, as an element of ``create_batch(events=…)``."""
 
 
 class BillingMeterEventBatchParams(TypedDict):
@@ -352,7 +352,7 @@ class PriceRecurring(TypedDict):
     intervalCount: int
     usageType: Literal["licensed", "metered"]
     aggregateUsage: AggregateUsage | None
-    meter: NotRequired[str | None]
+    meter: str | None
     """The ``mtr_…`` id the price bills, or null."""
 
 
@@ -438,7 +438,7 @@ class InvoiceLine(TypedDict):
     price: Price | None
     quantity: int | float | None
     """A JSON number; a meter's quantity may be decimal — exact in ``quantityDecimal``."""
-    quantityDecimal: NotRequired[str | None]
+    quantityDecimal: str | None
     amount: int | None
     unitAmountDecimal: str | None
     currency: str
