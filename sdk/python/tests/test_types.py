@@ -11,7 +11,7 @@ from mypy import api
 GOOD = """
 from typing import cast
 from vinr_sdk import Vinr
-from vinr_sdk.types import Price
+from vinr_sdk.types import BillingMeter, BillingMeterEventSummary, Price, UpcomingInvoice
 
 vinr = Vinr("sk_test_x")
 price = cast(Price, vinr.prices.create(
@@ -31,6 +31,30 @@ vinr.usage_records.create_batch(subscription_item="si_4Kp1", records=[
     {"quantity": 1200, "timestamp": 1748390400, "action": "increment"}])
 vinr.webhook_endpoints.update("we_1", status="disabled", enabled_events=["invoice.paid"])
 vinr.test_helpers.test_clocks.advance("clock_1", frozen_time=1766592000)
+meter = cast(BillingMeter, vinr.billing.meters.create(
+    display_name="Tokens", event_name="tokens_used", default_aggregation={"formula": "sum"},
+    customer_mapping={"type": "by_id", "event_payload_key": "customer_id"},
+    value_settings={"event_payload_key": "token_count"}))
+vinr.prices.create(product="prod_1", currency="EUR", unit_amount_decimal="0.0004",
+                   recurring={"interval": "month", "usage_type": "metered", "meter": meter["id"]})
+vinr.billing.meter_events.create(event_name="tokens_used", identifier="req-1",
+                                 payload={"customer_id": "cust_1", "token_count": "12.5"})
+vinr.billing.meter_events.create_batch(events=[
+    {"event_name": "tokens_used", "payload": {"customer_id": "cust_1", "token_count": 3},
+     "timestamp": 1764000000}])
+vinr.billing.meter_event_adjustments.create(event_name="tokens_used", type="cancel",
+                                            cancel={"identifier": "req-1"})
+summaries = vinr.billing.meters.list_event_summaries(
+    meter["id"], customer="cust_1", start_time=1764000000, end_time=1764086400,
+    value_grouping_window="day")
+summary = cast(BillingMeterEventSummary, summaries.data[0])
+exact: str = summary["aggregatedValueDecimal"]
+vinr.billing.alerts.create(title="1M", alert_type="usage_threshold",
+                           usage_threshold={"meter": meter["id"], "gte": 10**6,
+                                            "recurrence": "one_time"},
+                           filter={"customer": "cust_1"})
+upcoming = cast(UpcomingInvoice, vinr.invoices.upcoming(subscription="sub_1"))
+no_id: None = upcoming["id"]
 """
 
 BAD = """
@@ -43,6 +67,16 @@ vinr.prices.create(product="prod_1", currency="EUR", unitAmountDecimal="0.2",
                    recurring={"interval": "month", "usageType": "metered"})
 vinr.usage_records.create(subscription_item="si_1", quantity="5", action="add")
 vinr.webhook_endpoints.update("we_1", status="failing")
+vinr.billing.meters.create(display_name="T", event_name="t",
+                           default_aggregation={"formula": "average"})
+vinr.billing.meter_events.create(eventName="t", payload={"customer": "cust_1"})
+vinr.billing.meter_event_adjustments.create(event_name="t", type="undo",
+                                            cancel={"identifier": "x"})
+vinr.billing.meters.list_event_summaries("mtr_1", customer="cust_1", start_time=0)
+vinr.billing.alerts.create(title="x", alert_type="usage_threshold",
+                           usage_threshold={"meter": "mtr_1", "gte": "10",
+                                            "recurrence": "one_time"})
+vinr.invoices.upcoming(customer="cust_1")
 """
 
 
@@ -82,5 +116,11 @@ def test_mistakes_are_caught(tmp_path: Path) -> None:
         'Argument "quantity"',
         "\"Literal['add']\"",
         "\"Literal['failing']\"",
+        "\"Literal['average']\"",
+        'Unexpected keyword argument "eventName"',
+        "\"Literal['undo']\"",
+        'Missing named argument "end_time"',
+        'TypedDict item "gte" has type "int"',
+        'Unexpected keyword argument "customer" for "upcoming"',
     ):
         assert expected in out, out

@@ -59,6 +59,8 @@ event = verify(b'{"id":"evt_1","type":"invoice.paid"}', header, "whsec_x")
 assert event.type == "invoice.paid"
 with Vinr("sk_test_x") as vinr:
     assert vinr.api_base == "http://127.0.0.1:8080"
+    assert callable(vinr.billing.meter_events.create_batch) and callable(vinr.invoices.upcoming)
+from vinr_sdk.types import BillingMeter, BillingMeterEventSummary, UpcomingInvoice
 print(vinr_sdk.VERSION, vinr_sdk.__file__)
 """
 

@@ -14,7 +14,8 @@ Keyword arguments are snake_case, typed by the ``TypedDict`` models of ``vinr_sd
 and go out in the API's camelCase (nested keys too; ``metadata`` keys as given). Responses
 are ``VinrObject`` dicts with the API's keys that also allow snake_case attribute access
 (``summary.data[0].total_usage``; ``summary["data"][0]["totalUsage"]`` reads the same).
-``AsyncVinr`` is the async twin. ``UsageReporter`` batches usage for producer services;
+``AsyncVinr`` is the async twin. ``vinr.billing`` holds meters, meter events and their
+adjustments, and usage alerts. ``UsageReporter`` batches usage for producer services;
 ``verify`` checks webhooks.
 """
 

@@ -6,7 +6,9 @@ lists included (``recurring={"usage_type": "metered"}`` goes out as
 ``{"usageType": "metered"}``); incoming objects keep the API's keys and are read by
 attribute in snake_case (``summary.total_usage``), see ``VinrObject``.
 
-``metadata`` is the caller's own data: its keys are sent and read exactly as given.
+``metadata`` is the caller's own data, and a meter event's ``payload`` is keyed by the
+meter's own payload keys (``customer_mapping``/``value_settings``): their keys are sent and
+read exactly as given.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 __all__ = ["FREE_FORM_KEYS", "camelize", "to_camel", "to_snake"]
 
-FREE_FORM_KEYS = frozenset({"metadata"})
+FREE_FORM_KEYS = frozenset({"metadata", "payload"})
 
 _UPPER = re.compile(r"(?!^)([A-Z])")
 
@@ -40,7 +42,7 @@ def to_snake(name: str) -> str:
 
 def camelize(value: Any) -> Any:
     """A copy of ``value`` with every mapping key (at any depth) passed through ``to_camel``,
-    except inside ``metadata``."""
+    except inside ``metadata`` and ``payload``."""
     if isinstance(value, Mapping):
         return {
             (to_camel(key) if isinstance(key, str) else key): dict(item)

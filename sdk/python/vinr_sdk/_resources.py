@@ -20,9 +20,18 @@ from urllib.parse import quote
 
 from ._casing import camelize
 from .types import (
+    BillingAlertCreateParams,
+    BillingMeterCreateParams,
+    BillingMeterEventAdjustmentCreateParams,
+    BillingMeterEventBatchParams,
+    BillingMeterEventCreateParams,
+    BillingMeterEventListParams,
+    BillingMeterEventSummaryListParams,
+    BillingMeterUpdateParams,
     CustomerCreateParams,
     CustomerUpdateParams,
     EventResendParams,
+    InvoiceUpcomingParams,
     PriceCreateParams,
     ProductCreateParams,
     SubscriptionCreateParams,
@@ -36,6 +45,11 @@ from .types import (
 )
 
 __all__ = [
+    "Billing",
+    "BillingAlerts",
+    "BillingMeterEventAdjustments",
+    "BillingMeterEvents",
+    "BillingMeters",
     "Charges",
     "Customers",
     "Events",
@@ -212,6 +226,11 @@ class Invoices(_Retrieve[R], _List[R]):
         """``POST /v1/invoices/{id}/pay``."""
         return self._post(_path(self._base, id, "/pay"), params, idempotency_key)
 
+    def upcoming(self, **params: Unpack[InvoiceUpcomingParams]) -> R:
+        """``GET /v1/invoices/upcoming`` — ``subscription="sub_…"``: the invoice the current
+        period would close with now (``id`` null, ``status`` ``"draft"``; nothing is stored)."""
+        return self._get(f"{self._base}/upcoming", params)
+
 
 class Charges(_List[R]):
     _base = "/v1/charges"
@@ -261,6 +280,136 @@ class Events(_Retrieve[R], _List[R]):
         """``POST /v1/events/{id}/resend`` — to ``webhook_endpoint=…``, or to every enabled
         endpoint subscribed to the event's type."""
         return self._post(_path(self._base, id, "/resend"), params, idempotency_key)
+
+
+class BillingMeters(_Retrieve[R], _List[R]):
+    """``billing.meters``: what is counted from meter events, and how (``sum``, ``count``,
+    ``last``, ``max``). ``list(status="active" | "inactive", limit=…, starting_after=…)``."""
+
+    _base = "/v1/billing/meters"
+
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[BillingMeterCreateParams]
+    ) -> R:
+        """``POST /v1/billing/meters`` — ``display_name, event_name,
+        default_aggregation={"formula": …}, customer_mapping?, value_settings?``."""
+        return self._create(params, idempotency_key)
+
+    def update(
+        self,
+        id: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[BillingMeterUpdateParams],
+    ) -> R:
+        """``POST /v1/billing/meters/{id}`` — ``display_name``."""
+        return self._update(id, params, idempotency_key)
+
+    def deactivate(self, id: str, /, *, idempotency_key: str | None = None) -> R:
+        """``POST /v1/billing/meters/{id}/deactivate``: events for its name are refused."""
+        return self._post(_path(self._base, id, "/deactivate"), {}, idempotency_key)
+
+    def reactivate(self, id: str, /, *, idempotency_key: str | None = None) -> R:
+        """``POST /v1/billing/meters/{id}/reactivate`` (refused while another active meter
+        has its event name)."""
+        return self._post(_path(self._base, id, "/reactivate"), {}, idempotency_key)
+
+    def list_event_summaries(
+        self, id: str, /, **params: Unpack[BillingMeterEventSummaryListParams]
+    ) -> R:
+        """``GET /v1/billing/meters/{id}/event_summaries`` — ``customer, start_time,
+        end_time`` (minute boundaries), ``value_grouping_window?: "hour" | "day"``."""
+        return self._get(_path(self._base, id, "/event_summaries"), params)
+
+    def list_events(self, id: str, /, **params: Unpack[BillingMeterEventListParams]) -> R:
+        """``GET /v1/billing/meters/{id}/events`` — ``customer, limit?, starting_after?``;
+        newest timestamp first, cancelled and rejected events included (``status``)."""
+        return self._get(_path(self._base, id, "/events"), params)
+
+
+class BillingMeterEvents(_Resource[R]):
+    """``billing.meter_events``: usage sent by event name; the active meter with that name
+    counts it. ``payload`` keys are sent as given (they are the meter's payload keys).
+
+    A meter event is deduplicated by its ``identifier``: pass one derived from your own
+    event id, so that a resend after a crash is never counted twice. Without one the API
+    makes one (``mevt_…``); the SDK does not, as it makes none for usage records either —
+    its own retries of a call are covered by that call's ``Idempotency-Key``.
+    """
+
+    _base = "/v1/billing/meter_events"
+
+    def create(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[BillingMeterEventCreateParams],
+    ) -> R:
+        """``POST /v1/billing/meter_events`` — ``event_name, payload, identifier?,
+        timestamp?``."""
+        return self._post(self._base, params, idempotency_key)
+
+    def create_batch(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[BillingMeterEventBatchParams],
+    ) -> R:
+        """``POST /v1/billing/meter_events/batch`` — ``events=[…]`` (≤ 1000), accepted or
+        refused as a whole."""
+        return self._post(f"{self._base}/batch", params, idempotency_key)
+
+
+class BillingMeterEventAdjustments(_Resource[R]):
+    _base = "/v1/billing/meter_event_adjustments"
+
+    def create(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        **params: Unpack[BillingMeterEventAdjustmentCreateParams],
+    ) -> R:
+        """``POST /v1/billing/meter_event_adjustments`` — ``event_name, type="cancel",
+        cancel={"identifier": …}``; ``status`` is ``"pending"`` when the event has not
+        arrived yet (it will never count)."""
+        return self._post(self._base, params, idempotency_key)
+
+
+class BillingAlerts(_Retrieve[R], _List[R]):
+    """``billing.alerts``: a ``billing.alert.triggered`` event, once per customer, when a
+    customer's usage of a meter in the current period reaches ``gte``."""
+
+    _base = "/v1/billing/alerts"
+
+    def create(
+        self, *, idempotency_key: str | None = None, **params: Unpack[BillingAlertCreateParams]
+    ) -> R:
+        """``POST /v1/billing/alerts`` — ``title, alert_type="usage_threshold",
+        usage_threshold={"meter", "gte", "recurrence": "one_time"}, filter?={"customer"}``."""
+        return self._create(params, idempotency_key)
+
+    def activate(self, id: str, /, *, idempotency_key: str | None = None) -> R:
+        """``POST /v1/billing/alerts/{id}/activate``."""
+        return self._post(_path(self._base, id, "/activate"), {}, idempotency_key)
+
+    def deactivate(self, id: str, /, *, idempotency_key: str | None = None) -> R:
+        """``POST /v1/billing/alerts/{id}/deactivate``."""
+        return self._post(_path(self._base, id, "/deactivate"), {}, idempotency_key)
+
+    def archive(self, id: str, /, *, idempotency_key: str | None = None) -> R:
+        """``POST /v1/billing/alerts/{id}/archive``: for good."""
+        return self._post(_path(self._base, id, "/archive"), {}, idempotency_key)
+
+
+class Billing(Generic[R]):
+    """``meters``, ``meter_events``, ``meter_event_adjustments`` and ``alerts``."""
+
+    def __init__(self, requester: Requester[R]) -> None:
+        self.meters = BillingMeters(requester)
+        self.meter_events = BillingMeterEvents(requester)
+        self.meter_event_adjustments = BillingMeterEventAdjustments(requester)
+        self.alerts = BillingAlerts(requester)
 
 
 class TestHelperSubscriptions(_Resource[R]):
@@ -316,6 +465,7 @@ class ResourceNamespaces(Generic[R]):
     charges: Charges[R]
     webhook_endpoints: WebhookEndpoints[R]
     events: Events[R]
+    billing: Billing[R]
     test_helpers: TestHelpers[R]
 
     def _attach_resources(self, requester: Requester[R]) -> None:
@@ -328,4 +478,5 @@ class ResourceNamespaces(Generic[R]):
         self.charges = Charges(requester)
         self.webhook_endpoints = WebhookEndpoints(requester)
         self.events = Events(requester)
+        self.billing = Billing(requester)
         self.test_helpers = TestHelpers(requester)

@@ -19,6 +19,36 @@ from typing import Any, Literal, NotRequired, TypedDict
 __all__ = [
     "Action",
     "AggregateUsage",
+    "BillingAlert",
+    "BillingAlertCreateParams",
+    "BillingAlertFilter",
+    "BillingAlertFilterParams",
+    "BillingAlertTriggered",
+    "BillingAlertUsageThreshold",
+    "BillingAlertUsageThresholdParams",
+    "BillingMeter",
+    "BillingMeterCreateParams",
+    "BillingMeterCustomerMapping",
+    "BillingMeterCustomerMappingParams",
+    "BillingMeterDefaultAggregation",
+    "BillingMeterDefaultAggregationParams",
+    "BillingMeterEvent",
+    "BillingMeterEventAdjustment",
+    "BillingMeterEventAdjustmentCancel",
+    "BillingMeterEventAdjustmentCancelParams",
+    "BillingMeterEventAdjustmentCreateParams",
+    "BillingMeterEventBatch",
+    "BillingMeterEventBatchParams",
+    "BillingMeterEventCreateParams",
+    "BillingMeterEventListParams",
+    "BillingMeterEventParams",
+    "BillingMeterEventSummary",
+    "BillingMeterEventSummaryListParams",
+    "BillingMeterListedEvent",
+    "BillingMeterStatusTransitions",
+    "BillingMeterUpdateParams",
+    "BillingMeterValueSettings",
+    "BillingMeterValueSettingsParams",
     "Charge",
     "Customer",
     "CustomerCreateParams",
@@ -29,7 +59,10 @@ __all__ = [
     "Interval",
     "Invoice",
     "InvoiceLine",
+    "InvoiceUpcomingParams",
     "ListObject",
+    "MeterFormula",
+    "MeterPayload",
     "Period",
     "Price",
     "PriceCreateParams",
@@ -49,6 +82,7 @@ __all__ = [
     "TestClockCreateParams",
     "Tier",
     "TransformQuantity",
+    "UpcomingInvoice",
     "UsageRecord",
     "UsageRecordBatch",
     "UsageRecordBatchParams",
@@ -65,6 +99,10 @@ __all__ = [
 Interval = Literal["day", "week", "month", "year"]
 AggregateUsage = Literal["sum", "last_during_period", "last_ever", "max"]
 Action = Literal["increment", "set"]
+MeterFormula = Literal["sum", "count", "last", "max"]
+MeterPayload = dict[str, str | int | Decimal]
+"""A meter event's payload: the customer id under the meter's customer key, the value (an
+integer or a decimal string, at most 12 places) under its value key; keys sent as given."""
 
 
 # ---- parameters ---------------------------------------------------------------------------
@@ -75,6 +113,9 @@ class Recurring(TypedDict):
     interval_count: NotRequired[int]
     usage_type: NotRequired[Literal["licensed", "metered"]]
     aggregate_usage: NotRequired[AggregateUsage | None]
+    meter: NotRequired[str]
+    """A ``mtr_…`` id: the price bills that meter (``usage_type="metered"``, no
+    ``aggregate_usage``)."""
 
 
 class Tier(TypedDict):
@@ -183,6 +224,92 @@ class EventResendParams(TypedDict, total=False):
     webhook_endpoint: str
 
 
+class InvoiceUpcomingParams(TypedDict):
+    subscription: str
+
+
+class BillingMeterDefaultAggregationParams(TypedDict):
+    formula: MeterFormula
+
+
+class BillingMeterCustomerMappingParams(TypedDict):
+    type: Literal["by_id"]
+    event_payload_key: str
+
+
+class BillingMeterValueSettingsParams(TypedDict):
+    event_payload_key: str
+
+
+class BillingMeterCreateParams(TypedDict):
+    display_name: str
+    event_name: str
+    default_aggregation: BillingMeterDefaultAggregationParams
+    customer_mapping: NotRequired[BillingMeterCustomerMappingParams]
+    value_settings: NotRequired[BillingMeterValueSettingsParams]
+
+
+class BillingMeterUpdateParams(TypedDict):
+    display_name: str
+
+
+class BillingMeterEventSummaryListParams(TypedDict):
+    customer: str
+    start_time: int
+    end_time: int
+    value_grouping_window: NotRequired[Literal["hour", "day"]]
+
+
+class BillingMeterEventListParams(TypedDict):
+    customer: str
+    limit: NotRequired[int]
+    starting_after: NotRequired[str]
+
+
+class BillingMeterEventParams(TypedDict):
+    event_name: str
+    payload: MeterPayload
+    identifier: NotRequired[str]
+    """1–100 characters, the unit of deduplication; the API makes one when absent."""
+    timestamp: NotRequired[int]
+    """Unix seconds; the API's now when absent."""
+
+
+class BillingMeterEventCreateParams(BillingMeterEventParams):
+    """``meter_events.create``: one event, as an element of ``create_batch(events=…)``."""
+
+
+class BillingMeterEventBatchParams(TypedDict):
+    events: list[BillingMeterEventParams]
+
+
+class BillingMeterEventAdjustmentCancelParams(TypedDict):
+    identifier: str
+
+
+class BillingMeterEventAdjustmentCreateParams(TypedDict):
+    event_name: str
+    type: Literal["cancel"]
+    cancel: BillingMeterEventAdjustmentCancelParams
+
+
+class BillingAlertUsageThresholdParams(TypedDict):
+    meter: str
+    gte: int
+    recurrence: Literal["one_time"]
+
+
+class BillingAlertFilterParams(TypedDict):
+    customer: str
+
+
+class BillingAlertCreateParams(TypedDict):
+    title: str
+    alert_type: Literal["usage_threshold"]
+    usage_threshold: BillingAlertUsageThresholdParams
+    filter: NotRequired[BillingAlertFilterParams]
+
+
 # ---- objects ------------------------------------------------------------------------------
 
 
@@ -225,6 +352,8 @@ class PriceRecurring(TypedDict):
     intervalCount: int
     usageType: Literal["licensed", "metered"]
     aggregateUsage: AggregateUsage | None
+    meter: str | None
+    """The ``mtr_…`` id the price bills, or null."""
 
 
 class PriceTier(TypedDict):
@@ -307,7 +436,9 @@ class InvoiceLine(TypedDict):
     type: str
     subscriptionItem: str | None
     price: Price | None
-    quantity: int | None
+    quantity: int | float | None
+    """A JSON number; a meter's quantity may be decimal — exact in ``quantityDecimal``."""
+    quantityDecimal: str | None
     amount: int | None
     unitAmountDecimal: str | None
     currency: str
@@ -315,7 +446,10 @@ class InvoiceLine(TypedDict):
     period: Period
 
 
-class Invoice(_Object):
+class _InvoiceFields(TypedDict):
+    object: Literal["invoice"]
+    created: int
+    livemode: bool
     customer: str
     subscription: str | None
     status: Literal["draft", "open", "paid", "uncollectible", "void"]
@@ -330,6 +464,17 @@ class Invoice(_Object):
     nextPaymentAttempt: int | None
     billingReason: str | None
     lines: ListObject
+
+
+class Invoice(_InvoiceFields):
+    id: str
+
+
+class UpcomingInvoice(_InvoiceFields):
+    """``invoices.upcoming``: an invoice as the period's close would build it now, not
+    stored (``id`` null, ``status`` ``"draft"``)."""
+
+    id: None
 
 
 class Charge(_Object):
@@ -382,3 +527,114 @@ class WebhookDelivery(_Object):
     lastStatusCode: int | None
     lastError: str | None
     attempts: ListObject
+
+
+class BillingMeterDefaultAggregation(TypedDict):
+    formula: MeterFormula
+
+
+class BillingMeterCustomerMapping(TypedDict):
+    type: Literal["by_id"]
+    eventPayloadKey: str
+
+
+class BillingMeterValueSettings(TypedDict):
+    eventPayloadKey: str
+
+
+class BillingMeterStatusTransitions(TypedDict):
+    deactivatedAt: int | None
+
+
+class BillingMeter(_Object):
+    updated: int
+    displayName: str
+    eventName: str
+    status: Literal["active", "inactive"]
+    defaultAggregation: BillingMeterDefaultAggregation
+    customerMapping: BillingMeterCustomerMapping
+    valueSettings: BillingMeterValueSettings
+    statusTransitions: BillingMeterStatusTransitions
+
+
+class BillingMeterEvent(TypedDict):
+    """What ``meter_events.create`` answers: the event as accepted (no ``id``: its
+    ``identifier`` names it)."""
+
+    object: Literal["billing.meter_event"]
+    eventName: str
+    identifier: str
+    payload: dict[str, Any]
+    timestamp: int
+    created: int
+    livemode: bool
+
+
+class BillingMeterListedEvent(BillingMeterEvent):
+    """``meters.list_events``: an event with what became of it."""
+
+    status: Literal["counted", "cancelled", "rejected"]
+
+
+class BillingMeterEventBatch(TypedDict):
+    object: Literal["billing.meter_event_batch"]
+    created: int
+    livemode: bool
+    count: int
+    duplicates: int
+    """Events whose identifier was already accepted with the same content (not resent)."""
+    data: list[BillingMeterEvent]
+
+
+class BillingMeterEventSummary(TypedDict):
+    id: str
+    object: Literal["billing.meter_event_summary"]
+    meter: str
+    customer: str
+    livemode: bool
+    startTime: int
+    endTime: int
+    aggregatedValue: int | float
+    """A JSON number, for display; ``aggregatedValueDecimal`` is exact."""
+    aggregatedValueDecimal: str
+
+
+class BillingMeterEventAdjustmentCancel(TypedDict):
+    identifier: str
+
+
+class BillingMeterEventAdjustment(_Object):
+    eventName: str
+    type: Literal["cancel"]
+    cancel: BillingMeterEventAdjustmentCancel
+    status: Literal["complete", "pending"]
+
+
+class BillingAlertUsageThreshold(TypedDict):
+    meter: str
+    gte: int
+    recurrence: Literal["one_time"]
+
+
+class BillingAlertFilter(TypedDict):
+    customer: str
+
+
+class BillingAlert(_Object):
+    title: str
+    alertType: Literal["usage_threshold"]
+    status: Literal["active", "inactive", "archived"]
+    usageThreshold: BillingAlertUsageThreshold
+    filter: BillingAlertFilter | None
+
+
+class BillingAlertTriggered(TypedDict):
+    """The ``data`` of a ``billing.alert.triggered`` event."""
+
+    object: Literal["billing.alert_triggered"]
+    alert: BillingAlert
+    customer: str
+    value: int | float
+    valueDecimal: str
+    created: int
+    livemode: bool

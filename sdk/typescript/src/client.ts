@@ -1,6 +1,7 @@
 /** The `Vinr` client: configuration plus one property per API resource. */
 
 import { HttpClient, validCount, validTimeout } from './http.js';
+import { Billing } from './resources/billing.js';
 import { Customers } from './resources/customers.js';
 import { Events } from './resources/events.js';
 import { Invoices } from './resources/invoices.js';
@@ -49,6 +50,7 @@ export class Vinr {
   readonly invoices: Invoices;
   readonly webhookEndpoints: WebhookEndpoints;
   readonly events: Events;
+  readonly billing: Billing;
   readonly testHelpers: TestHelpers;
   readonly webhooks: Webhooks;
   readonly #http: HttpClient;
@@ -74,6 +76,7 @@ export class Vinr {
     this.invoices = new Invoices(this.#http);
     this.webhookEndpoints = new WebhookEndpoints(this.#http);
     this.events = new Events(this.#http);
+    this.billing = new Billing(this.#http);
     this.testHelpers = new TestHelpers(this.#http);
     this.webhooks = new Webhooks();
   }

@@ -63,6 +63,8 @@ export interface Recurring {
   intervalCount: number;
   usageType: UsageType;
   aggregateUsage: AggregateUsage | null;
+  /** The `mtr_…` id a metered price bills, or null. */
+  meter: string | null;
 }
 
 export interface Tier {
@@ -105,6 +107,8 @@ export interface PriceCreateParams {
     intervalCount?: number;
     usageType?: UsageType;
     aggregateUsage?: AggregateUsage;
+    /** A `mtr_…` id: the price bills that meter (`usageType: 'metered'`, no `aggregateUsage`). */
+    meter?: string;
   };
   tiers?: Array<{
     upTo: number | 'inf';
@@ -268,7 +272,9 @@ export interface InvoiceLineItem {
   type: string;
   subscriptionItem: string | null;
   price: Price | null;
+  /** A JSON number; a meter's quantity may be decimal, exact in `quantityDecimal`. */
   quantity: number | null;
+  quantityDecimal: string | null;
   amount: number;
   unitAmountDecimal: string | null;
   currency: string;
@@ -302,6 +308,168 @@ export interface InvoiceListParams extends ListParams {
 
 export interface InvoicePayParams {
   paymentMethod?: string;
+}
+
+export interface InvoiceUpcomingParams {
+  subscription: string;
+}
+
+/** `invoices.upcoming`: an invoice as the period's close would build it now, not stored. */
+export type UpcomingInvoice = Omit<Invoice, 'id' | 'status'> & { id: null; status: 'draft' };
+
+// ---- billing meters ------------------------------------------------------------------
+
+export type MeterFormula = 'sum' | 'count' | 'last' | 'max';
+
+export interface BillingMeter extends ApiObject {
+  object: 'billing.meter';
+  /** Unix seconds. */
+  updated: number;
+  displayName: string;
+  eventName: string;
+  status: 'active' | 'inactive';
+  defaultAggregation: { formula: MeterFormula };
+  /** Where a meter event's payload holds the customer id (`customer` by default). */
+  customerMapping: { type: 'by_id'; eventPayloadKey: string };
+  /** Where a meter event's payload holds the value (`value` by default). */
+  valueSettings: { eventPayloadKey: string };
+  statusTransitions: { deactivatedAt: number | null };
+}
+
+export interface BillingMeterCreateParams {
+  displayName: string;
+  eventName: string;
+  defaultAggregation: { formula: MeterFormula };
+  customerMapping?: { type: 'by_id'; eventPayloadKey: string };
+  valueSettings?: { eventPayloadKey: string };
+}
+
+export interface BillingMeterUpdateParams {
+  displayName: string;
+}
+
+export interface BillingMeterListParams extends ListParams {
+  status?: 'active' | 'inactive';
+}
+
+export interface BillingMeterEventSummaryListParams {
+  customer: string;
+  /** Unix seconds on a minute boundary, inclusive. */
+  startTime: number;
+  /** Unix seconds on a minute boundary, exclusive. */
+  endTime: number;
+  valueGroupingWindow?: 'hour' | 'day';
+}
+
+export interface BillingMeterEventListParams extends ListParams {
+  customer: string;
+}
+
+/**
+ * The customer id under the meter's customer key, the value under its value key: an
+ * integer, or a decimal string (at most 12 places) for an exact decimal.
+ */
+export type MeterEventPayload = Record<string, string | number>;
+
+export interface BillingMeterEventCreateParams {
+  eventName: string;
+  payload: MeterEventPayload;
+  /** 1–100 characters, the unit of deduplication; the API makes one (`mevt_…`) when absent. */
+  identifier?: string;
+  /** Unix seconds; the API's now when absent. */
+  timestamp?: number;
+}
+
+export interface BillingMeterEventBatchParams {
+  events: BillingMeterEventCreateParams[];
+}
+
+/** A meter event as accepted; its `identifier` names it (it has no `id`). */
+export interface BillingMeterEvent {
+  object: 'billing.meter_event';
+  eventName: string;
+  identifier: string;
+  payload: MeterEventPayload;
+  timestamp: number;
+  created: number;
+  livemode: boolean;
+}
+
+/** `meters.listEvents`: an event with what became of it. */
+export interface BillingMeterListedEvent extends BillingMeterEvent {
+  status: 'counted' | 'cancelled' | 'rejected';
+}
+
+export interface BillingMeterEventBatch {
+  object: 'billing.meter_event_batch';
+  created: number;
+  livemode: boolean;
+  count: number;
+  /** Events whose identifier was already accepted with the same content (not resent). */
+  duplicates: number;
+  data: BillingMeterEvent[];
+}
+
+export interface BillingMeterEventSummary {
+  id: string;
+  object: 'billing.meter_event_summary';
+  meter: string;
+  customer: string;
+  livemode: boolean;
+  startTime: number;
+  endTime: number;
+  /** A JSON number, for display; `aggregatedValueDecimal` is exact. */
+  aggregatedValue: number;
+  aggregatedValueDecimal: string;
+}
+
+export interface BillingMeterEventAdjustment extends ApiObject {
+  object: 'billing.meter_event_adjustment';
+  eventName: string;
+  type: 'cancel';
+  cancel: { identifier: string };
+  /** `pending`: the event has not arrived yet; it will never count. */
+  status: 'complete' | 'pending';
+}
+
+export interface BillingMeterEventAdjustmentCreateParams {
+  eventName: string;
+  type: 'cancel';
+  cancel: { identifier: string };
+}
+
+export interface BillingAlertUsageThreshold {
+  meter: string;
+  /** An integer >= 1, compared with the meter's value over the customer's current period. */
+  gte: number;
+  recurrence: 'one_time';
+}
+
+export interface BillingAlert extends ApiObject {
+  object: 'billing.alert';
+  title: string;
+  alertType: 'usage_threshold';
+  status: 'active' | 'inactive' | 'archived';
+  usageThreshold: BillingAlertUsageThreshold;
+  filter: { customer: string } | null;
+}
+
+export interface BillingAlertCreateParams {
+  title: string;
+  alertType: 'usage_threshold';
+  usageThreshold: BillingAlertUsageThreshold;
+  filter?: { customer: string };
+}
+
+/** The `data` of a `billing.alert.triggered` event. */
+export interface BillingAlertTriggered {
+  object: 'billing.alert_triggered';
+  alert: BillingAlert;
+  customer: string;
+  value: number;
+  valueDecimal: string;
+  created: number;
+  livemode: boolean;
 }
 
 // ---- test helpers --------------------------------------------------------------------
@@ -431,7 +599,8 @@ export type VinrEvent =
   | EventOf<'charge.succeeded' | 'charge.failed', Charge>
   | EventOf<'test_helpers.test_clock.advanced', TestClock>
   | EventOf<'usage_record.dead_lettered', Record<string, unknown>>
-  | EventOf<'webhook_endpoint.disabled', WebhookEndpoint>;
+  | EventOf<'webhook_endpoint.disabled', WebhookEndpoint>
+  | EventOf<'billing.alert.triggered', BillingAlertTriggered>;
 
 export type EventType = VinrEvent['type'];
 

@@ -1,4 +1,12 @@
-import type { Invoice, InvoiceListParams, InvoicePayParams, List, RequestOptions } from '../types.js';
+import type {
+  Invoice,
+  InvoiceListParams,
+  InvoicePayParams,
+  InvoiceUpcomingParams,
+  List,
+  RequestOptions,
+  UpcomingInvoice,
+} from '../types.js';
 import { Resource, pathId } from './resource.js';
 
 export class Invoices extends Resource {
@@ -13,5 +21,13 @@ export class Invoices extends Resource {
   /** Attempt payment of an open invoice now, with its customer's default payment method. */
   async pay(id: string, params?: InvoicePayParams, options?: RequestOptions): Promise<Invoice> {
     return this.http.request({ method: 'POST', path: `/v1/invoices/${pathId(id)}/pay`, body: params ?? {}, options });
+  }
+
+  /**
+   * The invoice the subscription's current period would close with now (meter and usage
+   * lines, amounts, total); not stored: `id` is null and `status` `draft`.
+   */
+  async upcoming(params: InvoiceUpcomingParams, options?: RequestOptions): Promise<UpcomingInvoice> {
+    return this.http.request({ method: 'GET', path: '/v1/invoices/upcoming', query: params, options });
   }
 }
