@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from domain.amounts import decimal_str
 from domain.pricing import render_stored_terms
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ __all__ = [
     "render_subscription",
     "render_test_clock",
     "render_webhook_endpoint",
+    "shown_quantity",
 ]
 
 Row = Mapping[str, Any]
@@ -39,6 +41,17 @@ Row = Mapping[str, Any]
 def amount(value: Decimal | int | None) -> int | None:
     """numeric(38,0) columns come back as Decimal; the API speaks integers."""
     return None if value is None else int(value)
+
+
+def shown_quantity(value: Decimal | int) -> dict[str, Any]:
+    """A line's quantity as the API shows it: ``quantity`` a JSON number (an integer when
+    whole, else the nearest float) and ``quantityDecimal`` its exact decimal text."""
+    exact = Decimal(value)
+    whole = exact == exact.to_integral_value()
+    return {
+        "quantity": int(exact) if whole else float(exact),
+        "quantityDecimal": str(int(exact)) if whole else decimal_str(exact),
+    }
 
 
 def _base(row: Row, obj: str) -> dict[str, Any]:
@@ -56,7 +69,8 @@ def render_product(row: Row) -> dict[str, Any]:
 
 def render_price(row: Row) -> dict[str, Any]:
     """The pricing fields come from the stored terms through the amount codec, so every
-    amount shows both its integer and its decimal form (``domain.amounts``)."""
+    amount shows both its integer and its decimal form (``domain.amounts``). ``row`` carries
+    ``meter_id``: the meter the price bills (``domain.store.catalog.meter_id_of``)."""
     terms = render_stored_terms(row["terms"])
     return _base(row, "price") | {
         "product": row["product_id"],
@@ -72,6 +86,7 @@ def render_price(row: Row) -> dict[str, Any]:
             "intervalCount": row["interval_count"],
             "usageType": row["usage_type"],
             "aggregateUsage": row["aggregate_usage"],
+            "meter": row["meter_id"],
         },
         "tiers": terms["tiers"],
         "tiersMode": terms["tiersMode"],
@@ -145,7 +160,8 @@ def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
 
 
 def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) -> dict[str, Any]:
-    """``row`` carries ``customer_id``; ``prices`` maps price id → price row."""
+    """``row`` carries ``customer_id``; ``prices`` maps price id → price row. An invoice not
+    stored (the upcoming one) has ``id`` None, and so have its lines."""
     rendered = []
     for line in lines:
         price = prices.get(line["price_id"]) if line["price_id"] else None
@@ -156,7 +172,7 @@ def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) ->
                 "type": line["type"],
                 "subscriptionItem": line.get("item_id"),
                 "price": render_price(price) if price is not None else None,
-                "quantity": amount(line["quantity"]),
+                **shown_quantity(line["quantity"]),
                 "amount": amount(line["amount"]),
                 "unitAmountDecimal": line["unit_amount_decimal"],
                 "currency": row["currency"],
@@ -188,7 +204,11 @@ def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) ->
             "object": "list",
             "hasMore": False,
             "data": rendered,
-            "url": f"/v1/invoices/{row['id']}/lines",
+            "url": (
+                f"/v1/invoices/{row['id']}/lines"
+                if row["id"] is not None
+                else f"/v1/invoices/upcoming?subscription={row['subscription_id']}"
+            ),
         },
     }
 
