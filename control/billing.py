@@ -8,9 +8,15 @@ from fastapi import Query, Request
 
 from control.common import Json, Limit, StartingAfter, services, tenant
 from control.routing import api_router, error_responses
-from control.schemas import ChargeList, Invoice, InvoiceList, UsageRecordSummaryList
+from control.schemas import (
+    ChargeList,
+    Invoice,
+    InvoiceList,
+    UpcomingInvoice,
+    UsageRecordSummaryList,
+)
 from domain import usage
-from domain.billing import InvoiceRules, collect_invoices
+from domain.billing import InvoiceRules, collect_invoices, upcoming_invoice
 from domain.objects import render_charge
 from domain.store import invoices as store
 from domain.store.owned import found, page
@@ -42,6 +48,22 @@ async def usage_summaries(
             "data": data[:limit],
         }
     )
+
+
+@router.get("/v1/invoices/upcoming", response_model=UpcomingInvoice, responses=error_responses(404))
+async def upcoming(
+    request: Request,
+    subscription: Annotated[str, Query(min_length=1, max_length=255)],
+) -> Json:
+    """The invoice the subscription's current period would produce now: metered lines for
+    the period so far (usage records and meters), licensed lines for the next period. Built
+    by the period close's own code; not stored (``id`` null), no events."""
+    t, s = tenant(request), services(request)
+    async with s.pool.acquire() as conn:
+        invoice = await upcoming_invoice(
+            conn, t, subscription, InvoiceRules.from_settings(s.settings)
+        )
+    return Json(invoice)
 
 
 @router.get("/v1/invoices/{invoice_id}", response_model=Invoice)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import asyncpg
 from fastapi import Request
 from pydantic import Field, WithJsonSchema
 
@@ -29,8 +30,9 @@ from domain.pricing import (
     parse_price_terms,
     terms_to_json,
 )
-from domain.store import catalog
-from domain.store.owned import fetch_owned, page
+from domain.store import catalog, meters
+from domain.store.owned import fetch_owned, found, page
+from domain.tenant import Tenant
 from infra.errors import InvalidRequest
 
 __all__ = ["router"]
@@ -91,6 +93,7 @@ class RecurringIn(ApiModel):
     intervalCount: int = Field(default=1, ge=1, le=max(_MAX_INTERVAL_COUNT.values()))
     usageType: Literal["licensed", "metered"] | None = None
     aggregateUsage: Literal["sum", "last_during_period", "last_ever", "max"] | None = None
+    meter: Text | None = Field(default=None, min_length=1, max_length=255)
 
 
 class PriceCreate(ApiModel):
@@ -156,6 +159,20 @@ def _usage(body: PriceCreate) -> tuple[str, str | None]:
             " be 'metered' or omitted",
             param="recurring.usageType",
         )
+    if recurring.meter is not None:
+        if usage_type != "metered":
+            raise InvalidRequest(
+                "a price billing a meter is metered: set recurring.usageType = 'metered'",
+                param="recurring.usageType",
+            )
+        if recurring.aggregateUsage is not None:
+            raise InvalidRequest(
+                "recurring.aggregateUsage does not apply to a price billing a meter: the"
+                " meter's formula (defaultAggregation) aggregates its usage; remove"
+                " recurring.aggregateUsage",
+                param="recurring.aggregateUsage",
+            )
+        return usage_type, None
     if usage_type == "licensed":
         if recurring.aggregateUsage is not None:
             raise InvalidRequest(
@@ -186,6 +203,7 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
         raise InvalidRequest(
             f"no such product: '{body.product}'", param="product", code="resource_missing"
         )
+    meter_pk = None if body.recurring.meter is None else await _meter_pk(s.pool, t, body)
     row = await catalog.insert_price(
         s.pool,
         t,
@@ -198,14 +216,34 @@ async def create_price(body: PriceCreate, request: Request) -> Json:
         aggregate_usage=aggregate,
         nickname=body.nickname,
         metadata=body.metadata,
+        meter_pk=meter_pk,
     )
     return Json(render_price(row))
+
+
+async def _meter_pk(db: asyncpg.Pool, t: Tenant, body: PriceCreate) -> int:
+    """The key of the active meter ``recurring.meter`` names: a new price bills only a meter
+    of this account and mode that still counts events."""
+    meter_id = body.recurring.meter
+    meter = None if meter_id is None else await meters.meter_by_id(db, t, meter_id)
+    if meter is None:
+        raise InvalidRequest(
+            f"no such meter: '{meter_id}'", param="recurring.meter", code="resource_missing"
+        )
+    if meter["status"] != "active":
+        raise InvalidRequest(
+            f"meter {meter_id} is inactive; reactivate it (POST /v1/billing/meters/{meter_id}"
+            "/reactivate) or choose an active meter",
+            param="recurring.meter",
+            code="meter_inactive",
+        )
+    return int(meter["pk"])
 
 
 @router.get("/v1/prices/{price_id}", response_model=Price)
 async def get_price(price_id: str, request: Request) -> Json:
     t, s = tenant(request), services(request)
-    row = await fetch_owned(s.pool, "prices", t, price_id, what="price")
+    row = found(await catalog.tenant_price(s.pool, t, price_id), what="price", ident=price_id)
     return Json(render_price(row))
 
 
@@ -225,5 +263,6 @@ async def list_prices(
             starting_after=starting_after,
             url="/v1/prices",
             render=render_price,
+            select=f"t.*, {catalog.meter_id_of('t')}",
         )
     )

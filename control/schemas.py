@@ -45,6 +45,7 @@ __all__ = [
     "Subscription",
     "SubscriptionList",
     "TestClock",
+    "UpcomingInvoice",
     "UsageRecordSummaryList",
     "WebhookDeliveryList",
     "WebhookEndpoint",
@@ -91,6 +92,7 @@ class Recurring(_Shape):
     intervalCount: int
     usageType: Literal["licensed", "metered"]
     aggregateUsage: Literal["sum", "last_during_period", "last_ever", "max"] | None
+    meter: str | None = Field(description="the billing meter the price bills (mtr_…), or null")
 
 
 class Tier(_Shape):
@@ -184,12 +186,13 @@ class Subscription(_Object):
 
 
 class LineItem(_Shape):
-    id: str
+    id: str | None = Field(description="null on the upcoming invoice")
     object: Literal["line_item"]
     type: Literal["subscription", "invoiceitem"]
     subscriptionItem: str | None
     price: Price | None
-    quantity: int
+    quantity: int | float = Field(description="a JSON number: an integer when whole")
+    quantityDecimal: str = Field(description="the exact quantity as a decimal string")
     amount: int
     unitAmountDecimal: str | None
     currency: str
@@ -221,6 +224,13 @@ class Invoice(_Object):
     finalizedAt: int | None
     paidAt: int | None
     lines: LineItemList
+
+
+class UpcomingInvoice(Invoice):
+    """What the current period would be invoiced now: not stored, so without id."""
+
+    id: None  # type: ignore[assignment]
+    status: Literal["draft"]
 
 
 class Charge(_Object):

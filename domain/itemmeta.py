@@ -80,6 +80,7 @@ class ItemMeta:
     prev_open: bool  # the previous period's invoice is not finalized yet
     frozen_time: int | None  # the test clock's time, when the subscription has one
     version: int
+    meter_event: str | None = None  # the event name of the meter the item's price bills
 
     def dumps(self) -> bytes:
         return orjson.dumps(self)  # orjson serializes dataclasses natively, fast
@@ -93,6 +94,7 @@ _SELECT = """
 SELECT si.pk, si.id, si.account_id, si.livemode, si.deleted, s.id AS sub_id, s.status,
        s.current_period_start, s.current_period_end, s.anchor, s.interval, s.interval_count,
        s.period_index, s.version, c.frozen_time, p.usage_type, p.aggregate_usage,
+       (SELECT m.event_name FROM meters m WHERE m.pk = p.meter_pk) AS meter_event,
        (SELECT CASE WHEN i.closing_at IS NULL THEN i.status ELSE 'closing' END
           FROM invoices i
          WHERE i.subscription_id = s.id AND i.billing_reason = 'subscription_cycle'
@@ -127,6 +129,7 @@ def _meta(row: asyncpg.Record) -> ItemMeta:
         prev_open=index > 0 and row["prev_status"] in (None, "draft"),
         frozen_time=row["frozen_time"],
         version=row["version"],
+        meter_event=row["meter_event"],
     )
 
 

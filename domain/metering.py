@@ -1,5 +1,10 @@
 """Billable quantities of metered items, many at a time, and a period's price segments.
 
+An item whose price bills a meter (``recurring.meter``) is measured from the meter instead:
+its customer's usage of the meter over the line's range, by the meter's formula
+(``domain.meterusage.range_stats``, ``domain.meters.formula_value``); its quantity may be
+decimal. Segments of such an item split by the events' timestamps, as records do.
+
 A period normally bills from its usage window (``usage_windows``, kept by the aggregator).
 When an item's price changed during the period, the period splits into segments at the
 change times and each segment is billed at its own price from the period's usage map
@@ -24,9 +29,12 @@ from typing import Any, Protocol
 import asyncpg
 
 from domain.fold import WindowState, billable_quantity, window_state
+from domain.meters import Formula, Number, formula_value
+from domain.meterusage import RangeAsk, range_stats
 
 __all__ = [
     "Ask",
+    "MeterUse",
     "PeriodUsage",
     "PriceChange",
     "Segment",
@@ -94,9 +102,19 @@ def price_segments(
 
 
 @dataclass(frozen=True, slots=True)
+class MeterUse:
+    """A line billing a meter: its customer's usage of the meter, by the meter's formula."""
+
+    meter_pk: int
+    customer_pk: int
+    formula: Formula
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     """One metered line to measure: ``[start, end)`` of the window ``(item_pk, window_start)``
-    (the whole period, or one price segment of it), aggregated as ``aggregate``."""
+    (the whole period, or one price segment of it), aggregated as ``aggregate``; or, with
+    ``meter``, that meter's usage over ``[start, end)``."""
 
     item_pk: int
     window_start: int
@@ -104,6 +122,7 @@ class Ask:
     end: int
     aggregate: str | None
     whole: bool
+    meter: MeterUse | None = None
 
 
 _WINDOWS = """
@@ -135,11 +154,26 @@ LEFT JOIN LATERAL (SELECT p.quantity AS q FROM usage_points p
 """
 
 
-async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[int]:
-    """The billable quantity of each ask, in order (at most three queries in all)."""
-    out = [0] * len(asks)
-    whole = [i for i, a in enumerate(asks) if a.whole]
-    parts = [i for i, a in enumerate(asks) if not a.whole]
+async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[Number]:
+    """The billable quantity of each ask, in order (at most five queries in all: three for
+    usage records, two for meters)."""
+    out: list[Number] = [0] * len(asks)
+    metered = [i for i, a in enumerate(asks) if a.meter is not None]
+    if metered:
+        stats = await range_stats(
+            conn,
+            [
+                RangeAsk(m.meter_pk, m.customer_pk, asks[i].start, asks[i].end)
+                for i in metered
+                if (m := asks[i].meter) is not None
+            ],
+        )
+        for i, s in zip(metered, stats, strict=True):
+            meter = asks[i].meter
+            assert meter is not None
+            out[i] = formula_value(meter.formula, s)
+    whole = [i for i, a in enumerate(asks) if a.whole and a.meter is None]
+    parts = [i for i, a in enumerate(asks) if not a.whole and a.meter is None]
     states: dict[int, WindowState] = {}
     if whole:
         rows = await conn.fetch(
@@ -161,7 +195,8 @@ async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[in
     carry_for = [
         i
         for i, a in enumerate(asks)
-        if a.aggregate == "last_ever"
+        if a.meter is None
+        and a.aggregate == "last_ever"
         and (
             (a.whole and (i not in states or states[i].last_ts is None))
             or (not a.whole and segments[i]["last_since_start"] is None)
@@ -176,6 +211,8 @@ async def measure(conn: asyncpg.Connection[Any], asks: Sequence[Ask]) -> list[in
         )
         carries = {carry_for[r["n"] - 1]: int(r["carry"] or 0) for r in rows}
     for i, ask in enumerate(asks):
+        if ask.meter is not None:
+            continue
         carry = carries.get(i, 0)
         if ask.whole:
             out[i] = billable_quantity(ask.aggregate, states.get(i), carry)

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from domain.amounts import decimal_str
+
 __all__ = [
     "BUCKET_S",
     "FORMULAS",
@@ -103,12 +105,7 @@ def parse_value(raw: Any) -> Number:
 
 def decimal_text(value: Number) -> str:
     """A value as the API writes it: plain digits, no exponent, no trailing zeros."""
-    if type(value) is int:
-        return str(value)
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
+    return decimal_str(value) if isinstance(value, Decimal) else str(value)
 
 
 def bucket_of(ts: int) -> int:

@@ -8,6 +8,13 @@ buckets only) — never by reading every event. An event counts when it has a va
 not a cancel that came before its event), is not cancelled and was not refused by the
 aggregator.
 
+Invoicing moves a customer's boundaries for a meter (``meter_closes``): when an invoice
+billing the meter is marked closing, ``closing_until`` moves to its period end
+(``mark_meters_closing``: ingest refuses earlier events once its meter cache drops); when it
+is finalized, the boundary row is locked and ``closed_until`` moves too (``close_meters``:
+the aggregator counts no earlier event), then the invoice measures the usage in the same
+transaction. Boundaries only move forward.
+
 A cancel (``cancel_event``) marks the event's ledger row and rebuilds its bucket from the
 bucket's counted events. It locks the bucket row first, in its own statement, so the
 rebuild reads every event the aggregator committed before it; an aggregator batch that
@@ -26,6 +33,7 @@ from typing import Any, Literal
 import asyncpg
 
 from domain.meters import BUCKET_S, Number, Stats, merge, timestamp_refusal
+from domain.store.meters import bump_meter_epoch
 from infra.errors import InvalidRequest
 
 __all__ = [
@@ -34,9 +42,11 @@ __all__ = [
     "EventPage",
     "RangeAsk",
     "cancel_event",
+    "close_meters",
     "closing_boundaries",
     "customers_usage",
     "event_page",
+    "mark_meters_closing",
     "range_stats",
 ]
 
@@ -159,6 +169,79 @@ async def closing_boundaries(
         [p[1] for p in pairs],
     )
     return {(r["meter_pk"], r["customer_pk"]): int(r["closing_until"]) for r in rows}
+
+
+def _latest(bounds: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(meter, customer, until) with one row per pair (the latest until), in key order: one
+    statement may touch a row once, and rows locked in one order never deadlock."""
+    latest: dict[tuple[int, int], int] = {}
+    for meter_pk, customer_pk, until in bounds:
+        key = (meter_pk, customer_pk)
+        latest[key] = max(until, latest.get(key, until))
+    return [(m, c, u) for (m, c), u in sorted(latest.items())]
+
+
+async def mark_meters_closing(
+    conn: asyncpg.Connection[Any], bounds: Sequence[tuple[int, int, int]], now: int
+) -> None:
+    """In the transaction marking invoices closing: each (meter, customer)'s
+    ``closing_until`` becomes at least ``until`` (the invoice's period end), and the meter
+    epoch is bumped so ingest's cached boundaries drop."""
+    rows = _latest(bounds)
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO meter_closes (meter_pk, customer_pk, closing_until, updated)"
+        " SELECT m, c, u, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(m, c, u)"
+        " ORDER BY m, c ON CONFLICT (meter_pk, customer_pk) DO UPDATE"
+        " SET closing_until = greatest(meter_closes.closing_until, EXCLUDED.closing_until),"
+        " updated = EXCLUDED.updated",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        now,
+    )
+    await bump_meter_epoch(conn)
+
+
+async def close_meters(
+    conn: asyncpg.Connection[Any], bounds: Sequence[tuple[int, int, int]], now: int
+) -> None:
+    """In the finalizing transaction, before measuring: lock each (meter, customer)'s
+    boundary row (``FOR UPDATE``: an aggregator batch counting its events waits, or is
+    waited for), then move ``closed_until`` — and ``closing_until``, for an invoice finalized
+    without being marked closing, bumping the meter epoch then — to at least ``until``."""
+    rows = _latest(bounds)
+    if not rows:
+        return
+    args = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    await conn.execute(
+        "INSERT INTO meter_closes (meter_pk, customer_pk, updated)"
+        " SELECT m, c, $3 FROM unnest($1::bigint[], $2::bigint[]) AS v(m, c) ORDER BY m, c"
+        " ON CONFLICT DO NOTHING",
+        args[0],
+        args[1],
+        now,
+    )
+    locked = await conn.fetch(
+        "SELECT c.meter_pk, c.customer_pk, c.closing_until FROM meter_closes c"
+        " JOIN unnest($1::bigint[], $2::bigint[]) AS v(m, cu)"
+        " ON c.meter_pk = v.m AND c.customer_pk = v.cu"
+        " ORDER BY c.meter_pk, c.customer_pk FOR UPDATE OF c",
+        args[0],
+        args[1],
+    )
+    closing = {(r["meter_pk"], r["customer_pk"]): int(r["closing_until"]) for r in locked}
+    await conn.execute(
+        "UPDATE meter_closes c SET closed_until = greatest(c.closed_until, v.u),"
+        " closing_until = greatest(c.closing_until, v.u), updated = $4"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(m, cu, u)"
+        " WHERE c.meter_pk = v.m AND c.customer_pk = v.cu",
+        *args,
+        now,
+    )
+    if any(closing.get((m, c), 0) < u for m, c, u in rows):
+        await bump_meter_epoch(conn)
 
 
 CancelOutcome = Literal["complete", "pending"]

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from domain.meters import Number, decimal_text
+from domain.amounts import decimal_str
+from domain.meters import Number
 from domain.pricing import render_stored_terms
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "render_subscription",
     "render_test_clock",
     "render_webhook_endpoint",
+    "shown_quantity",
 ]
 
 Row = Mapping[str, Any]
@@ -43,6 +45,21 @@ Row = Mapping[str, Any]
 def amount(value: Decimal | int | None) -> int | None:
     """numeric(38,0) columns come back as Decimal; the API speaks integers."""
     return None if value is None else int(value)
+
+
+def _shown_number(value: Decimal | int) -> tuple[int | float, str]:
+    """A decimal figure's two wire forms (quantities, meter values): a JSON number — an
+    integer when whole, else the nearest float — and its exact decimal text."""
+    exact = Decimal(value)
+    if exact == exact.to_integral_value():
+        return int(exact), str(int(exact))
+    return float(exact), decimal_str(exact)
+
+
+def shown_quantity(value: Decimal | int) -> dict[str, Any]:
+    """A line's quantity as the API shows it: ``quantity`` and ``quantityDecimal``."""
+    number, text = _shown_number(value)
+    return {"quantity": number, "quantityDecimal": text}
 
 
 def _base(row: Row, obj: str) -> dict[str, Any]:
@@ -60,7 +77,8 @@ def render_product(row: Row) -> dict[str, Any]:
 
 def render_price(row: Row) -> dict[str, Any]:
     """The pricing fields come from the stored terms through the amount codec, so every
-    amount shows both its integer and its decimal form (``domain.amounts``)."""
+    amount shows both its integer and its decimal form (``domain.amounts``). ``row`` carries
+    ``meter_id``: the meter the price bills (``domain.store.catalog.meter_id_of``)."""
     terms = render_stored_terms(row["terms"])
     return _base(row, "price") | {
         "product": row["product_id"],
@@ -76,6 +94,7 @@ def render_price(row: Row) -> dict[str, Any]:
             "intervalCount": row["interval_count"],
             "usageType": row["usage_type"],
             "aggregateUsage": row["aggregate_usage"],
+            "meter": row["meter_id"],
         },
         "tiers": terms["tiers"],
         "tiersMode": terms["tiersMode"],
@@ -149,7 +168,8 @@ def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
 
 
 def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) -> dict[str, Any]:
-    """``row`` carries ``customer_id``; ``prices`` maps price id → price row."""
+    """``row`` carries ``customer_id``; ``prices`` maps price id → price row. An invoice not
+    stored (the upcoming one) has ``id`` None, and so have its lines."""
     rendered = []
     for line in lines:
         price = prices.get(line["price_id"]) if line["price_id"] else None
@@ -160,7 +180,7 @@ def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) ->
                 "type": line["type"],
                 "subscriptionItem": line.get("item_id"),
                 "price": render_price(price) if price is not None else None,
-                "quantity": amount(line["quantity"]),
+                **shown_quantity(line["quantity"]),
                 "amount": amount(line["amount"]),
                 "unitAmountDecimal": line["unit_amount_decimal"],
                 "currency": row["currency"],
@@ -192,7 +212,11 @@ def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) ->
             "object": "list",
             "hasMore": False,
             "data": rendered,
-            "url": f"/v1/invoices/{row['id']}/lines",
+            "url": (
+                f"/v1/invoices/{row['id']}/lines"
+                if row["id"] is not None
+                else f"/v1/invoices/upcoming?subscription={row['subscription_id']}"
+            ),
         },
     }
 
@@ -242,18 +266,11 @@ def render_alert(row: Row, *, meter_id: str, customer_id: str | None) -> dict[st
     }
 
 
-def _meter_number(value: Number) -> tuple[int | float, str]:
-    """A meter figure's two wire forms: a JSON number and its exact decimal text."""
-    if isinstance(value, Decimal):
-        value = int(value) if value == value.to_integral_value() else value.normalize()
-    return (value if isinstance(value, int) else float(value)), decimal_text(value)
-
-
 def render_meter_event_record(row: Row, *, meter: Row, customer_id: str) -> dict[str, Any]:
     """A ``meter_events`` row of ``meter`` as a ``billing.meter_event`` of the events list:
     what the ledger keeps of it and whether it counts (``counted``), was cancelled or was
     refused by the aggregator (``rejected``, with the reason)."""
-    number, text = _meter_number(row["value"])
+    number, text = _shown_number(row["value"])
     if row["cancelled_at"] is not None:
         status = "cancelled"
     elif row["rejected"] is not None:
@@ -282,7 +299,7 @@ def render_meter_event_summary(
 ) -> dict[str, Any]:
     """A customer's usage of ``meter`` over ``[start, end)`` as a
     ``billing.meter_event_summary``."""
-    number, text = _meter_number(value)
+    number, text = _shown_number(value)
     return {
         "id": summary_id,
         "object": "billing.meter_event_summary",

@@ -9,6 +9,11 @@ A line amount is computed exactly with ``Decimal`` (a local context whose precis
 covers the largest valid input, with ``Inexact`` trapped so a silent rounding can never
 happen) and rounded once, half up, to a whole minor unit: 0.05 * 30 = 1.5 → 2.
 
+A quantity is an ``int`` or, for meter usage, a ``Decimal`` with at most
+``MAX_QUANTITY_PLACES`` decimal places (a meter's sum of decimal values): graduated slices,
+volume tiers and package counts work on the exact value, so 2.5 units across a tier boundary
+at 2 bill 2 at the first tier and 0.5 at the second.
+
 Choices where Stripe is quiet or surprising, written down once:
 
 * ``graduated``: each slice of the quantity is priced at its tier's unit amount, and a
@@ -59,11 +64,13 @@ from domain.currencies import currency_exponent, format_amount
 
 __all__ = [
     "MAX_QUANTITY",
+    "MAX_QUANTITY_PLACES",
     "MAX_TIERS",
     "TIER_KEYS",
     "TRANSFORM_KEYS",
     "PriceDefinitionError",
     "PriceTerms",
+    "Quantity",
     "Tier",
     "TransformQuantity",
     "currency_exponent",
@@ -82,7 +89,9 @@ TiersMode = Literal["graduated", "volume"]
 Rounding = Literal["up", "down"]
 
 MAX_TIERS = 100  # the API's limit too: its request model caps ``tiers`` with this
-MAX_QUANTITY = 2**63 - 1  # Postgres bigint: the largest quantity that can be stored
+MAX_QUANTITY = 2**63 - 1  # the largest quantity a line may have (Postgres bigint's)
+MAX_QUANTITY_PLACES = 12  # decimal places of a quantity: those of a meter event's value
+Quantity = int | Decimal
 _SCHEMES: dict[str, BillingScheme] = {
     "per_unit": "per_unit",
     "usage": "per_unit",
@@ -94,10 +103,10 @@ TIER_KEYS = frozenset(
     {"upTo", "unitAmount", "unitAmountDecimal", "flatAmount", "flatAmountDecimal"}
 )
 TRANSFORM_KEYS = frozenset({"divideBy", "round"})
-# Worst case: quantity < 2**63 times an amount < 10**12 with 12 places is < 10^31 (43 digits);
-# summed over 100 tiers plus flat amounts, < 10^34 (46 digits): within 50 significant digits.
+# Worst case: a quantity < 2**63 with 12 places (31 digits) times an amount < 10**12 with 12
+# places (24 digits) is 55 digits; summed over 100 tiers plus flat amounts, 58: within 80.
 _CONTEXT = Context(
-    prec=60, rounding=ROUND_HALF_UP, traps=[Inexact, Rounded, InvalidOperation, Overflow]
+    prec=80, rounding=ROUND_HALF_UP, traps=[Inexact, Rounded, InvalidOperation, Overflow]
 )
 
 
@@ -254,23 +263,36 @@ def _document(
     return out
 
 
-def line_amount(terms: PriceTerms, quantity: int) -> int:
+def line_amount(terms: PriceTerms, quantity: Quantity) -> int:
     """The line's amount in minor units: exact, then rounded once, half up.
 
     Raises:
-        ValueError: for a quantity below 0 or above 2**63 - 1 (Postgres bigint), or terms
-            that :func:`parse_price_terms` would not have produced.
-        TypeError: for a quantity that is not an int (``bool`` included).
+        ValueError: for a quantity below 0, above 2**63 - 1, not finite or with more than
+            12 decimal places, or terms that :func:`parse_price_terms` would not have
+            produced.
+        TypeError: for a quantity that is neither an int nor a Decimal (``bool`` included).
     """
-    if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise TypeError(f"quantity must be an int, got {type(quantity).__name__}")
+    _check_quantity(quantity)
+    with localcontext(_CONTEXT):
+        # to_integral_value never signals Inexact, so this is the one deliberate rounding.
+        return int(_exact_amount(terms, quantity).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def _check_quantity(quantity: Quantity) -> None:
+    if isinstance(quantity, bool) or not isinstance(quantity, int | Decimal):
+        raise TypeError(f"quantity must be an int or a Decimal, got {type(quantity).__name__}")
+    if isinstance(quantity, Decimal):
+        if not quantity.is_finite():
+            raise ValueError(f"quantity must be finite, got {quantity}")
+        exponent = quantity.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > MAX_QUANTITY_PLACES:
+            raise ValueError(
+                f"quantity may have at most {MAX_QUANTITY_PLACES} decimal places, got {quantity}"
+            )
     if quantity < 0:
         raise ValueError(f"quantity must be >= 0, got {quantity}")
     if quantity > MAX_QUANTITY:
         raise ValueError(f"quantity must be <= {MAX_QUANTITY}, got {quantity}")
-    with localcontext(_CONTEXT):
-        # to_integral_value never signals Inexact, so this is the one deliberate rounding.
-        return int(_exact_amount(terms, quantity).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def prorated_amount(terms: PriceTerms, quantity: int, remaining_s: int, period_s: int) -> int:
@@ -392,16 +414,20 @@ def _parse_transform(raw: Any) -> TransformQuantity:
     return TransformQuantity(divide_by=divide_by, round=cast(Rounding, rounding))
 
 
-def _exact_amount(terms: PriceTerms, quantity: int) -> Decimal:
+def _packages(quantity: Quantity, tq: TransformQuantity) -> int:
+    """Whole packages of ``tq.divide_by`` units, rounded as the price says (exact)."""
+    packages = Fraction(quantity) / tq.divide_by
+    return math.ceil(packages) if tq.round == "up" else math.floor(packages)
+
+
+def _exact_amount(terms: PriceTerms, quantity: Quantity) -> Decimal:
     """The unrounded amount; runs inside ``_CONTEXT`` so any inexact step raises."""
     if terms.billing_scheme == "per_unit":
         if terms.unit_amount is None:
             raise ValueError("per_unit terms need a unit_amount")
         tq = terms.transform_quantity
         if tq is not None:
-            quantity = (
-                -(-quantity // tq.divide_by) if tq.round == "up" else (quantity // tq.divide_by)
-            )
+            quantity = _packages(quantity, tq)
         return quantity * terms.unit_amount
     if not terms.tiers or terms.tiers[-1].up_to is not None:
         raise ValueError("tiered terms need tiers ending with an 'inf' tier")
@@ -410,11 +436,12 @@ def _exact_amount(terms: PriceTerms, quantity: int) -> Decimal:
         return quantity * tier.unit_amount + tier.flat_amount
     if terms.tiers_mode != "graduated":
         raise ValueError(f"unknown tiers_mode {terms.tiers_mode!r}")
-    total, lower = Decimal(0), 0
+    total, lower = Decimal(0), Decimal(0)
+    upper: Quantity
     for tier in terms.tiers:
         if quantity <= lower:
             break
         upper = quantity if tier.up_to is None else min(quantity, tier.up_to)
         total += (upper - lower) * tier.unit_amount + tier.flat_amount
-        lower = upper
+        lower = Decimal(upper)
     return total

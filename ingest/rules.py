@@ -83,6 +83,14 @@ def check_item(meta: ItemMeta) -> None:
             param="subscriptionItem",
             code="subscription_canceled",
         )
+    if meta.meter_event is not None:
+        raise InvalidRequest(
+            f"subscription item {meta.item_id} bills a meter's usage, not usage records: send"
+            f" meter events (POST /v1/billing/meter_events) with eventName"
+            f" '{meta.meter_event}' instead",
+            param="subscriptionItem",
+            code="item_bills_meter",
+        )
     if meta.usage_type != "metered":
         raise InvalidRequest(
             f"subscription item {meta.item_id} has a licensed price; usage records need a"

@@ -12,7 +12,7 @@ Pure planning beside them: ``plan`` (what a period end does to a subscription) a
 """
 
 from domain.billing.clocks import advance_period, move_clock, require_sandbox, settle_clocks
-from domain.billing.close import close_periods, open_first_invoice
+from domain.billing.close import close_periods, open_first_invoice, upcoming_invoice
 from domain.billing.dunning import Attempt, collect_invoices
 from domain.billing.finalize import finalize_invoices, mark_closing
 from domain.billing.rules import InvoiceRules
@@ -29,4 +29,5 @@ __all__ = [
     "open_first_invoice",
     "require_sandbox",
     "settle_clocks",
+    "upcoming_invoice",
 ]

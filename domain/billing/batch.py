@@ -11,6 +11,8 @@ deadlocking. Events go to the outbox in the same transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -20,10 +22,10 @@ __all__ = ["int_array", "lock_subscriptions"]
 _INT64 = 2**63 - 1
 
 
-def int_array(values: list[int]) -> str:
-    """The array type to send integers as: bigint[] travels much faster than numeric[];
-    numeric only for amounts beyond 64 bits."""
-    return "bigint" if all(-_INT64 <= v <= _INT64 for v in values) else "numeric"
+def int_array(values: Sequence[int | Decimal]) -> str:
+    """The array type to send numbers as: bigint[] travels much faster than numeric[];
+    numeric only for amounts beyond 64 bits and decimal quantities."""
+    return "bigint" if all(type(v) is int and -_INT64 <= v <= _INT64 for v in values) else "numeric"
 
 
 async def lock_subscriptions(conn: asyncpg.Connection[Any], sub_ids: set[str]) -> None:

@@ -15,6 +15,7 @@ from domain.itemmeta import Changes
 from domain.objects import render_test_clock
 from domain.periods import period_containing
 from domain.store import subscriptions as store
+from domain.store.meters import bump_meter_epoch
 from domain.store.owned import found
 from domain.tenant import Tenant
 from infra.errors import InvalidRequest, NotFound
@@ -56,10 +57,12 @@ async def move_clock(
     conn: asyncpg.Connection[Any], changes: Changes, t: Tenant, clock_id: str, frozen_time: int
 ) -> None:
     """Move the clock; it is ``advancing`` until the invoicer has done everything the move
-    made due (every period boundary and payment retry crossed, in order), then ``ready``."""
+        made due (every period boundary and payment retry crossed, in order), then ``ready``. The
+    meter epoch moves with it: ingest takes meter events at the clock's time."""
     await store.move_clock(conn, clock_id, frozen_time)
     await settle_clocks(conn, [clock_id])
     await changes.bump_clock(clock_id)
+    await bump_meter_epoch(conn)  # ingest's cached "now" of the clock's customers drops
     clock = await store.clock(conn, clock_id)
     await emit_event(
         conn, t.account_id, t.livemode, "test_helpers.test_clock.advanced", render_test_clock(clock)

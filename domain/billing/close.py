@@ -1,11 +1,17 @@
-"""Period invoices: a new subscription's first, billed in advance, and each ended period's.
+"""Period invoices: a new subscription's first, billed in advance, each ended period's, and
+the upcoming one.
 
 Closing a batch of periods is load (the subscriptions due, locked, with their items, price
 changes, pending invoice items and prices), plan (``domain.billing.plan``, per subscription,
-no I/O), write (drafts, the subscriptions' next state, events). Under a test clock every
-step is stamped with the simulated time at which it happens (the period end, the end of
-the finalization grace), so a clock advanced across several boundaries leaves the same
-trail as real time would.
+no I/O), build (``_build``: the drafts' lines, metered ones measured and priced), write
+(drafts, the subscriptions' next state, events). Under a test clock every step is stamped
+with the simulated time at which it happens (the period end, the end of the finalization
+grace), so a clock advanced across several boundaries leaves the same trail as real time
+would.
+
+The upcoming invoice (``upcoming_invoice``) is the same load, plan and build for one
+subscription, now, without locks and without writing: the invoice its current period would
+produce if it ended with the usage recorded so far.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ from domain.billing.drafts import Draft, Line, invoice_item_line, write_drafts
 from domain.billing.plan import PeriodPlan, SubscriptionPeriod, plan_period
 from domain.billing.pricebook import PriceBook
 from domain.billing.rules import InvoiceRules
-from domain.clock import now_s
+from domain.clock import now_s, subscription_now
 from domain.events import Event, emit_events
 from domain.itemmeta import update_subscriptions
 from domain.metering import Ask, PriceChange, measure, price_segments
+from domain.objects import render_invoice
+from domain.store.catalog import rendered_price_rows
+from domain.store.owned import found
 from domain.store.subscriptions import load_subscriptions
+from domain.tenant import Tenant
+from infra.errors import InvalidRequest
 from infra.ids import new_id
 
-__all__ = ["close_periods", "open_first_invoice"]
+__all__ = ["close_periods", "open_first_invoice", "upcoming_invoice"]
 
 _BILLABLE = ("active", "past_due", "unpaid")
 
@@ -40,8 +51,15 @@ WHERE s.id = ANY($1::text[])
 ORDER BY s.id FOR UPDATE OF s SKIP LOCKED
 """
 
+_UPCOMING = """
+SELECT s.*, c.frozen_time, cu.id AS customer_id FROM subscriptions s
+JOIN customers cu ON cu.pk = s.customer_pk
+LEFT JOIN test_clocks c ON c.id = s.test_clock_id
+WHERE s.id = $1 AND s.account_id = $2 AND s.livemode = $3
+"""
+
 _ITEMS = """
-SELECT si.pk, si.subscription_id, si.quantity, si.price_id, p.usage_type
+SELECT si.pk, si.id, si.subscription_id, si.quantity, si.price_id, p.usage_type
 FROM subscription_items si JOIN prices p ON p.id = si.price_id
 WHERE si.subscription_id = ANY($1::text[]) AND NOT si.deleted
 ORDER BY si.subscription_id, si.pk
@@ -76,27 +94,102 @@ async def close_periods(
     start the next. Returns (invoice id, subscription id) of the drafts written; due
     subscriptions another invoicer holds, or no longer due, are skipped."""
     async with conn.transaction():
-        due = await _load_due(conn, sub_ids)
-        if not due.subs:
+        subs = await conn.fetch(_LOCK_DUE, list(sub_ids), now_s(), list(_BILLABLE))
+        if not subs:
             return []
+        due = await _load(conn, subs)
         now = now_s()
         plans = [plan_period(_period_of(sub), rules, now) for sub in due.subs]
-        drafts: list[Draft] = []
-        metered: list[tuple[Line, Ask]] = []
-        for sub, plan in zip(due.subs, plans, strict=True):
-            drafts.append(_draft(due, sub, plan, metered))
-        quantities = await measure(conn, [ask for _, ask in metered])
-        for (line, _), quantity in zip(metered, quantities, strict=True):
-            due.prices.price(line, quantity)
+        drafts = await _build(conn, due, plans)
         return await _write(conn, due.subs, plans, drafts)
 
 
-async def _load_due(conn: asyncpg.Connection[Any], sub_ids: Sequence[str]) -> _Due:
-    """Lock the subscriptions still due and read what their invoices need (five queries)."""
-    subs = await conn.fetch(_LOCK_DUE, list(sub_ids), now_s(), list(_BILLABLE))
+async def upcoming_invoice(
+    conn: asyncpg.Connection[Any], t: Tenant, sub_id: str, rules: InvoiceRules
+) -> dict[str, Any]:
+    """The invoice the subscription's current period would produce now, rendered, built by
+    the period close's own code (``_load``, ``plan_period``, ``_build``) and not stored: its
+    metered lines measured over the current period so far, its licensed lines for the next
+    period, the pending invoice items it would take. 404 for another account's, mode's or a
+    missing subscription; 400 for a canceled one that owes no final invoice."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        sub = found(
+            await conn.fetchrow(_UPCOMING, sub_id, t.account_id, t.livemode),
+            what="subscription",
+            ident=sub_id,
+            param="subscription",
+        )
+        if sub["status"] == "canceled" and not sub["final_invoice_pending"]:
+            raise InvalidRequest(
+                f"subscription {sub_id} is canceled and its final invoice is written: there is"
+                " no upcoming invoice",
+                param="subscription",
+                code="invoice_upcoming_none",
+            )
+        due = await _load(conn, [sub])
+        plan = plan_period(_period_of(sub), rules, now_s())
+        [draft] = await _build(conn, due, [plan])
+        prices = await rendered_price_rows(conn, [ln.price_id for ln in draft.lines if ln.price_id])
+        items = await conn.fetch(
+            "SELECT pk, id FROM subscription_items WHERE pk = ANY($1::bigint[])",
+            [ln.item_pk for ln in draft.lines if ln.item_pk is not None],
+        )
+    item_ids = {r["pk"]: r["id"] for r in items}
+    total = sum(ln.amount for ln in draft.lines)
+    row = {
+        "id": None,
+        "created": subscription_now(sub["frozen_time"]),
+        "livemode": sub["livemode"],
+        "customer_id": sub["customer_id"],
+        "subscription_id": sub_id,
+        "status": "draft",
+        "currency": draft.currency,
+        "billing_reason": draft.billing_reason,
+        "period_start": draft.period_start,
+        "period_end": draft.period_end,
+        "subtotal": total,
+        "total": total,
+        "amount_paid": 0,
+        "attempt_count": 0,
+        "next_payment_attempt": None,
+        "finalized_at": None,
+        "paid_at": None,
+    }
+    lines = [
+        {
+            "id": None,
+            "type": ln.type,
+            "item_id": item_ids.get(ln.item_pk) if ln.item_pk is not None else None,
+            "price_id": ln.price_id,
+            "quantity": ln.quantity,
+            "amount": ln.amount,
+            "unit_amount_decimal": ln.unit_amount_decimal,
+            "description": ln.description,
+            "period_start": ln.period_start,
+            "period_end": ln.period_end,
+            "proration": ln.proration,
+        }
+        for ln in draft.lines
+    ]
+    return render_invoice(row, lines, prices)
+
+
+async def _build(conn: asyncpg.Connection[Any], due: _Due, plans: list[PeriodPlan]) -> list[Draft]:
+    """The drafts ``plans`` call for, every metered line measured (in one ``measure`` for
+    the batch) and priced."""
+    drafts: list[Draft] = []
+    metered: list[tuple[Line, Ask]] = []
+    for sub, plan in zip(due.subs, plans, strict=True):
+        drafts.append(_draft(due, sub, plan, metered))
+    quantities = await measure(conn, [ask for _, ask in metered])
+    for (line, _), quantity in zip(metered, quantities, strict=True):
+        due.prices.price(line, quantity)
+    return drafts
+
+
+async def _load(conn: asyncpg.Connection[Any], subs: Sequence[asyncpg.Record]) -> _Due:
+    """Read what the subscriptions' invoices need (four queries)."""
     due = _Due(list(subs), defaultdict(list), defaultdict(list), defaultdict(list), PriceBook())
-    if not subs:
-        return due
     ids = [s["id"] for s in subs]
     items = await conn.fetch(_ITEMS, ids)
     for item in items:
@@ -147,8 +240,15 @@ def _draft(
             )
             for seg in segments:
                 line = due.prices.metered(item["pk"], seg.price_id, seg.start, seg.end)
-                aggregate = due.prices.aggregate(seg.price_id)
-                ask = Ask(item["pk"], plan.start, seg.start, seg.end, aggregate, len(segments) == 1)
+                ask = due.prices.ask(
+                    item["pk"],
+                    plan.start,
+                    seg.start,
+                    seg.end,
+                    seg.price_id,
+                    customer_pk=sub["customer_pk"],
+                    whole=len(segments) == 1,
+                )
                 draft.lines.append(line)
                 metered.append((line, ask))
         elif plan.transition.advances:

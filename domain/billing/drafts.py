@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -26,7 +27,7 @@ class Line:
     item_pk: int | None
     price_id: str | None
     description: str
-    quantity: int
+    quantity: int | Decimal  # decimal for a meter's usage
     unit_amount_decimal: str | None
     amount: int
     period_start: int

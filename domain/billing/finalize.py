@@ -3,6 +3,11 @@ metadata is written through, ingest no longer places usage in the drafts' period
 after the settle time, ``finalize_invoices``: the periods' usage windows closed, the metered
 lines measured again and repriced, a negative total carried to the next invoice as a credit,
 and the invoice ``open`` (or ``paid`` at zero).
+
+Lines billing a meter close the customer's meter instead of a window: marking closing moves
+its ``closing_until`` to the period end (ingest refuses earlier events once its meter cache
+drops, at the meter epoch bump), finalizing locks the boundary row, moves ``closed_until``
+(the aggregator counts no earlier event from then on) and measures in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from domain.billing.pricebook import PriceBook
 from domain.clock import now_s
 from domain.events import Event, emit_events
 from domain.itemmeta import bump
-from domain.metering import Ask, measure
+from domain.metering import measure
+from domain.meterusage import close_meters, mark_meters_closing
 from domain.store.invoices import load_invoices
 from infra.ids import new_id
 from infra.telemetry import M
@@ -48,6 +54,10 @@ async def mark_closing(
             list(invoice_ids),
         )
         await bump(conn, (r["subscription_id"] for r in rows if r["subscription_id"]))
+        if rows:
+            await mark_meters_closing(
+                conn, await _meter_bounds(conn, [r["id"] for r in rows]), now_s()
+            )
     return [(r["id"], r["subscription_id"]) for r in rows]
 
 
@@ -72,8 +82,10 @@ async def finalize_invoices(
             return []
         await lock_subscriptions(conn, {r["subscription_id"] for r in due.values()})
         lines = await conn.fetch(_METERED_LINES, list(due))
-        if lines:
-            await _close_windows(conn, due, lines, now)
+        if any(ln["meter_pk"] is None for ln in lines):
+            await _close_windows(conn, due, [ln for ln in lines if ln["meter_pk"] is None], now)
+        if any(ln["meter_pk"] is not None for ln in lines):
+            await close_meters(conn, await _meter_bounds(conn, list(due)), now)
         totals = {i: int(r["total"]) for i, r in due.items()}
         totals.update(await _reprice(conn, due, lines))
         for invoice_id in [i for i, t in totals.items() if t < 0]:
@@ -100,11 +112,26 @@ async def finalize_invoices(
 
 _METERED_LINES = """
 SELECT l.id, l.invoice_id, l.item_pk, l.price_id, l.period_start, l.period_end, l.quantity,
-       l.amount
+       l.amount, p.meter_pk
 FROM invoice_lines l JOIN prices p ON p.id = l.price_id
 WHERE l.invoice_id = ANY($1::text[]) AND l.type = 'subscription' AND p.usage_type = 'metered'
 ORDER BY l.invoice_id, l.position
 """
+
+# (meter, customer, period end) of each meter the invoices bill.
+_METER_BOUNDS = """
+SELECT DISTINCT p.meter_pk, i.customer_pk, i.period_end
+FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id JOIN prices p ON p.id = l.price_id
+WHERE l.invoice_id = ANY($1::text[]) AND l.type = 'subscription' AND p.meter_pk IS NOT NULL
+"""
+
+
+async def _meter_bounds(
+    conn: asyncpg.Connection[Any], invoice_ids: list[str]
+) -> list[tuple[int, int, int]]:
+    """Up to where each (meter, customer) the invoices bill is invoiced by them."""
+    rows = await conn.fetch(_METER_BOUNDS, invoice_ids)
+    return [(r["meter_pk"], r["customer_pk"], r["period_end"]) for r in rows]
 
 
 async def _claim_due(
@@ -175,20 +202,21 @@ async def _reprice(
         inv = invoices[ln["invoice_id"]]
         whole = (ln["period_start"], ln["period_end"]) == (inv["period_start"], inv["period_end"])
         asks.append(
-            Ask(
+            prices.ask(
                 ln["item_pk"],
                 inv["period_start"],
                 ln["period_start"],
                 ln["period_end"],
-                prices.aggregate(ln["price_id"]),
-                whole,
+                ln["price_id"],
+                customer_pk=inv["customer_pk"],
+                whole=whole,
             )
         )
     changed: list[tuple[str, Line]] = []
     for ln, quantity in zip(lines, await measure(conn, asks), strict=True):
         line = prices.metered(ln["item_pk"], ln["price_id"], ln["period_start"], ln["period_end"])
         prices.price(line, quantity)
-        if (line.quantity, line.amount) != (int(ln["quantity"]), int(ln["amount"])):
+        if (line.quantity, line.amount) != (ln["quantity"], int(ln["amount"])):
             changed.append((ln["id"], line))
     if not changed:
         return {}

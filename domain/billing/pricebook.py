@@ -1,5 +1,6 @@
 """Prices as the invoice steps use them: loaded in one query and each parsed once per
-transaction, and the invoice lines priced from them."""
+transaction, the invoice lines priced from them, and what measuring a metered line asks
+(usage records, or the meter the price bills)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,17 @@ from typing import Any
 
 import asyncpg
 
+from domain.amounts import decimal_str
 from domain.billing.drafts import Line
-from domain.pricing import PriceTerms, line_amount, parse_price_terms, unit_amount_decimal_str
+from domain.metering import Ask, MeterUse
+from domain.meters import parse_formula
+from domain.pricing import (
+    PriceTerms,
+    Quantity,
+    line_amount,
+    parse_price_terms,
+    unit_amount_decimal_str,
+)
 from domain.store import catalog
 
 __all__ = ["PriceBook"]
@@ -33,15 +43,32 @@ class PriceBook:
             terms = self._terms[price_id] = parse_price_terms(self.rows[price_id]["terms"])
         return terms
 
-    def aggregate(self, price_id: str) -> str | None:
-        """A metered price's ``aggregateUsage``."""
-        aggregate: str | None = self.rows[price_id]["aggregate_usage"]
-        return aggregate
-
     def name(self, price_id: str) -> str:
         return str(self.rows[price_id]["name"])
 
-    def _line(self, price_id: str, quantity: int) -> tuple[int, str | None]:
+    def ask(
+        self,
+        item_pk: int,
+        window_start: int,
+        lo: int,
+        hi: int,
+        price_id: str,
+        *,
+        customer_pk: int,
+        whole: bool,
+    ) -> Ask:
+        """What measuring the line ``[lo, hi)`` of the period starting ``window_start`` at
+        ``price_id`` asks: the item's usage records, or, for a price billing a meter, the
+        customer's usage of that meter over ``[lo, hi)``."""
+        row = self.rows[price_id]
+        meter = (
+            None
+            if row["meter_pk"] is None
+            else MeterUse(row["meter_pk"], customer_pk, parse_formula(row["formula"]))
+        )
+        return Ask(item_pk, window_start, lo, hi, row["aggregate_usage"], whole, meter)
+
+    def _line(self, price_id: str, quantity: Quantity) -> tuple[int, str | None]:
         terms = self.terms(price_id)
         return line_amount(terms, quantity), unit_amount_decimal_str(terms)
 
@@ -65,9 +92,10 @@ class PriceBook:
         """A metered line for ``[lo, hi)``, to be priced (``price``) once measured."""
         return Line("subscription", item_pk, price_id, "", 0, None, 0, lo, hi)
 
-    def price(self, line: Line, quantity: int) -> None:
+    def price(self, line: Line, quantity: Quantity) -> None:
         """Price a metered line at its measured ``quantity``."""
         assert line.price_id is not None
         line.quantity = quantity
         line.amount, line.unit_amount_decimal = self._line(line.price_id, quantity)
-        line.description = f"{quantity} × {self.name(line.price_id)}"
+        text = str(quantity) if isinstance(quantity, int) else decimal_str(quantity)
+        line.description = f"{text} × {self.name(line.price_id)}"

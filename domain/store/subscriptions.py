@@ -19,6 +19,7 @@ from domain.clock import now_s
 from domain.itemmeta import Changes
 from domain.objects import render_subscription
 from domain.periods import Period
+from domain.store.catalog import meter_id_of
 from domain.store.owned import loaded_page
 from domain.tenant import Tenant
 
@@ -61,8 +62,9 @@ _ITEMS = (
     " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
     " p.active AS p_active, p.interval AS p_interval, p.interval_count AS p_interval_count,"
     " p.usage_type AS p_usage_type, p.aggregate_usage AS p_aggregate_usage,"
-    " p.nickname AS p_nickname, p.metadata AS p_metadata"
-    " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
+    " p.nickname AS p_nickname, p.metadata AS p_metadata, "
+    + meter_id_of("p", "p_meter_id")
+    + " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
     " WHERE si.subscription_id = ANY($1::text[]) AND NOT si.deleted"
     " ORDER BY si.subscription_id, si.pk"
 )

@@ -263,6 +263,9 @@ OPERATIONS: dict[Op, list[Factory]] = {
     ("GET", "/v1/usage_records/summaries"): [
         naming("subscriptionItem", query=lambda me, v: {"subscriptionItem": v["item"]})
     ],
+    ("GET", "/v1/invoices/upcoming"): [
+        naming("subscription", query=lambda me, v: {"subscription": v["subscription"]})
+    ],
     ("GET", "/v1/invoices/{invoice_id}"): [at_path()],
     ("GET", "/v1/invoices"): [
         listing(),

@@ -9,11 +9,13 @@ import types
 import typing
 from typing import Any, Literal
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
 
 from domain.pricing import MAX_TIERS, TIER_KEYS, TRANSFORM_KEYS
+from infra.ids import new_id
 from tests.support.api import post
 from tests.support.roundtrip_bodies import (
     BODIES,
@@ -147,10 +149,18 @@ async def test_products_read_back(client: httpx.AsyncClient) -> None:
         assert await check_everywhere(client, "/v1/products", created, expected) == created
 
 
-async def test_prices_read_back(client: httpx.AsyncClient) -> None:
+async def test_prices_read_back(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     product = await post(client, "/v1/products", {"name": "Catalog"})
+    meter = new_id("mtr")
+    await pool.execute(
+        "INSERT INTO meters (id, account_id, livemode, display_name, event_name, formula,"
+        " created, updated) SELECT $1, account_id, false, 'Calls', $1, 'sum', 0, 0"
+        " FROM products WHERE id = $2",
+        meter,
+        product["id"],
+    )
     for template in PRICES:
-        body = fill(template, {"product": product["id"]})
+        body = fill(template, {"product": product["id"], "meter": meter})
         created = await post(client, "/v1/prices", body)
         fetched = await check_everywhere(client, "/v1/prices", created, expect_price(body))
         assert fetched == created

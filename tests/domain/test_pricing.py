@@ -442,6 +442,58 @@ def test_quantity_out_of_range_rejected(quantity: int) -> None:
 def test_quantity_must_be_int() -> None:
     with pytest.raises(TypeError):
         line_amount(parse_price_terms(per_unit(unitAmount=1)), True)
+    with pytest.raises(TypeError):
+        line_amount(parse_price_terms(per_unit(unitAmount=1)), 1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "quantity",
+    [
+        Decimal("-0.5"),
+        Decimal(2**63) + Decimal("0.5"),
+        Decimal("NaN"),
+        Decimal("Infinity"),
+        Decimal("0.0000000000001"),
+    ],
+)
+def test_bad_decimal_quantities_rejected(quantity: Decimal) -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        line_amount(parse_price_terms(per_unit(unitAmount=1)), quantity)
+
+
+@pytest.mark.parametrize(
+    ("data", "quantity", "amount"),
+    [
+        pytest.param(per_unit(unitAmount=10), Decimal("2.5"), 25, id="per unit"),
+        pytest.param(per_unit(unitAmount=1), Decimal("0.5"), 1, id="0.5 rounds half up"),
+        pytest.param(per_unit(unitAmount=1), Decimal("0.499999999999"), 0, id="just under half"),
+        pytest.param(VOLUME, Decimal("5.5"), 3575, id="volume: 5.5 falls in the second tier"),
+        pytest.param(VOLUME, Decimal("5"), 3500, id="volume: 5.0 stays in the first"),
+        pytest.param(GRADUATED, Decimal("100.5"), 2503, id="graduated: 1500 + 2.5 + 1000 flat"),
+        pytest.param(
+            per_unit(unitAmount=250, transformQuantity={"divideBy": 1000, "round": "up"}),
+            Decimal("1000.000000000001"),
+            500,
+            id="package up: a sliver over needs a second package",
+        ),
+        pytest.param(
+            per_unit(unitAmount=250, transformQuantity={"divideBy": 1000, "round": "down"}),
+            Decimal("1999.999999999999"),
+            250,
+            id="package down",
+        ),
+    ],
+)
+def test_decimal_quantity_examples(data: dict[str, Any], quantity: Decimal, amount: int) -> None:
+    assert line_amount(parse_price_terms(data), quantity) == amount
+
+
+def test_integral_decimal_quantity_prices_as_its_int() -> None:
+    for data in (per_unit(unitAmountDecimal="0.05"), VOLUME, GRADUATED):
+        terms = parse_price_terms(data)
+        for q in (0, 1, 5, 6, 100, 101, 1500):
+            assert line_amount(terms, Decimal(q)) == line_amount(terms, q)
+            assert line_amount(terms, Decimal(f"{q}.000")) == line_amount(terms, q)
 
 
 # ---------------------------------------------------------------- validation errors
@@ -768,6 +820,80 @@ def test_graduated_and_volume_match_fraction_reference(
     tier = next(t for t in volume.tiers if t.up_to is None or quantity <= t.up_to)
     exact_volume = quantity * Fraction(tier.unit_amount) + Fraction(tier.flat_amount)
     assert line_amount(volume, quantity) == half_up(exact_volume)
+
+
+@st.composite
+def decimal_quantities(draw: st.DrawFn, bounds: tuple[int, ...] = ()) -> Decimal:
+    """Decimal quantities with up to 12 places, often just around a tier bound."""
+    places = draw(st.integers(min_value=0, max_value=12))
+    fraction = draw(st.integers(min_value=0, max_value=10**places - 1)) if places else 0
+    near = draw(st.booleans())
+    if bounds and near:
+        whole = draw(st.sampled_from(bounds)) + draw(st.integers(min_value=-1, max_value=0))
+    else:
+        whole = draw(quantities)
+    whole = max(0, min(whole, MAX_TEST_QUANTITY - 1))
+    return Decimal(whole) + Decimal(fraction).scaleb(-places)
+
+
+@SETTINGS
+@given(
+    decimal_amounts(),
+    decimal_quantities(),
+    st.none()
+    | st.tuples(st.integers(min_value=1, max_value=10**6), st.sampled_from(["up", "down"])),
+)
+def test_per_unit_decimal_quantities_match_fraction_reference(
+    unit: Decimal, quantity: Decimal, transform: tuple[int, str] | None
+) -> None:
+    data = per_unit(unitAmountDecimal=format(unit, "f"))
+    packages = Fraction(str(quantity))
+    if transform is not None:
+        divide_by, rounding = transform
+        data["transformQuantity"] = {"divideBy": divide_by, "round": rounding}
+        exact = Fraction(str(quantity)) / divide_by
+        packages = Fraction(math.ceil(exact) if rounding == "up" else math.floor(exact))
+    expected = half_up(packages * Fraction(format(unit, "f")))
+    assert line_amount(parse_price_terms(data), quantity) == expected
+
+
+@SETTINGS
+@given(tier_lists(), st.data())
+def test_tiers_with_decimal_quantities_match_fraction_reference(
+    tiers: list[dict[str, Any]], draw: st.DataObject
+) -> None:
+    """Slices and the volume tier are found on the exact quantity, reckoned here in
+    fractions from the request's own text, not from the parsed terms."""
+    bounds = tuple(t["upTo"] for t in tiers if t["upTo"] != "inf")
+    quantity = draw.draw(decimal_quantities(bounds))
+    q = Fraction(str(quantity))
+
+    def unit(t: dict[str, Any], kind: str) -> Fraction:
+        return Fraction(str(t.get(f"{kind}Amount", t.get(f"{kind}AmountDecimal", 0))))
+
+    exact_graduated, lower = Fraction(0), Fraction(0)
+    for t in tiers:
+        upper = q if t["upTo"] == "inf" else min(q, Fraction(t["upTo"]))
+        if upper > lower:
+            exact_graduated += (upper - lower) * unit(t, "unit") + unit(t, "flat")
+            lower = upper
+    graduated = parse_price_terms(tiered(tiers, mode="graduated"))
+    assert line_amount(graduated, quantity) == half_up(exact_graduated)
+
+    chosen = next(t for t in tiers if t["upTo"] == "inf" or q <= t["upTo"])
+    exact_volume = q * unit(chosen, "unit") + unit(chosen, "flat")
+    volume = parse_price_terms(tiered(tiers, mode="volume"))
+    assert line_amount(volume, quantity) == half_up(exact_volume)
+
+
+@SETTINGS
+@given(tier_lists(), decimal_quantities(), decimal_quantities())
+def test_graduated_is_monotone_in_decimal_quantities(
+    tiers: list[dict[str, Any]], a: Decimal, b: Decimal
+) -> None:
+    terms = parse_price_terms(tiered(tiers, mode="graduated"))
+    low, high = sorted((a, b))
+    assert line_amount(terms, low) <= line_amount(terms, high)
 
 
 def test_dataclasses_are_frozen_values() -> None:

@@ -101,6 +101,15 @@ PRICES: list[Body] = [
         ],
         "recurring": {"interval": "month", "usageType": "licensed"},
     },
+    # a meter's usage, by a graduated tier with a decimal amount
+    {
+        "product": "$product",
+        "currency": "EUR",
+        "billingScheme": "tiered",
+        "tiersMode": "graduated",
+        "tiers": [{"upTo": 1000, "unitAmount": 0}, {"upTo": "inf", "unitAmountDecimal": "0.25"}],
+        "recurring": {**_MONTHLY_METERED, "meter": "$meter"},
+    },
 ]
 
 CUSTOMERS: list[Body] = [
@@ -230,7 +239,8 @@ def _amounts(part: Body, key: str, *, absent_is_zero: bool) -> None:
 def expect_price(body: Body) -> Body:
     """Currency reads back lowercased and ``billingScheme: "usage"`` as ``"per_unit"`` with
     ``usageType: "metered"``; ``intervalCount`` defaults to 1, ``usageType`` to licensed,
-    a metered price's ``aggregateUsage`` to ``sum``."""
+    a metered price's ``aggregateUsage`` to ``sum`` (``None`` with a ``meter``, which
+    defaults to ``None``)."""
     out = copy.deepcopy(body)
     out["currency"] = body["currency"].lower()
     recurring = out["recurring"]
@@ -241,7 +251,9 @@ def expect_price(body: Body) -> Body:
     recurring.setdefault("intervalCount", 1)
     recurring.setdefault("usageType", "licensed")
     metered = recurring["usageType"] == "metered"
-    recurring.setdefault("aggregateUsage", "sum" if metered else None)
+    recurring.setdefault("meter", None)
+    billed_by_records = metered and recurring["meter"] is None
+    recurring.setdefault("aggregateUsage", "sum" if billed_by_records else None)
     if out["billingScheme"] == "tiered":
         out |= {"unitAmount": None, "unitAmountDecimal": None, "transformQuantity": None}
         for tier in out["tiers"]:
