@@ -452,7 +452,7 @@ async def meter(req: Req) -> Answer:
     end = now - now % BUCKET_S + BUCKET_S  # through the current minute
     start = now - now % _DAY_S - (_USAGE_DAYS - 1) * _DAY_S
     customers = [
-        {"id": cid, "value": decimal_text(formula_value(formula, stats)), "events": stats.events}
+        {"id": cid, "value": decimal_text(formula_value(formula, stats)), "count": stats.events}
         for cid, stats in await meterusage.customers_usage(
             pool, row["pk"], start, end, limit=_USAGE_CUSTOMERS
         )
@@ -477,7 +477,7 @@ async def meter(req: Req) -> Answer:
             {
                 "start": a,
                 "value": decimal_text(v),
-                "events": s.events,
+                "count": s.events,
                 "share": round(float(v) / float(top) * 100, 1),
             }
             for (a, _), v, s in zip(bounds, values, stats, strict=True)
