@@ -34,6 +34,12 @@ def number(value: int | None) -> str:
     return "—" if value is None else f"{int(value):,}"
 
 
+def quantity(text: str) -> str:
+    """An exact decimal quantity with thousands separators: ``"12345.5"`` → ``12,345.5``."""
+    whole, _, fraction = text.partition(".")
+    return f"{int(whole):,}" + (f".{fraction}" if fraction else "")
+
+
 def when(ts: int | float | None) -> str:
     """A time as people read it: ``2026-01-01 00:00 UTC``."""
     if ts is None:
@@ -79,6 +85,7 @@ FILTERS = {
     "money": money,
     "unit_amount": unit_amount,
     "number": number,
+    "quantity": quantity,
     "when": when,
     "day": day,
     "iso": iso,

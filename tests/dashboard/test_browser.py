@@ -306,6 +306,24 @@ async def test_every_page_fits_a_phone_and_passes_the_accessibility_checks(
     await invoicer.tick()
     invoice = (await client.get("/v1/invoices", params={"subscription": sub["id"]})).json()
     event = (await client.get("/v1/events", params={"limit": 1})).json()["data"][0]
+    meter = await post(
+        client,
+        "/v1/billing/meters",
+        {
+            "displayName": "Stored gigabytes, a name long enough to wrap on a phone",
+            "eventName": "gigabytes_stored_per_customer_per_minute",
+            "defaultAggregation": {"formula": "max"},
+        },
+    )
+    await post(
+        client,
+        "/v1/billing/alerts",
+        {
+            "title": "Storage above one terabyte for any customer",
+            "alertType": "usage_threshold",
+            "usageThreshold": {"meter": meter["id"], "gte": 1000, "recurrence": "one_time"},
+        },
+    )
     paths = {
         "subscriptions": "/dashboard/subscriptions",
         "subscription": f"/dashboard/subscriptions/{sub['id']}",
@@ -317,6 +335,9 @@ async def test_every_page_fits_a_phone_and_passes_the_accessibility_checks(
         "event": f"/dashboard/events/{event['id']}",
         "api_keys": "/dashboard/api_keys",
         "dead_letters": "/dashboard/dead_letters",
+        "meters": "/dashboard/meters",
+        "meter": f"/dashboard/meters/{meter['id']}?customer={sub['customer']}",
+        "alerts": "/dashboard/alerts",
     }
     phone = await browser.new_context(
         base_url=api, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
