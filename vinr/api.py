@@ -62,6 +62,8 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
+    # Usage answers 404 for an unknown subscription item; a meter event's unknown meter or
+    # customer is a 400 naming the parameter.
     for path, body, answer, summary, tag, operation_id in (
         (
             "/v1/usage_records",
@@ -103,7 +105,8 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{answer.__name__}"}}
             },
         }
-        errors = error_responses(*operation_errors("POST", path), 404)
+        extra = (404,) if tag == "usage" else ()
+        errors = error_responses(*operation_errors("POST", path), *extra)
         schema["paths"][path] = {
             "post": {
                 "summary": summary,

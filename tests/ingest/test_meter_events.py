@@ -18,18 +18,27 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
 
 from domain.accounts import create_account, create_key
-from domain.meters import MAX_AGE_S
-from domain.wire import meter_key
-from infra.settings import Settings
+from domain.meters import MAX_AGE_S, MAX_BATCH_EVENTS
+from domain.wire import MeterEvent, encode_meter_events, meter_key
+from infra.settings import METER_CACHE_STALE_S, Settings
+from ingest.meter_models import MAX_IDENTIFIER
 from tests.support.api import eventually, metered_price, post, subscribe
 from tests.support.billing import T0
-from tests.support.ingest import PausableBroker, api_instance, error_of, meter_messages
+from tests.support.ingest import (
+    PausableBroker,
+    TcpProxy,
+    api_instance,
+    error_of,
+    meter_messages,
+    proxied_url,
+)
 from tests.support.limits import key_client, limited_account, until_refused
 
 SINGLE, BATCH = "/v1/billing/meter_events", "/v1/billing/meter_events/batch"
@@ -566,3 +575,53 @@ async def test_kafka_away_is_a_503_that_leaves_nothing_claimed(
 
 async def _ready(c: httpx.AsyncClient) -> bool:
     return (await c.get("/readyz")).status_code == 200
+
+
+def test_the_largest_message_a_batch_makes_fits_a_broker() -> None:
+    """A batch of the most events, all for one meter and customer (one message), with the
+    longest identifiers JSON can spell (escaped control characters: 6 bytes each) and the
+    widest values, stays below a broker's default 1 MB message limit."""
+    widest = Decimal("999999999999999999.999999999999")
+    events = [
+        MeterEvent(
+            "\x01" * MAX_IDENTIFIER, "acct_" + "x" * 40, True, 2**62, 2**62, 2**40, widest, 2**40
+        )
+        for _ in range(MAX_BATCH_EVENTS)
+    ]
+    assert len(encode_meter_events(events)) < 1_000_000
+
+
+async def test_with_postgres_away_the_caches_are_not_trusted_past_their_bound(
+    settings: Settings, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """While the meter epoch cannot be read, cached meters and boundaries may be stale: past
+    METER_CACHE_STALE_S the answer is 503, not a check against them; back once it returns."""
+    name = _name()
+    await _meter(pool, tenant.account, name)
+    customer, _ = await _customer(tenant.client)
+    event = {"eventName": name, "payload": {"customer": customer, "value": 1}}
+    db_url = settings.database_url.get_secret_value()
+    target = urlsplit(db_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.restore()
+    try:
+        async with (
+            api_instance(settings, database_url=proxied_url(db_url, proxy.port)) as api,
+            key_client(api.url, tenant.key) as c,
+        ):
+            await eventually(lambda: _ready(c))
+            assert (await c.post(SINGLE, json=event)).status_code == 200  # cached now
+            await proxy.cut()
+            await asyncio.sleep(METER_CACHE_STALE_S + 0.3)
+            refused = await c.post(SINGLE, json=event)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Retry-After"] == "1"
+            assert "postgres" in error_of(refused)["message"]
+            await proxy.restore()
+
+            async def back() -> bool:
+                return (await c.post(SINGLE, json=event)).status_code == 200
+
+            await eventually(back, timeout_s=20)
+    finally:
+        await proxy.cut()

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -143,6 +144,14 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
+
+
+def proxied_url(url: str, port: int) -> str:
+    """``url`` (a DSN) pointed at a TcpProxy on 127.0.0.1:``port``, credentials kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
 async def account_of(pool: asyncpg.Pool, secret_key: str) -> str:
