@@ -24,8 +24,9 @@ __all__ = [
 # token bucket's arithmetic in Redis exact (millionths of a token in a double).
 MAX_RATE_LIMIT = 1_000_000_000
 # How often each API process reads the meter epoch, and for how long after its latest
-# successful read the ingest still trusts its meter caches (a poll may take up to one
-# interval): the longest an event can be validated against a boundary that has moved.
+# successful read began the ingest still trusts its meter caches (the interval, and as
+# long again for the read itself; past it the ingest reads the epoch before using them):
+# the longest a meter event can be validated against a closing boundary that has moved.
 METER_EPOCH_POLL_S = 0.25
 METER_CACHE_STALE_S = 2 * METER_EPOCH_POLL_S
 

@@ -44,6 +44,9 @@ __all__ = ["CustomerSpot", "Meter", "MeterLookup"]
 
 _MAX_CACHED = 10_000  # per cache; a full cache is cleared, not evicted entry by entry
 _CUSTOMER_TTL_S = 60.0
+# One read of the epoch may take this long. The staleness bound does not depend on it: the
+# caches are trusted from when the latest successful read began.
+_POLL_TIMEOUT_S = 2.0
 _DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -79,7 +82,7 @@ class MeterLookup:
             self._read_epoch,
             self.invalidate,
             poll_s=METER_EPOCH_POLL_S,
-            timeout_s=METER_EPOCH_POLL_S,
+            timeout_s=_POLL_TIMEOUT_S,
             what="meter epoch",
         )
         self._reading: asyncio.Future[bool] | None = None

@@ -12,6 +12,7 @@ The API under test publishes to a topic of its own, read back from its beginning
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,12 +24,15 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from domain.accounts import create_account, create_key
 from domain.meters import MAX_AGE_S, MAX_BATCH_EVENTS
 from domain.wire import MeterEvent, encode_meter_events, meter_key
 from infra.settings import METER_CACHE_STALE_S, Settings
-from ingest.meter_models import MAX_IDENTIFIER
+from ingest.meter_models import MAX_IDENTIFIER, parse_event_single, parse_events_batch
 from tests.support.api import eventually, metered_price, post, subscribe
 from tests.support.billing import T0
 from tests.support.ingest import (
@@ -625,3 +629,22 @@ async def test_with_postgres_away_the_caches_are_not_trusted_past_their_bound(
             await eventually(back, timeout_s=20)
     finally:
         await proxy.cut()
+
+
+@given(st.text(max_size=20), st.text(max_size=20), st.sampled_from(range(4)))
+def test_nul_is_refused_in_every_string_of_an_event(before: str, after: str, where: int) -> None:
+    text = before + "\x00" + after
+    event: dict[str, Any] = {"eventName": "calls", "payload": {"customer": "cust_1"}}
+    if where == 0:
+        event["eventName"] = text[:100]
+    elif where == 1:
+        event["identifier"] = text[:100]
+    elif where == 2:
+        event["payload"] = {text[:100]: "x"}
+    else:
+        event["payload"] = {"customer": text}
+    with pytest.raises(ValidationError):
+        parse_event_single(json.dumps(event).encode())
+    with pytest.raises(ValidationError) as refused:
+        parse_events_batch(json.dumps({"events": [event, event | {"identifier": "b"}]}).encode())
+    assert {e["loc"][:2] for e in refused.value.errors()} >= {("events", 0)}
