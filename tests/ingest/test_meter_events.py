@@ -648,3 +648,41 @@ def test_nul_is_refused_in_every_string_of_an_event(before: str, after: str, whe
     with pytest.raises(ValidationError) as refused:
         parse_events_batch(json.dumps({"events": [event, event | {"identifier": "b"}]}).encode())
     assert {e["loc"][:2] for e in refused.value.errors()} >= {("events", 0)}
+
+
+async def test_meter_events_and_usage_share_the_processs_in_flight_bound(
+    settings: Settings, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    name = _name()
+    await _meter(pool, tenant.account, name)
+    customer, _ = await _customer(tenant.client)
+    body = json.dumps({"eventName": name, "payload": {"customer": customer, "value": 1}}).encode()
+    async with api_instance(settings, max_inflight_requests=2) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        held = []
+        for _ in range(2):  # two meter events in flight: all but their last body byte sent
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"POST {SINGLE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body[:-1]
+            )
+            await writer.drain()
+            held.append((reader, writer))
+        async with key_client(server.url, tenant.key) as c:
+
+            async def full() -> httpx.Response | None:
+                usage = {"subscriptionItem": "si_x", "quantity": 1}
+                r = await c.post("/v1/usage_records", json=usage)
+                return r if r.status_code == 429 else None
+
+            over = await eventually(full, timeout_s=5)
+            assert error_of(over)["code"] == "too_many_requests_in_flight"
+            for reader, writer in held:
+                writer.write(body[-1:])
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                writer.close()
+            after = await c.post(SINGLE, content=body, headers={"content-type": "application/json"})
+            assert after.status_code == 200, after.text
