@@ -30,6 +30,7 @@ import asyncpg
 from domain.clock import now_s
 from domain.permissions import RESTRICTED_DEFAULT
 from domain.tenant import Tenant
+from infra.epoch import EpochWatch
 from infra.errors import (
     AuthenticationFailed,
     Conflict,
@@ -167,11 +168,16 @@ class KeyAuthenticator:
 
     def __init__(self, pool: asyncpg.Pool, *, poll_s: float = EPOCH_POLL_S) -> None:
         self._pool = pool
-        self._poll_s = poll_s
         self._cache: dict[bytes, _Entry] = {}
         self._lookups: dict[bytes, asyncio.Task[_Found]] = {}
         self._generation = 0  # +1 at every drop: a lookup begun before it is not cached
-        self._epoch: int | None = None
+        self._epoch = EpochWatch(
+            self._read_epoch,
+            self.invalidate,
+            poll_s=poll_s,
+            timeout_s=_POLL_TIMEOUT_S,
+            what="API key epoch",
+        )
 
     def cached(self, authorization: str | None) -> Tenant | None:
         """The tenant of a key looked up recently (only valid keys are kept), without a
@@ -271,6 +277,9 @@ class KeyAuthenticator:
             self._cache[digest] = (tenant, bytes(row["key_hash"]), time.monotonic() + life)
         return tenant, ""
 
+    async def _read_epoch(self) -> int:
+        return int(await self._pool.fetchval("SELECT epoch FROM api_key_epoch"))
+
     def invalidate(self) -> None:
         """Forget every cached lookup, and any lookup in flight (it will not be cached)."""
         self._cache.clear()
@@ -278,41 +287,15 @@ class KeyAuthenticator:
         self._generation += 1
 
     async def poll_epoch(self) -> bool:
-        """Read the epoch once; drops the cache when it moved. True when it did."""
-        async with asyncio.timeout(_POLL_TIMEOUT_S):
-            epoch = await self._pool.fetchval("SELECT epoch FROM api_key_epoch")
-        if epoch == self._epoch:
-            return False
-        # Also on the first read: a lookup cached before it may predate a change.
-        self.invalidate()
-        self._epoch = epoch
-        return True
+        """Read the epoch once; drops the cache when it moved (also on the first read: a
+        lookup cached before it may predate a change). True when it did."""
+        return await self._epoch.poll()
 
     async def watch(self) -> None:
         """Poll the epoch until cancelled. Failures are logged and retried: while Postgres
         is away, cached keys keep working (for at most a minute) and revocations, which
         need Postgres too, wait for it."""
-        failing = False
-        while True:
-            try:
-                await self.poll_epoch()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if not failing:
-                    log.warning(
-                        "cannot read the API key epoch (%s: %s); retrying every %.2f s",
-                        type(exc).__name__,
-                        exc,
-                        self._poll_s,
-                    )
-                    failing = True
-            except Exception:  # the watch must outlive a bug: revocation depends on it
-                log.exception("reading the API key epoch failed; retrying")
-                failing = True
-            else:
-                if failing:
-                    log.info("API key epoch readable again")
-                    failing = False
-            await asyncio.sleep(self._poll_s)
+        await self._epoch.run()
 
 
 # -- accounts and keys -------------------------------------------------------------------

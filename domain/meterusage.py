@@ -34,6 +34,7 @@ import asyncpg
 
 from domain.meters import BUCKET_S, Number, Stats, merge, timestamp_refusal
 from domain.store.meters import bump_meter_epoch
+from domain.tenant import Tenant
 from infra.errors import InvalidRequest
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "close_meters",
     "closing_boundaries",
     "customers_usage",
+    "event_customers",
     "event_page",
     "mark_meters_closing",
     "range_stats",
@@ -408,3 +410,26 @@ async def event_page(
         *args,
     )
     return EventPage(list(rows[:limit]), len(rows) > limit)
+
+
+async def event_customers(
+    db: asyncpg.Connection[Any] | asyncpg.Pool, t: Tenant, pairs: Sequence[tuple[int, str]]
+) -> list[asyncpg.Record]:
+    """For each (meter pk, customer id) whose customer is this account and mode's (others are
+    absent): meter_pk, customer_id, customer_pk, the meter's closing boundary for the
+    customer (0 when none) and ``clock_now``, the latest frozen time of a test clock one of
+    the customer's subscriptions runs on (NULL when none). One query for a whole batch."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT q.meter_pk, c.id AS customer_id, c.pk AS customer_pk,"
+        " COALESCE(mc.closing_until, 0) AS closing_until,"
+        " (SELECT max(tc.frozen_time) FROM subscriptions s"
+        "  JOIN test_clocks tc ON tc.id = s.test_clock_id WHERE s.customer_pk = c.pk) AS clock_now"
+        " FROM unnest($3::bigint[], $4::text[]) AS q(meter_pk, customer_id)"
+        " JOIN customers c ON c.account_id = $1 AND c.livemode = $2 AND c.id = q.customer_id"
+        " LEFT JOIN meter_closes mc ON mc.meter_pk = q.meter_pk AND mc.customer_pk = c.pk",
+        t.account_id,
+        t.livemode,
+        [m for m, _ in pairs],
+        [c for _, c in pairs],
+    )
+    return rows

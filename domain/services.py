@@ -10,7 +10,8 @@ clients reconnect by themselves (asyncpg's pool, aiokafka's producer, redis-py).
 
 Once Postgres is connected, a task polls the API key epoch for as long as the process
 runs (``KeyAuthenticator.watch``): the in-process key cache is dropped whenever a key was
-revoked or its expiry changed anywhere.
+revoked or its expiry changed anywhere. A role may add watches of its own (``watch``: the
+ingest's meter epoch), started and stopped with that one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -57,6 +59,8 @@ class Services:
         self._idempotency: RedisIdempotencyStore | None = None
         self._auth: KeyAuthenticator | None = None
         self._auth_watch: asyncio.Task[None] | None = None
+        self._watches: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._watch_tasks: list[asyncio.Task[None]] = []
         self._connector: asyncio.Task[None] | None = None
         self._last_error: dict[str, str] = {}
         # Exists before start-up, so handlers can bind its methods once; it reaches Redis
@@ -109,6 +113,13 @@ class Services:
             )
         return self._auth
 
+    def watch(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``run()`` as a task from the moment Postgres is connected until ``stop``
+        (a poll of an epoch: it must handle its own failures and never return)."""
+        self._watches.append(run)
+        if self._pool is not None:
+            self._watch_tasks.append(asyncio.create_task(run()))
+
     async def start(self) -> None:
         """Connect what answers now; keep connecting the rest in the background."""
         s = self.settings
@@ -140,6 +151,7 @@ class Services:
                 self._auth = KeyAuthenticator(self._pool)
                 # Revocations reach this process through the key epoch it polls.
                 self._auth_watch = asyncio.create_task(self._auth.watch())
+                self._watch_tasks.extend(asyncio.create_task(run()) for run in self._watches)
                 self._last_error.pop("postgres", None)
             except DependencyUnavailable as exc:
                 self._last_error["postgres"] = exc.detail
@@ -186,6 +198,12 @@ class Services:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+        tasks, self._watch_tasks = self._watch_tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()

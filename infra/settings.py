@@ -12,11 +12,23 @@ from typing import Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MAX_RATE_LIMIT", "Settings", "describe_errors"]
+__all__ = [
+    "MAX_RATE_LIMIT",
+    "METER_CACHE_STALE_S",
+    "METER_EPOCH_POLL_S",
+    "Settings",
+    "describe_errors",
+]
 
 # The largest rate or burst a limit may have (settings, account overrides): keeps the
 # token bucket's arithmetic in Redis exact (millionths of a token in a double).
 MAX_RATE_LIMIT = 1_000_000_000
+# How often each API process reads the meter epoch, and for how long after its latest
+# successful read began the ingest still trusts its meter caches (the interval, and as
+# long again for the read itself; past it the ingest reads the epoch before using them):
+# the longest a meter event can be validated against a closing boundary that has moved.
+METER_EPOCH_POLL_S = 0.25
+METER_CACHE_STALE_S = 2 * METER_EPOCH_POLL_S
 
 
 class Settings(BaseSettings):
@@ -47,7 +59,9 @@ class Settings(BaseSettings):
     finalization_grace_s: int = Field(default=3_600, ge=0)
     publish_timeout_s: float = Field(default=5.0, gt=0)
     # Between marking a draft "closing" (ingest stops placing usage in its period) and pricing
-    # it: must exceed publish_timeout_s, the longest a validated record can take to reach Kafka.
+    # it: must exceed publish_timeout_s, the longest a validated record can take to reach
+    # Kafka, plus METER_CACHE_STALE_S, the longest ingest may validate a meter event against
+    # a closing boundary it has not seen move yet.
     close_settle_s: float = Field(default=6.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_inflight_requests: int = Field(default=4096, ge=1)
@@ -95,11 +109,16 @@ class Settings(BaseSettings):
         # period, but a record validated just before may still be on its way to Kafka for up
         # to publish_timeout_s. Pricing earlier could miss a record the client was told was
         # accepted.
-        if self.close_settle_s <= self.publish_timeout_s:
+        # Meter events are validated against cached closing boundaries, which lag a move
+        # by up to METER_CACHE_STALE_S: the settle must outlast that lag too.
+        if self.close_settle_s <= self.publish_timeout_s + METER_CACHE_STALE_S:
             raise ValueError(
                 f"VINR_CLOSE_SETTLE_S ({self.close_settle_s}) must exceed VINR_PUBLISH_TIMEOUT_S"
-                f" ({self.publish_timeout_s}): the invoicer prices a closing period only after"
-                " every record accepted for it has reached Kafka"
+                f" ({self.publish_timeout_s}) plus {METER_CACHE_STALE_S} s: the invoicer prices"
+                " a closing period only after every record and meter event accepted for it has"
+                " reached Kafka (a meter event may be validated against a closing boundary up to"
+                f" {METER_CACHE_STALE_S} s old); set it above"
+                f" {self.publish_timeout_s + METER_CACHE_STALE_S}"
             )
         return self
 

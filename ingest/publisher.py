@@ -78,6 +78,33 @@ class UsagePublisher:
             )
             await delivered
 
+    async def publish_messages(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send ``(key, value)`` messages together; until the broker acknowledged every one,
+        at most ``timeout_s`` (meter events: one message per partition key).
+
+        Raises:
+            KafkaError: a send failed; TimeoutError: not every ack within ``timeout_s``;
+            DependencyUnavailable: no producer.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        async with asyncio.timeout_at(deadline):
+            producer = self._producer()
+            deliveries = [
+                await producer.send(self._topic, value, key=key) for key, value in messages
+            ]
+        # asyncio.wait, not a timeout around gather: past the deadline the delivery futures
+        # stay the producer's to settle (it may still deliver).
+        _, pending = await asyncio.wait(deliveries, timeout=max(0.0, deadline - loop.time()))
+        if pending:
+            raise TimeoutError(f"no ack from Kafka within {self._timeout_s} s")
+        for delivery in deliveries:
+            if delivery.cancelled():
+                raise KafkaError("the producer cancelled the send")
+            error = delivery.exception()
+            if error is not None:
+                raise error
+
     async def _send_singles(self, items: list[_Item]) -> list[BaseException | None]:
         loop = asyncio.get_running_loop()
         now = time.monotonic()

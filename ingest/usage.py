@@ -11,9 +11,10 @@ the key is marked done only then, so a failed publish leaves the key retryable �
 "seen but lost". Postgres is read only on a cache miss (item metadata, API keys, an
 account's rate limits) and around period boundaries (``ingest.items``, ``ingest.rules``).
 
-This module is the endpoint: it drives a request through ``ingest.parse`` (the body),
-the idempotency claim, ``ingest.rules`` (where its records land), the publish and
-``ingest.results`` (the answer and what its key keeps).
+This module is the endpoint (its request cycle — in-flight bound, key, limit, body — is
+``ingest.endpoint``, shared with the meter events): it drives a request through
+``ingest.parse`` (the body), the idempotency claim, ``ingest.rules`` (where its records
+land), the publish and ``ingest.results`` (the answer and what its key keeps).
 
 Failure handling, in order of the request:
 
@@ -37,37 +38,21 @@ ledger drops if it already has it — so retrying is always safe.
 
 from __future__ import annotations
 
-import itertools
-import logging
-import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
 
-import asyncpg
-import orjson
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from domain.clock import now_s, subscription_now
-from domain.idempotency import (
-    Claim,
-    ClaimState,
-    RecordKey,
-    RecordState,
-    body_digest,
-    check_idempotency_key,
-)
-from domain.permissions import check as check_permission
+from domain.idempotency import Claim, ClaimState, RecordKey, RecordState, body_digest
 from domain.services import Services
 from domain.tenant import Tenant
 from domain.wire import Entry, item_key, usage_entry
-from infra.asgi import Receive, Scope, Send, read_body, send_error, send_json
-from infra.errors import DependencyUnavailable, RateLimited, VinrError, refused_value
+from infra.errors import DependencyUnavailable
 from infra.ids import derived_id, new_id
 from infra.telemetry import M
 from infra.validation import combined_error
+from ingest.endpoint import HotPath, InFlight
 from ingest.items import ItemLookup
 from ingest.parse import Request, parse_batch, parse_single, refusal
 from ingest.publisher import Records, UsagePublisher
@@ -76,144 +61,30 @@ from ingest.rules import check_item, needs_schedule, place_each
 
 __all__ = ["UsageEndpoint"]
 
-log = logging.getLogger(__name__)
-
 _SINGLE_PARAMS = ["timestamp"]  # place_each's name for a single record's timestamp
-_KAFKA_BACKOFF_S = 1.0  # after a failed publish, answer 503 at once for this long
 _RECORD_DIGEST_BYTES = 8  # a per-record key's digest: 16 hex characters
 # Enum members looked up once: an enum class attribute costs ~80 ns a read on 3.11.
 _NEW, _RECORD_NEW, _RECORD_DONE = ClaimState.NEW, RecordState.NEW, RecordState.DONE
-_INTERNAL = orjson.dumps(
-    {
-        "error": {
-            "type": "api_error",
-            "code": "internal_error",
-            "param": None,
-            "message": "an internal error occurred; retrying with the same Idempotency-Key is safe",
-        }
-    }
-)
 
 
-class _Rejections:
-    """Pre-resolved counter children: ``labels()`` per request costs more than the work."""
-
-    def __init__(self) -> None:
-        self._rejected: dict[str, Any] = {}
-
-    def rejected(self, code: str) -> None:
-        child = self._rejected.get(code)
-        if child is None:
-            child = self._rejected[code] = M.ingest_rejected.labels(code)
-        child.inc()
-
-
-class UsageEndpoint:
+class UsageEndpoint(HotPath[Request]):
     """ASGI app for the two usage routes; ``services`` must be started before traffic."""
 
-    def __init__(self, services: Services) -> None:
-        self._s = services
-        self._cfg = services.settings
-        self._inflight = 0
-        self._max_inflight = services.settings.max_inflight_requests
-        self._rejections = _Rejections()
-        self._limiter = services.limiter.usage
-        self._admit = self._limiter.take  # bound once: the hot path's one call for the limit
+    def __init__(self, services: Services, inflight: InFlight | None = None) -> None:
+        super().__init__(services, inflight, routes=("single", "batch"), what="usage")
+        self._parse_single, self._parse_batch, self._refusal = parse_single, parse_batch, refusal
         items = ItemLookup(services)
         # bound once: the per-request calls cost what they did as methods of the endpoint
         self._meta, self._fresh_meta, self._calendar = items.meta, items.fresh, items.calendar
-        self._kafka_down_until = 0.0
         self._publisher = UsagePublisher(
             lambda: services.producer, self._cfg.usage_topic, timeout_s=self._cfg.publish_timeout_s
         )
-        # Lease tokens: unique per request (a random process prefix and a counter) — they
-        # only tell this request's pending keys from another's; no secret, no syscall.
-        self._token_prefix = secrets.token_hex(6)
-        self._tokens = itertools.count()
-        M.ingest_inflight.set_function(lambda: self._inflight)
-        M.ingest_inflight_limit.set(self._max_inflight)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        batch = scope["path"].endswith("/batch")
-        route = "batch" if batch else "single"
-        started = time.perf_counter()
-        status = 200
-        if self._inflight >= self._max_inflight:
-            exc: VinrError = RateLimited(
-                f"this API process is at its limit of {self._max_inflight} requests in"
-                " flight; retry shortly",
-                code="too_many_requests_in_flight",
-            )
-            self._rejections.rejected(exc.code)
-            M.usage.request(route, exc.status, time.perf_counter() - started)
-            await send_error(send, exc)
-            return
-        self._inflight += 1
-        try:
-            body, replayed = await self._handle(scope, receive, batch)
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ]
-            if replayed:
-                headers.append((b"idempotent-replayed", b"true"))
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        except VinrError as exc:
-            status = exc.status
-            self._rejections.rejected(exc.code)
-            await send_error(send, exc)
-        except Exception:
-            # A bug, not bad input: logged with its traceback, answered in the API's shape.
-            log.exception("usage request failed")
-            status = 500
-            await send_json(send, 500, _INTERNAL)
-        finally:
-            self._inflight -= 1
-            M.usage.request(route, status, time.perf_counter() - started)
-
-    async def _handle(self, scope: Scope, receive: Receive, batch: bool) -> tuple[bytes, bool]:
-        authorization = idem_key = None
-        for name, value in scope["headers"]:  # both headers in one pass
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif name == b"idempotency-key" and idem_key is None:
-                idem_key = value.decode("latin-1")
-        auth = self._s.auth
-        tenant = auth.cached(authorization)
-        if tenant is None:
-            try:
-                tenant = await auth.authenticate(authorization)
-            except asyncpg.DataError as exc:
-                raise refused_value(exc) from exc
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise DependencyUnavailable("postgres", str(exc)) from exc
-        if tenant.restricted:
-            check_permission(tenant, "POST", scope["path"])
-        if not self._admit(tenant.key_id):
-            await self._limiter.acquire(tenant)
-        message = await receive()
-        body = message.get("body", b"")
-        if (
-            message["type"] != "http.request"
-            or message.get("more_body", False)
-            or len(body) > self._cfg.max_body_bytes
-        ):
-            body = await read_body(receive, self._cfg.max_body_bytes, message)
-        try:
-            req = parse_batch(body) if batch else parse_single(body)
-        except ValidationError as exc:
-            raise refusal(exc, batch) from None
-        if idem_key is not None:
-            check_idempotency_key(idem_key)
-        return await self._accept(tenant, req, idem_key)
 
     async def _accept(
         self, tenant: Tenant, req: Request, idem_key: str | None
     ) -> tuple[bytes, bool]:
         s, cfg = self._s, self._cfg
-        if time.monotonic() < self._kafka_down_until:
+        if time.monotonic() < self._kafka_down_until:  # HotPath._check_kafka, inlined
             raise DependencyUnavailable("kafka", "recent publish failures")
         _ = s.producer  # 503 now, before claiming anything, if not connected
         mode = "l" if tenant.livemode else "t"
@@ -265,8 +136,7 @@ class UsageEndpoint:
                 try:
                     await self._publisher.publish(key, entry, batched)
                 except (KafkaError, TimeoutError) as exc:
-                    self._kafka_down_until = time.monotonic() + _KAFKA_BACKOFF_S
-                    raise DependencyUnavailable("kafka", str(exc) or type(exc).__name__) from exc
+                    raise self._kafka_failed(exc) from exc
         except BaseException:
             await self._release(request_key, digest, token, claimed)
             raise
@@ -279,36 +149,6 @@ class UsageEndpoint:
             list(zip(claimed, record_ids, strict=True)) if claimed else [],
         )
         return response[0], False
-
-    async def _release(
-        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
-    ) -> None:
-        """Free what a failed request claimed, before it is answered: the client's retry
-        must find the key free, not pending."""
-        if request_key is None and not records:
-            return
-        try:
-            await self._s.idempotency.release_claim(request_key, digest, token, records)
-        except (RedisError, OSError):
-            log.warning("could not release idempotency keys; their lease will expire")
-
-    def _complete(
-        self,
-        request_key: str | None,
-        digest: str,
-        token: str,
-        stored: bytes,
-        records: Sequence[tuple[RecordKey, str]],
-    ) -> None:
-        """Mark the keys done, without waiting: Kafka has the record, it is accepted. The
-        settlement is queued before the answer is written, ahead of any claim a retry could
-        make; if it fails, the keys stay pending until their lease runs out and a retry then
-        republishes the same derived id, which the ledger drops."""
-        if request_key is None and not records:
-            return
-        self._s.idempotency.complete_claim(
-            request_key, digest, token, stored=stored, records=records
-        )
 
     async def _build(
         self, tenant: Tenant, req: Request, claim: Claim, idem_key: str | None, digest: str

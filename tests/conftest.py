@@ -40,7 +40,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     "invoicer_poll_s": 0.2,
     "dispatcher_poll_s": 0.1,
     "aggregator_poll_ms": 50,
-    "close_settle_s": 1.1,
+    "close_settle_s": 1.6,
 }
 
 

@@ -1,6 +1,7 @@
 """The ``vinr api`` ASGI application: one process serving three roles.
 
 request ─► Router ─┬─ POST /v1/usage_records[/batch] ─► ingest.UsageEndpoint (raw ASGI hot path)
+                   ├─ POST /v1/billing/meter_events[/batch] ─► ingest.MeterEventsEndpoint (same)
                    ├─ /dashboard… ─► dashboard.Dashboard (web pages; sessions, CSRF)
                    └─ everything else ─► control.ControlMiddleware (auth, idempotency)
                                           └─► FastAPI control plane (OpenAPI at /openapi.json)
@@ -24,28 +25,77 @@ from domain.services import Services
 from infra.asgi import Message, Receive, Scope, Send
 from infra.settings import Settings
 from infra.telemetry import M
-from ingest import UsageBatchIn, UsageEndpoint, UsageRecord, UsageRecordBatch, UsageRecordIn
+from ingest import (
+    MeterEvent,
+    MeterEventBatch,
+    MeterEventBatchIn,
+    MeterEventIn,
+    MeterEventsEndpoint,
+    UsageBatchIn,
+    UsageEndpoint,
+    UsageRecord,
+    UsageRecordBatch,
+    UsageRecordIn,
+)
 
 __all__ = ["create_app", "openapi_document"]
 
 _FAST_PATHS = frozenset({"/v1/usage_records", "/v1/usage_records/batch"})
+_METER_PATHS = frozenset({"/v1/billing/meter_events", "/v1/billing/meter_events/batch"})
 
 
 def _add_usage_paths(schema: dict[str, Any]) -> None:
-    """Document the raw-ASGI usage routes: their bodies are the pydantic models they parse,
-    their answers the models of what they render, their errors the control plane's."""
+    """Document the raw-ASGI hot-path routes (usage records, meter events): their bodies are
+    the pydantic models they parse, their answers the models of what they render, their
+    errors the control plane's."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (UsageRecordIn, UsageBatchIn, UsageRecord, UsageRecordBatch):
+    for model in (
+        UsageRecordIn,
+        UsageBatchIn,
+        UsageRecord,
+        UsageRecordBatch,
+        MeterEventIn,
+        MeterEventBatchIn,
+        MeterEvent,
+        MeterEventBatch,
+    ):
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
-    for path, body, answer, summary in (
-        ("/v1/usage_records", UsageRecordIn, UsageRecord, "Report one usage record"),
+    # Usage answers 404 for an unknown subscription item; a meter event's unknown meter or
+    # customer is a 400 naming the parameter.
+    for path, body, answer, summary, tag, operation_id in (
+        (
+            "/v1/usage_records",
+            UsageRecordIn,
+            UsageRecord,
+            "Report one usage record",
+            "usage",
+            "usageRecord_create",
+        ),
         (
             "/v1/usage_records/batch",
             UsageBatchIn,
             UsageRecordBatch,
             "Report a batch of up to 1000 usage records",
+            "usage",
+            "usageRecordBatch_create",
+        ),
+        (
+            "/v1/billing/meter_events",
+            MeterEventIn,
+            MeterEvent,
+            "Send one meter event",
+            "meters",
+            "meterEvent_create",
+        ),
+        (
+            "/v1/billing/meter_events/batch",
+            MeterEventBatchIn,
+            MeterEventBatch,
+            "Send a batch of up to 1000 meter events",
+            "meters",
+            "meterEventBatch_create",
         ),
     ):
         accepted = {
@@ -55,12 +105,13 @@ def _add_usage_paths(schema: dict[str, Any]) -> None:
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{answer.__name__}"}}
             },
         }
-        errors = error_responses(*operation_errors("POST", path), 404)
+        extra = (404,) if tag == "usage" else ()
+        errors = error_responses(*operation_errors("POST", path), *extra)
         schema["paths"][path] = {
             "post": {
                 "summary": summary,
-                "operationId": answer.__name__[0].lower() + answer.__name__[1:] + "_create",
-                "tags": ["usage"],
+                "operationId": operation_id,
+                "tags": [tag],
                 "parameters": [idempotency_key_parameter()],
                 "requestBody": {
                     "required": True,
@@ -80,10 +131,15 @@ _DASHBOARD_SUB = DASHBOARD + "/"
 
 class _Router:
     def __init__(
-        self, control: ControlMiddleware, usage: UsageEndpoint, dashboard: Dashboard
+        self,
+        control: ControlMiddleware,
+        usage: UsageEndpoint,
+        meter_events: MeterEventsEndpoint,
+        dashboard: Dashboard,
     ) -> None:
         self._control = control
         self._usage = usage
+        self._meter_events = meter_events
         self._dashboard = dashboard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,6 +147,8 @@ class _Router:
             await self._usage(scope, receive, send)  # counts its own, without a lock
         elif scope["type"] != "http":
             await self._control(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] in _METER_PATHS:
+            await self._meter_events(scope, receive, send)  # counts its own, like usage
         elif scope["path"] == DASHBOARD or scope["path"].startswith(_DASHBOARD_SUB):
             await _counted("dashboard", self._dashboard, scope, receive, send)
         else:
@@ -119,8 +177,12 @@ async def _counted(plane: str, app: Any, scope: Scope, receive: Receive, send: S
 def create_app(settings: Settings) -> _Router:
     services = Services(settings)
     control = create_control_plane(services, extend_openapi=_add_usage_paths)
+    usage = UsageEndpoint(services)
     return _Router(
-        ControlMiddleware(control, services), UsageEndpoint(services), Dashboard(services)
+        ControlMiddleware(control, services),
+        usage,
+        MeterEventsEndpoint(services, usage.inflight),  # one in-flight bound for the process
+        Dashboard(services),
     )
 
 

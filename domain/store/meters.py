@@ -1,7 +1,8 @@
 """Storage of meters and usage alerts: every statement on ``meters``, ``billing_alerts``,
 ``billing_alert_triggers`` and ``meter_epoch``.
 
-The control plane writes meters and alerts; the ingest reads a meter by its event name, the
+The control plane writes meters and alerts; the ingest reads meters by their event name and
+the customers events name (with their closing boundaries and test clocks), the
 invoicer by its key, the aggregator the alerts that watch a meter. ``meter_epoch`` is bumped
 in the transaction of every change the ingest caches about meters (a meter's status, a
 customer's invoiced boundary, a test clock's time); each API process polls it and drops its
@@ -22,6 +23,7 @@ from domain.tenant import Tenant
 __all__ = [
     "ACTIVE_EVENT_INDEX",
     "active_meter_by_event",
+    "active_meters_by_event",
     "alert_by_id",
     "alert_page",
     "bump_meter_epoch",
@@ -267,3 +269,22 @@ async def set_alert_status(conn: asyncpg.Connection[Any], pk: int, status: str) 
         status,
     )
     return row
+
+
+# -- the ingest's reads -------------------------------------------------------------------
+
+
+async def active_meters_by_event(
+    db: Db, t: Tenant, event_names: Sequence[str]
+) -> list[asyncpg.Record]:
+    """The active meters events with these names land in (one query for a batch): pk, id,
+    event_name, formula, customer_key, value_key."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT pk, id, event_name, formula, customer_key, value_key FROM meters"
+        " WHERE account_id = $1 AND livemode = $2 AND event_name = ANY($3::text[])"
+        " AND status = 'active'",
+        t.account_id,
+        t.livemode,
+        list(event_names),
+    )
+    return rows

@@ -44,7 +44,7 @@ KEY = re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9_\-]+")
 # Quick cadences, as the in-process tests use; every other setting is the default.
 FAST = {
     "VINR_PUBLISH_TIMEOUT_S": "1",
-    "VINR_CLOSE_SETTLE_S": "1.1",
+    "VINR_CLOSE_SETTLE_S": "1.6",
     "VINR_WATERMARK_TIMEOUT_S": "15",
     "VINR_INVOICER_POLL_S": "0.2",
     "VINR_DISPATCHER_POLL_S": "0.1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from infra.settings import Settings, describe_errors
+from infra.settings import METER_CACHE_STALE_S, METER_EPOCH_POLL_S, Settings, describe_errors
 from vinr.cli import main
 
 DSN = "postgresql://vinr:pgS3cretPassw0rd@db:5432/vinr"
@@ -53,3 +53,15 @@ def test_the_command_says_why_it_will_not_start(
     err = capsys.readouterr().err
     assert err.startswith("vinr: invalid configuration:\nsettings: VINR_CLOSE_SETTLE_S (0.5)")
     assert "S3cretPassw0rd" not in err
+
+
+def test_the_settle_time_outlasts_the_publish_deadline_and_the_meter_cache_lag() -> None:
+    # A meter event may be checked against a closing boundary up to METER_CACHE_STALE_S
+    # old, then take up to the publish deadline to reach Kafka.
+    assert METER_CACHE_STALE_S == 2 * METER_EPOCH_POLL_S
+    text = _refusal(publish_timeout_s=5.0, close_settle_s=5.0 + METER_CACHE_STALE_S)
+    assert text.startswith("settings: VINR_CLOSE_SETTLE_S (5.5) must exceed VINR_PUBLISH_TIMEOUT_S")
+    assert "plus 0.5 s" in text and "meter event" in text and "above 5.5" in text
+    accepted = Settings(publish_timeout_s=5.0, close_settle_s=5.0 + METER_CACHE_STALE_S + 0.01)
+    assert accepted.close_settle_s == 5.51
+    assert Settings().close_settle_s > Settings().publish_timeout_s + METER_CACHE_STALE_S

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -30,6 +30,7 @@ from tests.support.ingest import (
     api_instance,
     error_of,
     ledger,
+    proxied_url,
     topic_messages,
     total_usage,
 )
@@ -51,13 +52,6 @@ async def item(client: httpx.AsyncClient) -> str:
     sub = await subscribe(client, price["id"])
     item_id: str = sub["items"]["data"][0]["id"]
     return item_id
-
-
-def _proxied(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
 def _client(url: str, secret_key: str) -> httpx.AsyncClient:
@@ -167,7 +161,7 @@ async def test_redis_going_away_gets_503_and_records_nothing(
     await proxy.restore()
     try:
         async with (
-            api_instance(settings, redis_url=_proxied(redis_url, proxy.port)) as api,
+            api_instance(settings, redis_url=proxied_url(redis_url, proxy.port)) as api,
             _client(api.url, secret_key) as c,
         ):
             first = await c.post("/v1/usage_records", json=_record(item, 3))
@@ -211,7 +205,7 @@ async def test_postgres_away_at_start_up_and_later(
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
     try:
         async with (
-            api_instance(settings, database_url=_proxied(db_url, proxy.port)) as api,
+            api_instance(settings, database_url=proxied_url(db_url, proxy.port)) as api,
             _client(api.url, secret_key) as c,
         ):
             # Started without Postgres: up, not ready, 503 for what needs it.

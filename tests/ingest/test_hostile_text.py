@@ -15,10 +15,11 @@ from pydantic import ValidationError
 
 from aggregator.worker import Aggregator
 from infra.errors import InvalidRequest
+from infra.settings import Settings
 from ingest import parse
 from ingest.parse import Request, parse_batch, parse_single
 from tests.support.api import metered_price, subscribe
-from tests.support.ingest import error_of, ledger, total_usage
+from tests.support.ingest import api_instance, error_of, ledger, total_usage
 
 
 async def _item(client: httpx.AsyncClient) -> str:
@@ -122,19 +123,25 @@ def _lenient(body: bytes) -> Request:
 
 
 async def test_postgres_data_error_is_a_400_not_a_503(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, settings: Settings, secret_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     item = await _item(client)
-    monkeypatch.setattr("ingest.usage.parse_single", _lenient)
-    for _ in range(3):
-        refused = await client.post(
-            "/v1/usage_records", json={"subscriptionItem": "si_x\x00y", "quantity": 1}
-        )
-        assert refused.status_code == 400, refused.text
-        assert "retry-after" not in refused.headers
-        assert error_of(refused)["code"] == "invalid_value"
-    good = await client.post("/v1/usage_records", json={"subscriptionItem": item, "quantity": 1})
-    assert good.status_code == 200, good.text
+    monkeypatch.setattr("ingest.usage.parse_single", _lenient)  # bound by the endpoint made next
+    async with (
+        api_instance(settings) as lenient,
+        httpx.AsyncClient(
+            base_url=lenient.url, timeout=30, headers={"Authorization": f"Bearer {secret_key}"}
+        ) as c,
+    ):
+        for _ in range(3):
+            refused = await c.post(
+                "/v1/usage_records", json={"subscriptionItem": "si_x\x00y", "quantity": 1}
+            )
+            assert refused.status_code == 400, refused.text
+            assert "retry-after" not in refused.headers
+            assert error_of(refused)["code"] == "invalid_value"
+        good = await c.post("/v1/usage_records", json={"subscriptionItem": item, "quantity": 1})
+        assert good.status_code == 200, good.text
 
 
 @given(st.text(max_size=100), st.text(max_size=100))

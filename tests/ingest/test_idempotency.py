@@ -226,7 +226,7 @@ async def test_a_pending_key_becomes_retryable_when_its_lease_expires(
         settings,
         kafka_bootstrap=paused_broker.address,
         publish_timeout_s=4.0,
-        close_settle_s=4.5,
+        close_settle_s=4.6,
         idempotency_lease_s=1.0,
     ) as stuck_api:
         await _ready(stuck_api.url)

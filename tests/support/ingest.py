@@ -1,6 +1,6 @@
 """Shared pieces of the ingest tests (no tests here): extra API instances with their own
 settings, a dev broker that can be paused, a TCP proxy that can cut a dependency off,
-and read-backs of what reached the aggregator.
+and read-backs of what reached the topic and the aggregator.
 
 Everything is real: the paused broker is a ``vinr devbroker`` process under SIGSTOP, the
 cut-off Redis or Postgres is the real server behind a proxy that stops forwarding.
@@ -17,13 +17,14 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from domain.accounts import hash_key
-from domain.wire import UsageMessage, decode_usage
+from domain.wire import UsageMessage, decode_meter_events, decode_usage, is_meter_message
 from infra.devenv import free_port
 from infra.kafka import partitions
 from infra.settings import Settings
@@ -145,6 +146,14 @@ class TcpProxy:
         self._writers.discard(up_writer)
 
 
+def proxied_url(url: str, port: int) -> str:
+    """``url`` (a DSN) pointed at a TcpProxy on 127.0.0.1:``port``, credentials kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
 async def account_of(pool: asyncpg.Pool, secret_key: str) -> str:
     account: str = await pool.fetchval(
         "SELECT account_id FROM api_keys WHERE key_hash = $1", hash_key(secret_key)
@@ -174,8 +183,8 @@ async def total_usage(client: httpx.AsyncClient, item_id: str) -> int:
     return int((await summaries(client, item_id))[0]["totalUsage"])
 
 
-async def topic_messages(bootstrap: str, topic: str) -> list[UsageMessage]:
-    """Every usage message on a topic, read from the beginning to its current end."""
+async def topic_raw(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Every message on a topic as (key, value), read from the beginning to its current end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -192,14 +201,32 @@ async def topic_messages(bootstrap: str, topic: str) -> list[UsageMessage]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        out: list[UsageMessage] = []
+        out: list[tuple[bytes | None, bytes]] = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                for m in msgs:
-                    out.extend(decode_usage(m.value))
+                out.extend((m.key, m.value) for m in msgs)
         return out
     finally:
         await consumer.stop()
+
+
+async def topic_messages(bootstrap: str, topic: str) -> list[UsageMessage]:
+    """Every usage message on a topic, read from the beginning to its current end."""
+    return [
+        m
+        for _, value in await topic_raw(bootstrap, topic)
+        if not is_meter_message(value)
+        for m in decode_usage(value)
+    ]
+
+
+async def meter_messages(bootstrap: str, topic: str) -> list[tuple[bytes | None, list[Any]]]:
+    """Every meter-event message on a topic: (key, its events as ``decode_meter_events``)."""
+    return [
+        (key, decode_meter_events(value))
+        for key, value in await topic_raw(bootstrap, topic)
+        if is_meter_message(value)
+    ]
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
