@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from domain.fold import InvalidRecords, Op, merge_ops, ops_of
-from domain.meters import Number, Stats, bucket_of, event_stats, merge, parse_value
+from domain.meters import BUCKET_S, Number, Stats, bucket_of, merge, parse_value
 from domain.meterusage import SEQ_INDEX_SPAN
 from domain.wire import decode_head, decode_meter_events, is_meter_message, records_of
 
@@ -233,6 +233,29 @@ def _is_id(v: Any) -> bool:
     return type(v) is int and 0 < v <= _BIGINT
 
 
+def _is_time(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= _BIGINT
+
+
+def _meter_error(
+    identifier: str, livemode: Any, meter_pk: Any, customer_pk: Any, ts: Any, at: Any
+) -> str | None:
+    """What is wrong with an event's fields (its value aside), or None."""
+    if not _is_id(meter_pk):
+        return "meter_pk must be a positive integer"
+    if not 0 < len(identifier) <= 100:
+        return "identifier must be 1 to 100 characters"
+    if not _is_id(customer_pk):
+        return "customer_pk must be a positive integer"
+    if not _is_time(ts):
+        return "timestamp must be a non-negative integer"
+    if not _is_time(at):
+        return "accepted_at must be a non-negative integer"
+    if type(livemode) is not bool:
+        return "livemode must be a boolean"
+    return None
+
+
 def decode_meter_entries(raw: bytes, partition: int, offset: int) -> list[MeterEntry]:
     """The events of one meter-event message (``domain.wire``), each checked.
 
@@ -248,49 +271,60 @@ def decode_meter_entries(raw: bytes, partition: int, offset: int) -> list[MeterE
     for index, (identifier, account, livemode, meter_pk, customer_pk, ts, value, at) in enumerate(
         events
     ):
-        entry = MeterEntry(
-            identifier,
-            str(account),
-            livemode is True,
-            meter_pk if _is_id(meter_pk) else 0,
-            customer_pk if _is_id(customer_pk) else None,
-            ts if type(ts) is int and 0 <= ts <= _BIGINT else None,
-            None,
-            at if type(at) is int and 0 <= at <= _BIGINT else None,
-            partition,
-            offset,
-            index,
-        )
-        if not entry.meter_pk:
-            entry.error = "meter_pk must be a positive integer"
-        elif not 0 < len(identifier) <= 100:
-            entry.error = "identifier must be 1 to 100 characters"
-        elif entry.customer_pk is None:
-            entry.error = "customer_pk must be a positive integer"
-        elif entry.ts is None:
-            entry.error = "timestamp must be a non-negative integer"
-        elif entry.accepted_at is None:
-            entry.error = "accepted_at must be a non-negative integer"
-        elif type(livemode) is not bool:
-            entry.error = "livemode must be a boolean"
-        else:
+        error = _meter_error(identifier, livemode, meter_pk, customer_pk, ts, at)
+        parsed: Number | None = None
+        if error is None:
             try:
-                entry.value = parse_value(value)
+                parsed = parse_value(value)
             except ValueError as exc:
-                entry.error = str(exc)
-        out.append(entry)
+                error = str(exc)
+            out.append(
+                MeterEntry(
+                    identifier,
+                    str(account),
+                    livemode,
+                    meter_pk,
+                    customer_pk,
+                    ts,
+                    parsed,
+                    at,
+                    partition,
+                    offset,
+                    index,
+                    error,
+                )
+            )
+            continue
+        out.append(
+            MeterEntry(
+                identifier,
+                str(account),
+                livemode is True,
+                meter_pk if _is_id(meter_pk) else 0,
+                customer_pk if _is_id(customer_pk) else None,
+                ts if _is_time(ts) else None,
+                None,
+                at if _is_time(at) else None,
+                partition,
+                offset,
+                index,
+                error,
+            )
+        )
     return out
 
 
 def bucket_deltas(events: Iterable[MeterEntry]) -> dict[BucketKey, Stats]:
     """Merge valid events into per-(meter, customer, minute) stats, in the order given."""
     buckets: dict[BucketKey, Stats] = {}
+    get = buckets.get
     for e in events:
-        if e.error is not None or e.value is None or e.ts is None:
+        ts, value = e.ts, e.value
+        if e.error is not None or value is None or ts is None:
             continue
-        key = e.bucket
-        stats = event_stats(e.ts, e.value, e.seq)
-        held = buckets.get(key)
+        key = (e.meter_pk, e.customer_pk or 0, ts - ts % BUCKET_S)
+        stats = Stats(value, 1, value, ts, value, e.offset * SEQ_INDEX_SPAN + e.index)
+        held = get(key)
         if held is None:
             buckets[key] = stats
         else:
@@ -348,10 +382,11 @@ class BatchBuilder:
                     log.error("partition %d offset %d skipped: %s", partition, msg.offset, exc)
                     continue
                 for entry in entries:
-                    if entry.key in events:
+                    key = (entry.meter_pk, entry.identifier)
+                    if key in events:
                         batch.meter_duplicates_in_batch += 1
                     else:
-                        events[entry.key] = entry
+                        events[key] = entry
                 continue
             try:
                 decoded = decode_requests(msg.value, partition, msg.offset)
