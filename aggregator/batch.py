@@ -271,13 +271,23 @@ def decode_meter_entries(raw: bytes, partition: int, offset: int) -> list[MeterE
     for index, (identifier, account, livemode, meter_pk, customer_pk, ts, value, at) in enumerate(
         events
     ):
-        error = _meter_error(identifier, livemode, meter_pk, customer_pk, ts, at)
-        parsed: Number | None = None
-        if error is None:
+        if (
+            type(meter_pk) is int
+            and type(customer_pk) is int
+            and type(ts) is int
+            and type(at) is int
+            and type(livemode) is bool
+            and 0 < meter_pk <= _BIGINT
+            and 0 < customer_pk <= _BIGINT
+            and 0 <= ts <= _BIGINT
+            and 0 <= at <= _BIGINT
+            and 0 < len(identifier) <= 100
+        ):
+            error = None
             try:
-                parsed = parse_value(value)
+                parsed: Number | None = parse_value(value)
             except ValueError as exc:
-                error = str(exc)
+                parsed, error = None, str(exc)
             out.append(
                 MeterEntry(
                     identifier,
@@ -308,7 +318,7 @@ def decode_meter_entries(raw: bytes, partition: int, offset: int) -> list[MeterE
                 partition,
                 offset,
                 index,
-                error,
+                _meter_error(identifier, livemode, meter_pk, customer_pk, ts, at),
             )
         )
     return out

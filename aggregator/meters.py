@@ -56,12 +56,8 @@ _INT64 = 2**63 - 1
 # What the fence statement returns for meter events (see ``ledger_ctes``): the inserted
 # (meter, identifier) pairs and whether each counts — only when some well-formed event was
 # not counted (otherwise nothing comes back but NULLs).
-_SHORT = (
-    "(SELECT count(*) FROM mi WHERE rejected IS NULL)"
-    " < (SELECT count(*) FROM mr WHERE rejected IS NULL)"
-)
 LEDGER_COLUMNS = "".join(
-    f", CASE WHEN {_SHORT} THEN coalesce((SELECT array_agg({expr}"
+    f", CASE WHEN (SELECT short FROM ms) THEN coalesce((SELECT array_agg({expr}"
     f" ORDER BY meter_pk, identifier) FROM mi), '{{}}') END AS {name}"
     for expr, name in (
         ("meter_pk", "m_pks"),
@@ -88,7 +84,9 @@ def _literal(values: Sequence[Number | None]) -> str:
     """An array literal of numbers (``{1,2.5,NULL}``). Sent as text and cast in SQL: the
     driver's binary encoding checks every element's type, which costs more than the insert
     of the row itself once there are ten columns."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def ledger_ctes(n: int, events: Sequence[MeterEntry]) -> str:
@@ -112,7 +110,9 @@ def ledger_ctes(n: int, events: Sequence[MeterEntry]) -> str:
         " mr.kafka_partition, mr.kafka_offset, mr.kafka_index,"
         " coalesce(mr.rejected, CASE WHEN mr.ts < cl.closed_until THEN 'period_invoiced' END)"
         " FROM mr LEFT JOIN cl ON cl.meter_pk = mr.meter_pk AND cl.customer_pk = mr.customer_pk"
-        " ON CONFLICT DO NOTHING RETURNING meter_pk, identifier, rejected)"
+        " ON CONFLICT DO NOTHING RETURNING meter_pk, identifier, rejected),"
+        " ms AS (SELECT (SELECT count(*) FROM mi WHERE rejected IS NULL)"
+        " < (SELECT count(*) FROM mr WHERE rejected IS NULL) AS short)"
     )
 
 
