@@ -196,7 +196,7 @@ async def billed_meter(
     )
     out = []
     for _ in range(customers):
-        customer_id = new_id("cus")
+        customer_id = new_id("cust")
         customer_pk = await conn.fetchval(
             "INSERT INTO customers (id, account_id, livemode, created) VALUES ($1, $2, false, $3)"
             " RETURNING pk",
