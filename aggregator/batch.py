@@ -125,6 +125,12 @@ class MeterEntry:
         return self.offset * SEQ_INDEX_SPAN + self.index
 
     @property
+    def storable(self) -> bool:
+        """Its ledger row can be written (a malformed event's too, as rejected): its meter
+        and identifier are usable."""
+        return self.meter_pk > 0 and _is_identifier(self.identifier)
+
+    @property
     def counts(self) -> bool:
         """Well-formed: it counts unless the ledger or an invoiced boundary says otherwise."""
         return self.error is None
@@ -233,6 +239,10 @@ def _is_id(v: Any) -> bool:
     return type(v) is int and 0 < v <= _BIGINT
 
 
+def _is_identifier(v: str) -> bool:
+    return 0 < len(v) <= 100 and "\x00" not in v
+
+
 def _is_time(v: Any) -> bool:
     return type(v) is int and 0 <= v <= _BIGINT
 
@@ -243,8 +253,8 @@ def _meter_error(
     """What is wrong with an event's fields (its value aside), or None."""
     if not _is_id(meter_pk):
         return "meter_pk must be a positive integer"
-    if not 0 < len(identifier) <= 100:
-        return "identifier must be 1 to 100 characters"
+    if not _is_identifier(identifier):
+        return "identifier must be 1 to 100 characters, without NUL"
     if not _is_id(customer_pk):
         return "customer_pk must be a positive integer"
     if not _is_time(ts):
@@ -282,6 +292,7 @@ def decode_meter_entries(raw: bytes, partition: int, offset: int) -> list[MeterE
             and 0 <= ts <= _BIGINT
             and 0 <= at <= _BIGINT
             and 0 < len(identifier) <= 100
+            and "\x00" not in identifier
         ):
             error = None
             try:

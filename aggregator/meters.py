@@ -118,8 +118,9 @@ def ledger_ctes(n: int, events: Sequence[MeterEntry]) -> str:
 
 def ledger_args(events: Sequence[MeterEntry]) -> list[Any]:
     """The events' columns for ``ledger_ctes``. A malformed event without a usable meter
-    is not written (it cannot be attributed); the others go in, malformed ones rejected."""
-    rows = [e for e in events if e.meter_pk > 0]
+    or identifier is not written (it cannot be attributed nor stored); the others go in,
+    malformed ones rejected."""
+    rows = [e for e in events if e.storable]
     return [
         _literal([e.meter_pk for e in rows]),
         [e.identifier for e in rows],

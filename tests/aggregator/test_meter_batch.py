@@ -45,13 +45,22 @@ def test_positions_duplicates_and_refusals() -> None:
                 msg(5, [row("a", 2), row("b", "1.50"), row("a", 9)]),
                 msg(6, [row("c", -1), row("d", "1e3"), row("e", ts="x"), row("f", meter=0)]),
                 SimpleNamespace(offset=7, value=b'{"v":2,"m":[["broken"]]}'),
-                msg(8, [row("b", 4), row("g", 3, meter=8)]),
+                msg(8, [row("b", 4), row("g", 3, meter=8), row("h\x00", 1)]),
             ]
         },
         {0: 5},
     )
     events = {(e.meter_pk, e.identifier): e for e in batch.meter_events}
-    assert [e.identifier for e in batch.meter_events] == ["a", "b", "c", "d", "e", "f", "g"]
+    assert [e.identifier for e in batch.meter_events] == [
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "f",
+        "g",
+        "h\x00",
+    ]
     assert batch.meter_duplicates_in_batch == 2  # a, then b in another message
     assert batch.undecodable == 1
     assert batch.ranges[0].start == 5 and batch.ranges[0].next == 9
@@ -59,7 +68,8 @@ def test_positions_duplicates_and_refusals() -> None:
     assert (a.value, a.seq) == (2, 5 * SEQ_INDEX_SPAN)
     assert (b.value, b.seq) == (Decimal("1.5"), 5 * SEQ_INDEX_SPAN + 1)
     refused = {e.identifier: e.error for e in batch.meter_events if e.error}
-    assert set(refused) == {"c", "d", "e", "f"}
+    assert set(refused) == {"c", "d", "e", "f", "h\x00"}
+    assert [e.identifier for e in batch.meter_events if not e.storable] == ["f", "h\x00"]
     assert "10^18" in str(refused["c"]) and "decimal" in str(refused["d"])
     assert "timestamp" in str(refused["e"]) and "meter_pk" in str(refused["f"])
     # only well-formed events are pre-aggregated

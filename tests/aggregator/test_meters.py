@@ -355,16 +355,20 @@ async def test_malformed_events_are_refused_not_fatal(
             event("neg", m, c, BASE + 1, -1),
             event("text", m, c, BASE + 1, "1e3"),
             event("ok", m, c, BASE + 2, "0.000000000001"),
+            event("nul\x00", m, c, BASE + 2, 1),  # cannot be stored: refused, not fatal
         ],
-        per_message=3,
+        per_message=4,
     )
     await agg.drain()
     s = await stats(pool, m, c, BASE, BASE + BUCKET_S)
     assert (s.total, s.events) == (Decimal("0.000000000001"), 1)
+    await publish_events(settings, [event("after", m, c, BASE + 3, 1)])
+    await agg.drain()  # the consumer went on
+    assert (await stats(pool, m, c, BASE, BASE + BUCKET_S)).events == 2
     rows = dict(
         await pool.fetch("SELECT identifier, rejected FROM meter_events WHERE meter_pk = $1", m)
     )
-    assert rows == {"neg": "invalid_event", "text": "invalid_event", "ok": None}
+    assert rows == {"neg": "invalid_event", "text": "invalid_event", "ok": None, "after": None}
 
 
 async def test_an_alert_fires_once_per_customer_at_its_threshold(
