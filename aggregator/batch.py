@@ -9,27 +9,39 @@ touched timestamp and per window.
 A batch assumes every request in it is new; when the ledger says otherwise (a client retry
 that slipped past Redis), ``window_deltas`` rebuilds the affected windows from the fresh
 requests only.
+
+Meter-event messages share the topic (``domain.wire``): each event is checked (types, its
+value by ``domain.meters.parse_value``), given its arrival position (``seq``), kept once per
+(meter, identifier) — the first copy wins — and pre-aggregated per (meter, customer,
+minute) bucket (``bucket_deltas``). The same assumption holds: the store rebuilds the
+buckets of events the ledger did not count.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from domain.fold import InvalidRecords, Op, merge_ops, ops_of
-from domain.wire import decode_head, records_of
+from domain.meters import BUCKET_S, Number, Stats, bucket_of, merge, parse_value
+from domain.meterusage import SEQ_INDEX_SPAN
+from domain.wire import decode_head, decode_meter_events, is_meter_message, records_of
 
 __all__ = [
     "BatchBuilder",
+    "BucketKey",
+    "MeterEntry",
     "PartitionRange",
     "PreparedBatch",
     "Request",
     "WindowDelta",
     "WindowKey",
+    "bucket_deltas",
+    "decode_meter_entries",
     "decode_requests",
     "prepare",
     "window_deltas",
@@ -38,6 +50,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WindowKey = tuple[int, int]  # (item_pk, period_start)
+BucketKey = tuple[int, int, int]  # (meter_pk, customer_pk, minute)
+MeterKey = tuple[int, str]  # (meter_pk, identifier): the unit of dedupe for meter events
+
+_BIGINT = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -81,6 +97,50 @@ class WindowDelta:
     records: int = 0
 
 
+@dataclass(slots=True)
+class MeterEntry:
+    """One meter event of a message, checked. ``error`` set: malformed, never counted (the
+    ledger keeps it as rejected when its meter and identifier are usable)."""
+
+    identifier: str
+    account_id: str
+    livemode: bool
+    meter_pk: int
+    customer_pk: int | None
+    ts: int | None
+    value: Number | None
+    accepted_at: int | None
+    partition: int
+    offset: int
+    index: int
+    error: str | None = None
+
+    @property
+    def key(self) -> MeterKey:
+        return (self.meter_pk, self.identifier)
+
+    @property
+    def seq(self) -> int:
+        """The arrival position: orders events of one meter and customer (one partition)."""
+        return self.offset * SEQ_INDEX_SPAN + self.index
+
+    @property
+    def storable(self) -> bool:
+        """Its ledger row can be written (a malformed event's too, as rejected): its meter
+        and identifier are usable."""
+        return self.meter_pk > 0 and _is_identifier(self.identifier)
+
+    @property
+    def counts(self) -> bool:
+        """Well-formed: it counts unless the ledger or an invoiced boundary says otherwise."""
+        return self.error is None
+
+    @property
+    def bucket(self) -> BucketKey:
+        """Its bucket (a well-formed event's)."""
+        return (self.meter_pk, self.customer_pk or 0, bucket_of(self.ts or 0))
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionRange:
     start: int  # must equal the stored offset (fencing)
@@ -95,10 +155,35 @@ class PreparedBatch:
     messages: int = 0
     duplicates_in_batch: int = 0
     undecodable: int = 0
+    # first occurrence of each (meter, identifier), arrival order; malformed ones included
+    meter_events: list[MeterEntry] = field(default_factory=list)
+    buckets: dict[BucketKey, Stats] = field(default_factory=dict)  # assuming every event counts
+    meter_duplicates_in_batch: int = 0
 
     @property
     def records(self) -> int:
         return sum(r.count for r in self.requests)
+
+    def only(self, partitions: Collection[int]) -> PreparedBatch | None:
+        """The batch restricted to ``partitions`` (None when none of them is in it)."""
+        ranges = {p: r for p, r in self.ranges.items() if p in partitions}
+        if len(ranges) == len(self.ranges):
+            return self
+        if not ranges:
+            return None
+        requests = [r for r in self.requests if r.partition in ranges]
+        events = [e for e in self.meter_events if e.partition in ranges]
+        return PreparedBatch(
+            ranges,
+            requests,
+            window_deltas(requests),
+            self.messages,
+            self.duplicates_in_batch,
+            self.undecodable,
+            events,
+            bucket_deltas(events),
+            self.meter_duplicates_in_batch,
+        )
 
 
 def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
@@ -150,6 +235,124 @@ def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
     return out
 
 
+def _is_id(v: Any) -> bool:
+    return type(v) is int and 0 < v <= _BIGINT
+
+
+def _is_identifier(v: str) -> bool:
+    return 0 < len(v) <= 100 and "\x00" not in v
+
+
+def _is_time(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= _BIGINT
+
+
+def _meter_error(
+    identifier: str, livemode: Any, meter_pk: Any, customer_pk: Any, ts: Any, at: Any
+) -> str | None:
+    """What is wrong with an event's fields (its value aside), or None."""
+    if not _is_id(meter_pk):
+        return "meter_pk must be a positive integer"
+    if not _is_identifier(identifier):
+        return "identifier must be 1 to 100 characters, without NUL"
+    if not _is_id(customer_pk):
+        return "customer_pk must be a positive integer"
+    if not _is_time(ts):
+        return "timestamp must be a non-negative integer"
+    if not _is_time(at):
+        return "accepted_at must be a non-negative integer"
+    if type(livemode) is not bool:
+        return "livemode must be a boolean"
+    return None
+
+
+def decode_meter_entries(raw: bytes, partition: int, offset: int) -> list[MeterEntry]:
+    """The events of one meter-event message (``domain.wire``), each checked.
+
+    Raises:
+        ValueError: not a meter-event message of this version (a malformed event comes back
+            with the reason in ``error``).
+    """
+    try:
+        events = decode_meter_events(raw)
+    except ValueError as exc:
+        raise ValueError(f"undecodable meter-event message: {exc}") from exc
+    out = []
+    for index, (identifier, account, livemode, meter_pk, customer_pk, ts, value, at) in enumerate(
+        events
+    ):
+        if (
+            type(meter_pk) is int
+            and type(customer_pk) is int
+            and type(ts) is int
+            and type(at) is int
+            and type(livemode) is bool
+            and 0 < meter_pk <= _BIGINT
+            and 0 < customer_pk <= _BIGINT
+            and 0 <= ts <= _BIGINT
+            and 0 <= at <= _BIGINT
+            and 0 < len(identifier) <= 100
+            and "\x00" not in identifier
+        ):
+            error = None
+            try:
+                parsed: Number | None = parse_value(value)
+            except ValueError as exc:
+                parsed, error = None, str(exc)
+            out.append(
+                MeterEntry(
+                    identifier,
+                    str(account),
+                    livemode,
+                    meter_pk,
+                    customer_pk,
+                    ts,
+                    parsed,
+                    at,
+                    partition,
+                    offset,
+                    index,
+                    error,
+                )
+            )
+            continue
+        out.append(
+            MeterEntry(
+                identifier,
+                str(account),
+                livemode is True,
+                meter_pk if _is_id(meter_pk) else 0,
+                customer_pk if _is_id(customer_pk) else None,
+                ts if _is_time(ts) else None,
+                None,
+                at if _is_time(at) else None,
+                partition,
+                offset,
+                index,
+                _meter_error(identifier, livemode, meter_pk, customer_pk, ts, at),
+            )
+        )
+    return out
+
+
+def bucket_deltas(events: Iterable[MeterEntry]) -> dict[BucketKey, Stats]:
+    """Merge valid events into per-(meter, customer, minute) stats, in the order given."""
+    buckets: dict[BucketKey, Stats] = {}
+    get = buckets.get
+    for e in events:
+        ts, value = e.ts, e.value
+        if e.error is not None or value is None or ts is None:
+            continue
+        key = (e.meter_pk, e.customer_pk or 0, ts - ts % BUCKET_S)
+        stats = Stats(value, 1, value, ts, value, e.offset * SEQ_INDEX_SPAN + e.index)
+        held = get(key)
+        if held is None:
+            buckets[key] = stats
+        else:
+            merge(held, stats)
+    return buckets
+
+
 def window_deltas(requests: Iterable[Request]) -> dict[WindowKey, WindowDelta]:
     """Merge valid requests into per-window deltas, in the order given (arrival order)."""
     windows: dict[WindowKey, WindowDelta] = {}
@@ -177,6 +380,7 @@ class BatchBuilder:
     def __init__(self, positions: dict[int, int]) -> None:
         self._positions = positions
         self._requests: dict[str, Request] = {}
+        self._events: dict[MeterKey, MeterEntry] = {}
         self._ranges: dict[int, PartitionRange] = {}
         self._batch = PreparedBatch(self._ranges, [], {})
 
@@ -185,12 +389,26 @@ class BatchBuilder:
         span = self._ranges.get(partition)
         start = self._positions[partition] if span is None else span.next
         last = None
-        batch, requests = self._batch, self._requests
+        batch, requests, events = self._batch, self._requests, self._events
         for msg in messages:
             if msg.offset < start:
                 continue
             last = msg.offset
             batch.messages += 1
+            if is_meter_message(msg.value):
+                try:
+                    entries = decode_meter_entries(msg.value, partition, msg.offset)
+                except ValueError as exc:
+                    batch.undecodable += 1
+                    log.error("partition %d offset %d skipped: %s", partition, msg.offset, exc)
+                    continue
+                for entry in entries:
+                    key = (entry.meter_pk, entry.identifier)
+                    if key in events:
+                        batch.meter_duplicates_in_batch += 1
+                    else:
+                        events[key] = entry
+                continue
             try:
                 decoded = decode_requests(msg.value, partition, msg.offset)
             except ValueError as exc:
@@ -211,6 +429,8 @@ class BatchBuilder:
         batch = self._batch
         batch.requests = list(self._requests.values())
         batch.windows = window_deltas(batch.requests)
+        batch.meter_events = list(self._events.values())
+        batch.buckets = bucket_deltas(batch.meter_events)
         return batch
 
 

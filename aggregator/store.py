@@ -12,14 +12,18 @@ One transaction per prepared batch:
    per-timestamp map ``usage_points``; requests for windows already closed by an invoice,
    and requests whose records are malformed, go to ``usage_dead_letters`` with the reason
    (and a ``usage_record.dead_lettered`` event);
-4. advance the stored offsets.
+4. meter events (``aggregator/meters.py``): their ledger ``meter_events`` in the fence's
+   statement, their minute buckets and the alerts they may fire (``domain/alerting.py``);
+5. advance the stored offsets.
 
 Bulk statements only, however many rows a step touches, and few round trips — each costs
 ~0.5 ms while the event loop prepares the next batch. A batch of known windows takes five:
 ``BEGIN``; the fence and the ledger insert (one statement); the windows locked and read;
 points, windows and stored offsets written (one statement of three parts on different
 tables); ``COMMIT``. New windows, old points before a window's latest timestamp, a ``set``
-that lowers ``max``, and dead letters add a statement each when they occur.
+that lowers ``max``, and dead letters add a statement each when they occur. Meter events
+add one statement (buckets, with the offsets when no window was written); identifiers
+already in their ledger add one more (tombstones), alerts to evaluate a few.
 """
 
 from __future__ import annotations
@@ -30,7 +34,17 @@ from typing import Any
 
 import asyncpg
 
-from aggregator.batch import PreparedBatch, Request, WindowDelta, WindowKey, window_deltas
+from aggregator import meters
+from aggregator.batch import (
+    MeterEntry,
+    PreparedBatch,
+    Request,
+    WindowDelta,
+    WindowKey,
+    bucket_deltas,
+    window_deltas,
+)
+from domain import alerting
 from domain.clock import now_s
 from domain.deadletters import insert_dead_letters
 from domain.fold import WindowState, fold_ops, points_to_read, window_state
@@ -52,6 +66,12 @@ class BatchResult:
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason → requests
     points: int = 0  # usage_points rows written
     windows: int = 0  # windows updated
+    meter_events: int = 0  # meter events counted into buckets
+    meter_duplicates: int = 0  # meter events already in their ledger (or twice in the batch)
+    meter_rejected: dict[str, int] = field(default_factory=dict)  # reason → events
+    tombstones_filled: int = 0  # events that arrived after their cancel
+    buckets: int = 0  # meter buckets written
+    alerts_fired: int = 0
 
 
 def _offsets_update(n: int) -> str:
@@ -150,9 +170,11 @@ class PostgresWindowStore:
     async def _apply(
         self, conn: asyncpg.Connection[Any], batch: PreparedBatch, created: list[WindowKey]
     ) -> BatchResult:
-        result = BatchResult(duplicates=batch.duplicates_in_batch)
+        result = BatchResult(
+            duplicates=batch.duplicates_in_batch, meter_duplicates=batch.meter_duplicates_in_batch
+        )
         parts = sorted(batch.ranges)
-        stored, inserted = await self._fence_and_ledger(conn, batch, parts)
+        stored, inserted, row = await self._fence_and_ledger(conn, batch, parts)
         for p in parts:
             if stored.get(p) == batch.ranges[p].start:
                 result.committed[p] = batch.ranges[p].next
@@ -170,7 +192,10 @@ class PostgresWindowStore:
                 result.duplicates += len(requests) - len(fresh)
                 requests, windows = self._without_duplicates(requests, windows, fresh)
             result.requests = len(requests)
-        if not await self._fold(conn, requests, windows, result, created):
+        advanced = await self._fold(conn, requests, windows, result, created)
+        if batch.meter_events:
+            advanced = await self._meters(conn, batch, row, result, advanced)
+        if not advanced:
             await conn.execute(
                 _offsets_update(1),
                 self._group,
@@ -183,12 +208,17 @@ class PostgresWindowStore:
 
     async def _fence_and_ledger(
         self, conn: asyncpg.Connection[Any], batch: PreparedBatch, parts: list[int]
-    ) -> tuple[dict[int, int], set[str] | None]:
-        """One statement: lock this group's stored offsets, and insert into the ledger the
-        requests of the partitions whose batch starts at the stored offset (the others are
-        fenced). Returns the stored offsets and the ids that were new — None when all
-        of them were (only a count comes back then)."""
+    ) -> tuple[dict[int, int], set[str] | None, asyncpg.Record]:
+        """One statement: lock this group's stored offsets, and insert into the ledgers the
+        requests and meter events of the partitions whose batch starts at the stored offset
+        (the others are fenced). Returns the stored offsets, the ids that were new — None
+        when all of them were (only a count comes back then) — and the row, whose meter
+        columns ``meters.outcome_of`` reads."""
         requests = batch.requests
+        events = batch.meter_events
+        meter_ctes = meters.ledger_ctes(14, events) if events else ""
+        meter_columns = meters.LEDGER_COLUMNS if events else ""
+        meter_args = meters.ledger_args(events) if events else []
         row = await conn.fetchrow(
             "WITH o AS (SELECT partition, next_offset FROM consumer_offsets"
             " WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])"
@@ -203,10 +233,11 @@ class PostgresWindowStore:
             " ins AS (INSERT INTO usage_ledger (id, item_pk, period_start, records,"
             " accepted_at, kafka_partition, kafka_offset, kafka_index, payload)"
             " SELECT * FROM r ON CONFLICT DO NOTHING RETURNING id)"
+            f"{meter_ctes}"
             " SELECT (SELECT array_agg(partition) FROM o) AS parts,"
             " (SELECT array_agg(next_offset) FROM o) AS offsets,"
             " CASE WHEN (SELECT count(*) FROM ins) < (SELECT count(*) FROM r)"
-            " THEN coalesce((SELECT array_agg(id) FROM ins), '{}') END AS ids",
+            f" THEN coalesce((SELECT array_agg(id) FROM ins), '{{}}') END AS ids{meter_columns}",
             self._group,
             self._topic,
             parts,
@@ -220,9 +251,56 @@ class PostgresWindowStore:
             [r.offset for r in requests],
             [r.index for r in requests],
             [r.payload for r in requests],
+            *meter_args,
         )
         stored = dict(zip(row["parts"] or (), row["offsets"] or (), strict=True))
-        return stored, (None if row["ids"] is None else set(row["ids"]))
+        return stored, (None if row["ids"] is None else set(row["ids"])), row
+
+    async def _meters(
+        self,
+        conn: asyncpg.Connection[Any],
+        batch: PreparedBatch,
+        row: asyncpg.Record,
+        result: BatchResult,
+        advanced: bool,
+    ) -> bool:
+        """The meter events' outcome, buckets and alerts; True once the stored offsets
+        were advanced (with the buckets, when the windows did not already)."""
+        events: list[MeterEntry] = batch.meter_events
+        buckets = batch.buckets
+        if result.fenced:
+            events = [e for e in events if e.partition in result.committed]
+            buckets = bucket_deltas(events)
+        if not events:
+            return advanced
+        outcome = meters.outcome_of(row, events, buckets)
+        result.meter_events = len(outcome.counted)
+        result.meter_duplicates += len(outcome.conflicts)
+        result.meter_rejected = outcome.rejected
+        if outcome.conflicts:
+            result.tombstones_filled = await meters.fill_tombstones(conn, outcome.conflicts)
+            result.meter_duplicates -= result.tombstones_filled
+        if not outcome.buckets:
+            return advanced
+        tail = (
+            None
+            if advanced
+            else (
+                _offsets_update,
+                [
+                    self._group,
+                    self._topic,
+                    list(result.committed),
+                    list(result.committed.values()),
+                    now_s(),
+                ],
+            )
+        )
+        candidates = await meters.write_buckets(conn, outcome.buckets, tail)
+        result.buckets = len(outcome.buckets)
+        if candidates:
+            result.alerts_fired = await alerting.evaluate(conn, candidates)
+        return True
 
     @staticmethod
     def _without_duplicates(

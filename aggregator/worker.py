@@ -27,7 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
-from aggregator.batch import BatchBuilder, PreparedBatch, window_deltas
+from aggregator.batch import BatchBuilder, PreparedBatch
 from aggregator.retention import purge_closed_windows
 from aggregator.store import BatchResult, PostgresWindowStore
 from infra.db import create_pool
@@ -110,6 +110,7 @@ class Aggregator(Service):
         self._positions: dict[int, int] = {}  # partition → where its next batch starts
         self._in_flight: asyncio.Task[BatchResult] | None = None
         self.records = 0
+        self.meter_events = 0  # meter events counted into buckets
         self.committed: dict[int, int] = {}  # partition → offset its last commit stored
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -343,7 +344,18 @@ class Aggregator(Service):
         M.aggregator_duplicates.inc(result.duplicates)
         for reason, count in result.dead_letters.items():
             M.aggregator_dead_letters.labels(reason).inc(count)
+        if result.meter_events:
+            M.aggregator_meter_events.labels("counted").inc(result.meter_events)
+        if result.meter_duplicates:
+            M.aggregator_meter_events.labels("duplicate").inc(result.meter_duplicates)
+        if result.tombstones_filled:
+            M.aggregator_meter_events.labels("after_cancel").inc(result.tombstones_filled)
+        for reason, count in result.meter_rejected.items():
+            M.aggregator_meter_events.labels(reason).inc(count)
+        if result.alerts_fired:
+            M.aggregator_alerts_fired.inc(result.alerts_fired)
         self.records += result.records
+        self.meter_events += result.meter_events
         self._update_lag(result.committed)
 
     def _update_lag(self, offsets: dict[int, int]) -> None:
@@ -360,20 +372,7 @@ class Aggregator(Service):
     @staticmethod
     def _without(batch: PreparedBatch, partitions: Collection[int]) -> PreparedBatch | None:
         """The batch minus partitions that were just fenced (they restart elsewhere)."""
-        if not any(p in batch.ranges for p in partitions):
-            return batch
-        ranges = {p: r for p, r in batch.ranges.items() if p not in partitions}
-        if not ranges:
-            return None
-        requests = [r for r in batch.requests if r.partition in ranges]
-        return PreparedBatch(
-            ranges,
-            requests,
-            window_deltas(requests),
-            batch.messages,
-            batch.duplicates_in_batch,
-            batch.undecodable,
-        )
+        return batch.only([p for p in batch.ranges if p not in partitions])
 
     async def step(self, timeout_ms: int) -> int:
         """Fetch one batch and apply it (no pipelining); the number of records folded."""

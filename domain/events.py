@@ -33,6 +33,7 @@ EVENT_TYPES = frozenset(
         "invoice.marked_uncollectible",
         "charge.succeeded",
         "charge.failed",
+        "billing.alert.triggered",
         "test_helpers.test_clock.advanced",
         "usage_record.dead_lettered",
         "webhook_endpoint.disabled",
@@ -48,11 +49,17 @@ class Event:
     data: dict[str, Any]
 
 
-async def emit_events(conn: asyncpg.Connection[Any], events: list[Event]) -> list[str]:
-    """Insert the events (in list order) and their deliveries; returns the event ids."""
+async def emit_events(
+    conn: asyncpg.Connection[Any], events: list[Event], *, ids: list[str] | None = None
+) -> list[str]:
+    """Insert the events (in list order) and their deliveries; returns the event ids —
+    ``ids`` when given (a caller that records them in the same transaction, beforehand)."""
     if not events:
         return []
-    ids = [new_id("evt") for _ in events]
+    if ids is None:
+        ids = [new_id("evt") for _ in events]
+    elif len(ids) != len(events):
+        raise ValueError("one id per event")
     # One payload per distinct object: events built from the same rendering share it.
     index: dict[int, int] = {}
     payloads: list[dict[str, Any]] = []

@@ -275,6 +275,14 @@ class M:
     aggregator_fenced = Counter(
         "vinr_aggregator_fenced_total", "Batches refused because the stored offset moved"
     )
+    aggregator_meter_events = Counter(
+        "vinr_aggregator_meter_events_total",
+        "Meter events by outcome: counted, duplicate, after_cancel, or the rejection reason",
+        ["outcome"],
+    )
+    aggregator_alerts_fired = Counter(
+        "vinr_aggregator_alerts_fired_total", "Usage threshold alerts fired (once per customer)"
+    )
 
     invoices = Counter("vinr_invoicer_invoices_total", "Invoices by status reached", ["status"])
     charges = Counter("vinr_invoicer_charges_total", "Charge attempts", ["outcome"])
