@@ -377,17 +377,17 @@ OPERATIONS: dict[Op, list[Factory]] = {
         )
     ],
     ("POST", "/v1/billing/meter_events"): [
-        naming("payload.customer", body=lambda me, v: _meter_event(me["meter_event"], v)),
-        naming("eventName", body=lambda me, v: _meter_event(v["meter_event"], me)),
+        naming("payload.customer", body=lambda me, v: _meter_event(me["event_name"], v)),
+        naming("eventName", body=lambda me, v: _meter_event(v["event_name"], me)),
     ],
     ("POST", "/v1/billing/meter_events/batch"): [
         naming(
             "events[0].payload.customer",
-            body=lambda me, v: {"events": [_meter_event(me["meter_event"], v)]},
+            body=lambda me, v: {"events": [_meter_event(me["event_name"], v)]},
         ),
         naming(
             "events[0].eventName",
-            body=lambda me, v: {"events": [_meter_event(v["meter_event"], me)]},
+            body=lambda me, v: {"events": [_meter_event(v["event_name"], me)]},
         ),
     ],
 }
@@ -450,17 +450,6 @@ async def _populate(
         customer["paymentMethod"] = "pm_card_visa"
     created = await post(c, "/v1/customers", customer)
     objects["customer"] = created["id"]
-    # A meter of the party's own event name (stored directly: the ingest only reads meters).
-    objects["meter_event"] = f"iso_calls_{uuid.uuid4().hex[:8]}"
-    await pool.execute(
-        "INSERT INTO meters (id, account_id, livemode, display_name, event_name, formula,"
-        " created, updated) VALUES ($1, $2, $3, 'calls', $4, 'sum', $5, $5)",
-        new_id("mtr"),
-        party.account,
-        party.live,
-        objects["meter_event"],
-        T0,
-    )
     if created["defaultPaymentMethod"]:
         objects["payment_method"] = created["defaultPaymentMethod"]
     # The endpoint got the customer's event; disabled, it holds no pending delivery for
