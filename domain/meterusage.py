@@ -100,6 +100,23 @@ WHERE {_COUNTED}
 """
 
 
+async def _fetch_spans(
+    conn: asyncpg.Connection[Any] | asyncpg.Pool,
+    query: str,
+    spans: Sequence[tuple[int, int, int, int, int]],
+) -> list[asyncpg.Record]:
+    """``query`` over ``(ask, meter, customer, start, end)`` spans, as ``_ASKS`` unnests them."""
+    return list(
+        await conn.fetch(
+            query,
+            [x[1] for x in spans],
+            [x[2] for x in spans],
+            [x[3] for x in spans],
+            [x[4] for x in spans],
+        )
+    )
+
+
 async def range_stats(
     conn: asyncpg.Connection[Any] | asyncpg.Pool, asks: Sequence[RangeAsk]
 ) -> list[Stats]:
@@ -121,14 +138,7 @@ async def range_stats(
         if hi < a.end:
             edges.append((i, a.meter_pk, a.customer_pk, hi, a.end))
     if inner:
-        rows = await conn.fetch(
-            _BUCKETS,
-            [x[1] for x in inner],
-            [x[2] for x in inner],
-            [x[3] for x in inner],
-            [x[4] for x in inner],
-        )
-        for r in rows:
+        for r in await _fetch_spans(conn, _BUCKETS, inner):
             if not r["events"]:
                 continue
             merge(
@@ -143,14 +153,7 @@ async def range_stats(
                 ),
             )
     if edges:
-        rows = await conn.fetch(
-            _EDGES,
-            [x[1] for x in edges],
-            [x[2] for x in edges],
-            [x[3] for x in edges],
-            [x[4] for x in edges],
-        )
-        for r in rows:
+        for r in await _fetch_spans(conn, _EDGES, edges):
             value = _number(r["value"])
             seq = int(r["kafka_offset"] or 0) * SEQ_INDEX_SPAN + int(r["kafka_index"] or 0)
             merge(out[edges[r["n"] - 1][0]], Stats(value, 1, value, r["ts"], value, seq))
