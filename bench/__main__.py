@@ -18,7 +18,15 @@ from bench.charts import draw
 from bench.common import RESULTS, Figure, print_table, write_results
 from infra.devenv import dev_broker
 
-STAGES = ("ingest", "aggregator", "meter_events", "groups", "invoicer", "end_to_end")
+STAGES = (
+    "ingest",
+    "aggregator",
+    "cardinality",
+    "meter_events",
+    "groups",
+    "invoicer",
+    "end_to_end",
+)
 
 
 async def _run(stages: list[str], broker: str) -> list[Figure]:

@@ -4,6 +4,8 @@ beside ``bench/results/latest.json``).
 - ``ratios.png``: every figure that has a ceiling measured in the same run, as its ratio to
   that ceiling — how close each stage comes to the bound no implementation could beat here.
 - ``latency.png``: the latency percentiles (every figure in ms) against their targets.
+- ``cardinality.png``: the aggregator's records/s and the same run's Postgres floor against
+  the number of items (``bench.cardinality``), each point labelled with its ratio.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 from bench.common import Figure
 
 __all__ = ["draw"]
 
 _TARGET_MS = re.compile(r"≤\s*([\d,.]+)\s*ms")
+_ITEMS = re.compile(r"^([\d,]+) items: ")
 
 
 def _label(f: Figure) -> str:
@@ -63,6 +67,50 @@ def _latency(figures: list[Figure], path: Path) -> None:
     plt.close(fig)
 
 
+def _sweep(figures: list[Figure]) -> list[tuple[int, Figure]]:
+    """The cardinality stage's rates against their floor, by item count."""
+    out = []
+    for f in figures:
+        match = _ITEMS.match(f.metric)
+        if f.stage == "cardinality" and match and f.ceiling and f.unit == "records/s":
+            out.append((int(match.group(1).replace(",", "")), f))
+    return sorted(out, key=lambda row: row[0])
+
+
+def _cardinality(figures: list[Figure], path: Path) -> None:
+    rows = _sweep(figures)
+    items = [n for n, _ in rows]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(items, [f.value for _, f in rows], "o-", color="#2563eb", label="aggregator, records/s")
+    ax.plot(
+        items,
+        [f.ceiling or 0.0 for _, f in rows],
+        "s--",
+        color="#6b7280",
+        label=f"{rows[0][1].ceiling_label}, rows/s (same run)",
+    )
+    ax.plot(
+        items,
+        [0.5 * (f.ceiling or 0.0) for _, f in rows],
+        ":",
+        color="#dc2626",
+        label="target: 0.5 × floor",
+    )
+    for n, f in rows:
+        ax.annotate(f"{f.ratio:.2f} ×", (n, f.value), textcoords="offset points", xytext=(6, 6))
+    ax.set_xscale("log")
+    ax.set_xticks(items, [f"{n:,}" for n in items])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("items (log scale), the same usage points spread over them")
+    ax.set_ylabel("per second")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.legend(fontsize=8)
+    fig.suptitle("Aggregator at high cardinality against the same run's Postgres floor")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def draw(figures: list[Figure], directory: Path) -> list[Path]:
     """The charts of these figures, written into ``directory``; the paths written (a chart
     with nothing to show is not drawn)."""
@@ -71,6 +119,7 @@ def draw(figures: list[Figure], directory: Path) -> list[Path]:
     for name, drawer, wanted in (
         ("ratios.png", _ratios, [f for f in figures if f.ratio is not None and f.unit != "ms"]),
         ("latency.png", _latency, [f for f in figures if f.unit == "ms"]),
+        ("cardinality.png", _cardinality, [f for _, f in _sweep(figures)]),
     ):
         if wanted:
             path = directory / name

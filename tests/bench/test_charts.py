@@ -31,3 +31,25 @@ def test_a_chart_with_nothing_to_show_is_not_drawn(tmp_path: Path) -> None:
     only_throughput = [f for f in FIGURES if f.unit != "ms"]
     assert [p.name for p in draw(only_throughput, tmp_path)] == ["ratios.png"]
     assert draw([FIGURES[-1]], tmp_path / "none") == []  # no ceiling, no latency
+
+
+SWEEP = [
+    Figure(
+        "cardinality",
+        f"{n:,} items: 300,000 points at distinct timestamps, into Postgres windows",
+        rate,
+        "records/s",
+        "≥ 0.5 × Postgres floor",
+        floor,
+        "Postgres floor",
+        rate >= 0.5 * floor,
+    )
+    for n, rate, floor in ((50_000, 31_682, 76_289), (1_000, 109_128, 101_377))
+] + [Figure("cardinality", "1,000 items: Postgres floor", 101_377, "rows/s")]
+
+
+def test_the_cardinality_sweep_is_drawn_against_its_floor(tmp_path: Path) -> None:
+    written = draw(FIGURES + SWEEP, tmp_path)
+    assert [p.name for p in written] == ["ratios.png", "latency.png", "cardinality.png"]
+    assert _png(written[-1])
+    assert "cardinality.png" not in [p.name for p in draw(FIGURES, tmp_path / "without")]
