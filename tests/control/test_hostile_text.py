@@ -297,3 +297,16 @@ def test_text_refuses_any_string_with_a_bad_character(before: str, after: str, b
 def test_text_keeps_every_storable_string(value: str) -> None:
     assert text_problem(value) is None
     assert TypeAdapter(Text).validate_python(value) == value
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/prices", "/v1/billing/meters", "/v1/billing/alerts", "/v1/invoices"]
+)
+async def test_unknown_and_repeated_query_parameters_are_refused(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    unknown = _refused(await client.get(path, params={"limit": 1, "bogus": "1"}), "bogus")
+    assert unknown["code"] == "parameter_unknown"
+    assert "received unknown parameter: bogus" in unknown["message"]
+    repeated = _refused(await client.get(f"{path}?limit=1&limit=2"), "limit")
+    assert repeated["code"] == "parameter_invalid" and "more than once" in repeated["message"]

@@ -20,6 +20,7 @@ import schemathesis
 from hypothesis import settings
 from schemathesis import Case, CheckContext, Response
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
@@ -65,13 +66,37 @@ def error_type_fits_status(ctx: CheckContext, response: Response, case: Case) ->
     return None
 
 
+_EXTRA_LOCATIONS = (ParameterLocation.QUERY, ParameterLocation.HEADER, ParameterLocation.COOKIE)
+
+
+@schemathesis.check
+def negative_data_refused(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """schemathesis's ``negative_data_rejection``, except for a case negated only by dropping
+    or spoiling ``Authorization`` and by adding undeclared query, header or cookie
+    parameters: every call here sends the valid key (``_auth``), which undoes the first, and
+    an undeclared parameter that does not survive serialization leaves a request that was
+    valid all along (the API refuses unknown parameters that reach it: 400
+    ``parameter_unknown``, tested in tests/control/test_hostile_text.py). Every other
+    negative case is judged."""
+    data = case.meta.phase.data if case.meta else None
+    mutations = list(getattr(data, "mutations", None) or ())
+    on_key = [m for m in mutations if (m.parameter or "").lower() == "authorization"]
+    others = [m for m in mutations if m not in on_key]
+    if on_key and all(
+        m.parameter is None and m.parameter_location in _EXTRA_LOCATIONS for m in others
+    ):
+        return None
+    result: bool | None = negative_data_rejection(ctx, response, case)
+    return result
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
-    negative_data_rejection,
+    negative_data_refused,
     ignored_auth,
     error_type_fits_status,
 ]
