@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from aggregator.worker import Aggregator
-from bench.common import Figure
+from bench.common import Figure, catch_up
 from domain.fold import fold_map
 from domain.watermark import caught_up
 from domain.wire import Entry, encode_entries, item_key, usage_entry
@@ -254,20 +254,9 @@ async def aggregator_round(
     agg = Aggregator(settings, retention_s=None)
     await agg.start()
     try:
-        started = time.perf_counter()
-        runner = asyncio.create_task(agg.run())
-        # Watch the commits in memory (a Postgres poll would compete for the same loop and
-        # server), then confirm against the stored offsets.
-        while any(agg.committed.get(p, -1) < end for p, end in ends.items()):
-            if runner.done():
-                runner.result()
-                raise RuntimeError("the aggregator stopped before catching up")
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
+        elapsed = await catch_up(agg, ends)
         if not await caught_up(pool, settings.consumer_group, settings.usage_topic, ends):
             raise RuntimeError("the aggregator reported commits Postgres does not hold")
-        agg.request_stop()
-        await runner
     finally:
         await agg.stop()
     counts = dict(

@@ -62,7 +62,7 @@ from bench.aggregator import (
     reset_tables,
     topic_partitions,
 )
-from bench.common import Figure
+from bench.common import Figure, catch_up
 from domain.wire import encode_entries, item_key, usage_entry
 from infra.db import create_pool
 from infra.devenv import dev_broker, isolated_settings
@@ -290,16 +290,7 @@ async def breakdown_round(
     agg = Aggregator(settings, pool=timed, retention_s=None)
     try:
         await agg.start()
-        started = time.perf_counter()
-        runner = asyncio.create_task(agg.run())
-        while any(agg.committed.get(p, -1) < end for p, end in ends.items()):
-            if runner.done():
-                runner.result()
-                raise RuntimeError("the aggregator stopped before catching up")
-            await asyncio.sleep(0.001)
-        seconds = time.perf_counter() - started
-        agg.request_stop()
-        await runner
+        seconds = await catch_up(agg, ends)
     finally:
         await agg.stop()
         await timed.close()

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from aggregator.worker import Aggregator
 from domain.accounts import create_account
 from domain.ratelimit.store import FIELDS, set_overrides
 from infra.devenv import role_env
@@ -27,6 +28,7 @@ __all__ = [
     "Figure",
     "Served",
     "bench_env",
+    "catch_up",
     "metered_fixture",
     "print_table",
     "serve_process",
@@ -177,3 +179,22 @@ async def metered_fixture(api: str, settings: Settings) -> tuple[str, str, int]:
             "/v1/subscriptions", {"customer": customer["id"], "items": [{"price": price["id"]}]}
         )
     return key, sub["items"]["data"][0]["id"], int(sub["currentPeriodStart"])
+
+
+async def catch_up(agg: Aggregator, ends: dict[int, int]) -> float:
+    """Run a started aggregator until its commits reach ``ends`` (partition → end offset),
+    then stop it: the seconds it took. The commits are watched in memory (a Postgres poll
+    would compete for the same loop and server); callers confirm against the stored
+    offsets."""
+    started = time.perf_counter()
+    runner = asyncio.create_task(agg.run())
+    try:
+        while any(agg.committed.get(p, -1) < end for p, end in ends.items()):
+            if runner.done():
+                runner.result()
+                raise RuntimeError("the aggregator stopped before catching up")
+            await asyncio.sleep(0.001)
+        return time.perf_counter() - started
+    finally:
+        agg.request_stop()
+        await runner

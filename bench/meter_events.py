@@ -21,7 +21,6 @@ Every round's buckets are checked against a ground truth folded in memory.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import random
 import statistics
@@ -34,7 +33,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from aggregator.worker import Aggregator
 from bench.aggregator import Workload, preload, topic_partitions
-from bench.common import Figure
+from bench.common import Figure, catch_up
 from domain.meters import Number, Stats, bucket_of, event_stats, merge
 from domain.watermark import caught_up
 from domain.wire import MeterEvent, encode_meter_events, meter_key
@@ -121,18 +120,9 @@ async def aggregator_round(
     agg = Aggregator(settings, retention_s=None)
     await agg.start()
     try:
-        started = time.perf_counter()
-        runner = asyncio.create_task(agg.run())
-        while any(agg.committed.get(p, -1) < end for p, end in ends.items()):
-            if runner.done():
-                runner.result()
-                raise RuntimeError("the aggregator stopped before catching up")
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
+        elapsed = await catch_up(agg, ends)
         if not await caught_up(pool, settings.consumer_group, settings.usage_topic, ends):
             raise RuntimeError("the aggregator reported commits Postgres does not hold")
-        agg.request_stop()
-        await runner
     finally:
         await agg.stop()
     return elapsed, agg.meter_events
