@@ -1,8 +1,8 @@
 """The outbox: events are written in the caller's transaction, with one pending delivery per
 enabled endpoint subscribed to the event's type, so a committed change always has its event
-and its deliveries, and a rolled-back one has neither. ``emit_events`` writes many in two
-statements (the invoicer emits thousands a second), each distinct payload sent once;
-``emit_event`` is the one-event case.
+and its deliveries, and a rolled-back one has neither. ``emit_events`` writes many in one
+``COPY`` and one statement (the invoicer emits thousands a second), each distinct payload
+rendered once; ``emit_event`` is the one-event case.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from domain.billing.drafts import Draft, Line, invoice_item_line, write_drafts
+from domain.billing.drafts import Draft, Line, insert_drafts, invoice_item_line, write_drafts
 from domain.billing.plan import PeriodPlan, SubscriptionPeriod, plan_period
 from domain.billing.pricebook import PriceBook
 from domain.billing.rules import InvoiceRules
@@ -285,8 +285,9 @@ async def _write(
     drafts: list[Draft],
 ) -> list[tuple[str, str]]:
     """Write the drafts, then move each subscription whose draft was written to its
-    planned state and announce it."""
-    written = {d.subscription_id for d in await write_drafts(conn, drafts)}
+    planned state; the drafts' and the subscriptions' events go to the outbox together."""
+    inserted, events = await insert_drafts(conn, drafts)
+    written = {d.subscription_id for d in inserted}
     done = [(s, p) for s, p in zip(subs, plans, strict=True) if s["id"] in written]
     if done:
         after = [p.after for _, p in done]
@@ -307,13 +308,11 @@ async def _write(
             [a.current_period_end for a in after],
         )
         rendered = await load_subscriptions(conn, [s["id"] for s, _ in done])
-        await emit_events(
-            conn,
-            [
-                Event(s["account_id"], s["livemode"], p.transition.event_type, rendered[s["id"]])
-                for s, p in done
-            ],
-        )
+        events += [
+            Event(s["account_id"], s["livemode"], p.transition.event_type, rendered[s["id"]])
+            for s, p in done
+        ]
+    await emit_events(conn, events)
     return [(d.id, d.subscription_id) for d in drafts if d.subscription_id in written]
 
 

@@ -16,7 +16,7 @@ from domain.store.invoices import load_invoices
 from infra.ids import new_id
 from infra.telemetry import M
 
-__all__ = ["Draft", "Line", "invoice_item_line", "write_drafts"]
+__all__ = ["Draft", "Line", "insert_drafts", "invoice_item_line", "write_drafts"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,19 @@ class Draft:
 async def write_drafts(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> list[Draft]:
     """Insert the drafts and their lines, take their pending invoice items, and queue
     ``invoice.created``; a draft whose period already has its invoice is left out."""
+    written, events = await insert_drafts(conn, drafts)
+    await emit_events(conn, events)
+    return written
+
+
+async def insert_drafts(
+    conn: asyncpg.Connection[Any], drafts: list[Draft]
+) -> tuple[list[Draft], list[Event]]:
+    """``write_drafts`` without the outbox write: the drafts written and their
+    ``invoice.created`` events, for the caller to queue in this transaction with its own (a
+    period close queues its subscriptions' new state with them: one outbox write a batch)."""
     if not drafts:
-        return []
+        return [], []
     written = await _insert_invoices(conn, drafts)
     lines = [(d.id, n, ln) for d in written for n, ln in enumerate(d.lines, 1)]
     if lines:
@@ -86,11 +97,10 @@ async def write_drafts(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> li
             [t[1] for t in taken],
         )
     rendered = await load_invoices(conn, [d.id for d in written])
-    await emit_events(
-        conn, [Event(d.account_id, d.livemode, "invoice.created", rendered[d.id]) for d in written]
-    )
     M.invoices.labels("draft").inc(len(written))
-    return written
+    return written, [
+        Event(d.account_id, d.livemode, "invoice.created", rendered[d.id]) for d in written
+    ]
 
 
 async def _insert_invoices(conn: asyncpg.Connection[Any], drafts: list[Draft]) -> list[Draft]:
