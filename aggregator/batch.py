@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -32,6 +32,7 @@ from domain.meterusage import SEQ_INDEX_SPAN
 from domain.wire import decode_head, decode_meter_events, is_meter_message, records_of
 
 __all__ = [
+    "Appended",
     "BatchBuilder",
     "BucketKey",
     "MeterEntry",
@@ -40,6 +41,7 @@ __all__ = [
     "Request",
     "WindowDelta",
     "WindowKey",
+    "appended",
     "bucket_deltas",
     "decode_meter_entries",
     "decode_requests",
@@ -88,13 +90,43 @@ class Request:
             return []
 
 
+class Appended(NamedTuple):
+    """A delta of increments only, summarised for a window whose latest timestamp lies
+    before ``first_ts`` (or that holds no point yet): the map has no point at any of the
+    delta's timestamps, so each op is its point's new quantity, and ``fold_ops`` comes down
+    to these five figures (the store folds them in SQL, guarded by that condition)."""
+
+    first_ts: int
+    last_ts: int
+    last_quantity: int  # the op at ``last_ts``
+    total: int  # Σ of the ops
+    max: int  # the largest op
+
+
+def appended(ops: dict[int, Op]) -> Appended | None:
+    """``ops`` as an ``Appended`` summary; None when an op is a ``set`` (those keep the full
+    fold, which a ``set`` may need for ``max``)."""
+    if len(ops) == 1:
+        for ts, (is_set, value) in ops.items():
+            return None if is_set else Appended(ts, ts, value, value, value)
+    if not ops:
+        return None
+    sets, values = zip(*ops.values())  # noqa: B905 (the pairs are Ops)
+    if True in sets:
+        return None
+    last = max(ops)
+    return Appended(min(ops), last, ops[last].value, sum(values), max(values))
+
+
 @dataclass(slots=True)
 class WindowDelta:
-    """The pre-aggregated change to one window: ops per timestamp, in arrival order."""
+    """The pre-aggregated change to one window: ops per timestamp, in arrival order, and
+    their ``Appended`` summary when they hold increments only."""
 
     period_end: int
     ops: dict[int, Op] = field(default_factory=dict)
     records: int = 0
+    appended: Appended | None = None
 
 
 @dataclass(slots=True)
@@ -356,17 +388,48 @@ def bucket_deltas(events: Iterable[MeterEntry]) -> dict[BucketKey, Stats]:
 def window_deltas(requests: Iterable[Request]) -> dict[WindowKey, WindowDelta]:
     """Merge valid requests into per-window deltas, in the order given (arrival order)."""
     windows: dict[WindowKey, WindowDelta] = {}
+    unsure: list[WindowDelta] = []
     for r in requests:
-        if r.ops is None:
-            continue
-        key = (r.item_pk, r.period_start)
-        delta = windows.get(key)
-        if delta is None:
-            windows[key] = WindowDelta(r.period_end, dict(r.ops), r.count)
-        else:
-            merge_ops(delta.ops, r.ops)
-            delta.records += r.count
+        _add_request(windows, r, unsure)
+    _settle(unsure)
     return windows
+
+
+def _add_request(
+    windows: dict[WindowKey, WindowDelta], r: Request, unsure: list[WindowDelta]
+) -> None:
+    """Merge one valid request into its window's delta; a delta whose summary only its
+    merged ops can tell goes to ``unsure`` (see ``_settle``)."""
+    ops = r.ops
+    if ops is None:
+        return
+    key = (r.item_pk, r.period_start)
+    delta = windows.get(key)
+    if delta is None:
+        windows[key] = WindowDelta(r.period_end, dict(ops), r.count, appended(ops))
+        return
+    merge_ops(delta.ops, ops)
+    delta.records += r.count
+    first, later = delta.appended, appended(ops)
+    if first is None or later is None:
+        delta.appended = None  # a set stays a set at its timestamp (or _settle decides)
+    elif later.first_ts > first.last_ts:  # one after the other: no timestamp in common
+        delta.appended = Appended(
+            first.first_ts,
+            later.last_ts,
+            later.last_quantity,
+            first.total + later.total,
+            max(first.max, later.max),
+        )
+    else:
+        delta.appended = None
+        unsure.append(delta)
+
+
+def _settle(unsure: list[WindowDelta]) -> None:
+    """Summaries from the merged ops, for deltas whose requests overlapped in time."""
+    for delta in unsure:
+        delta.appended = appended(delta.ops)
 
 
 class BatchBuilder:
@@ -382,7 +445,9 @@ class BatchBuilder:
         self._requests: dict[str, Request] = {}
         self._events: dict[MeterKey, MeterEntry] = {}
         self._ranges: dict[int, PartitionRange] = {}
-        self._batch = PreparedBatch(self._ranges, [], {})
+        self._windows: dict[WindowKey, WindowDelta] = {}
+        self._unsure: list[WindowDelta] = []
+        self._batch = PreparedBatch(self._ranges, [], self._windows)
 
     def add(self, partition: int, messages: Sequence[Any]) -> None:
         """Messages of one partition, in offset order, continuing what was added before."""
@@ -390,6 +455,7 @@ class BatchBuilder:
         start = self._positions[partition] if span is None else span.next
         last = None
         batch, requests, events = self._batch, self._requests, self._events
+        windows, unsure = self._windows, self._unsure
         for msg in messages:
             if msg.offset < start:
                 continue
@@ -420,6 +486,7 @@ class BatchBuilder:
                     batch.duplicates_in_batch += 1
                 else:
                     requests[request.id] = request
+                    _add_request(windows, request, unsure)
         if last is not None:
             self._ranges[partition] = PartitionRange(
                 start if span is None else span.start, last + 1
@@ -428,7 +495,8 @@ class BatchBuilder:
     def build(self) -> PreparedBatch:
         batch = self._batch
         batch.requests = list(self._requests.values())
-        batch.windows = window_deltas(batch.requests)
+        _settle(self._unsure)  # the windows were merged as the requests came
+        self._unsure.clear()
         batch.meter_events = list(self._events.values())
         batch.buckets = bucket_deltas(batch.meter_events)
         return batch

@@ -17,22 +17,39 @@ One transaction per prepared batch:
 5. advance the stored offsets.
 
 Bulk statements only, however many rows a step touches, and few round trips — each costs
-~0.5 ms while the event loop prepares the next batch. A batch of known windows takes five:
-``BEGIN``; the fence and the ledger insert (one statement); the windows locked and read;
-points, windows and stored offsets written (one statement of three parts on different
-tables); ``COMMIT``. New windows, old points before a window's latest timestamp, a ``set``
-that lowers ``max``, and dead letters add a statement each when they occur. Meter events
-add one statement (buckets, with the offsets when no window was written); identifiers
-already in their ledger add one more (tombstones), alerts to evaluate a few.
+~0.5 ms while the event loop prepares the next batch. A batch takes five: ``BEGIN``; the
+fence and the ledger insert (one statement); the windows (one statement: new ones inserted,
+every existing one locked in key order, in-order increments folded — below); points, the
+windows folded in Python and stored offsets written (one statement of three parts on
+different tables); ``COMMIT``.
+
+**In-order increments** (docs/adr/0014). A window whose delta holds only increments comes
+with its ``Appended`` summary from the batch (sum, largest op, first and last timestamp,
+last quantity). The windows statement inserts such a window, when this process has not
+seen it, with those figures as they are; on an existing one it checks on the locked row
+that it is open and that its latest timestamp lies before the delta's first, and then adds
+them — no read, no Python fold. Every window that fails the guard (closed by an invoice,
+reaching back in time) and every window with a ``set`` comes back from the same statement,
+locked and read, and is folded by ``domain.fold.fold_ops`` as before. So the decision is
+made on the locked row, inside the transaction: a window closed or written meanwhile is
+never folded from the batch alone.
+
+Old points before a window's latest timestamp, a ``set`` that lowers ``max``, new windows
+holding a ``set``, windows gone missing and dead letters add a statement each when they
+occur. Meter events add one statement (buckets, with the offsets when no window was
+written); identifiers already in their ledger add one more (tombstones), alerts to
+evaluate a few. Integers travel as array literals cast in SQL (``_literal``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from aggregator import meters
 from aggregator.batch import (
@@ -54,6 +71,7 @@ __all__ = ["BatchResult", "PostgresWindowStore"]
 log = logging.getLogger(__name__)
 
 _INT64 = 2**63 - 1
+_INT_TYPE = {int}
 
 
 @dataclass(slots=True)
@@ -84,9 +102,71 @@ def _offsets_update(n: int) -> str:
     )
 
 
+def _literal(values: Sequence[int | None]) -> str:
+    """An array literal of integers (``{1,2,NULL}``), sent as text and cast in SQL: the
+    driver's binary array encoding checks every element's type, which for the per-window
+    and per-point columns costs more than Postgres's parsing of the text."""
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    try:  # orjson writes a list of integers ~20× faster than str() and join
+        return "{" + orjson.dumps(values)[1:-1].decode() + "}"
+    except TypeError:  # an integer beyond 64 bits
+        return "{" + ",".join(map(str, values)) + "}"
+
+
+def _ledger_literal(values: Sequence[Any]) -> str:
+    """``_literal`` for a column as a message's header gave it (a malformed request keeps
+    its fields as they came): anything but integers is refused, as the driver's own
+    encoding refuses it, so no text can ever reach the literal."""
+    if values and set(map(type, values)) != _INT_TYPE:
+        raise ValueError("a ledger column holds a value that is not an integer")
+    return _literal(values)
+
+
+# The windows of a batch in one statement (``_write_windows``). ``k`` holds every window of
+# the batch, ordered: new ``Appended`` ones ($11 of them), known ``Appended`` ones (up to
+# $12), then the others; the summary columns cover the ``Appended`` ones only (``unnest``
+# pads the rest with NULLs), period ends the new ones. New windows are inserted with their
+# folded figures; every existing window is locked in key order, and the guard — open, and
+# no point at or after the delta's first timestamp — is evaluated on the locked row, so a
+# window closed or written meanwhile is read instead, never folded blindly. The rows that
+# come back are the windows read (plus one row with the count folded, and the keys folded
+# when that count does not account for every window: some window was missing).
+_WINDOWS_SQL = (
+    "WITH k AS (SELECT * FROM unnest($1::text::bigint[], $2::text::bigint[],"
+    " $3::text::bigint[], $4::text::bigint[], $5::text::{kind}[], $6::text::bigint[],"
+    " $7::text::{kind}[], $8::text::bigint[], $9::text::{kind}[]) WITH ORDINALITY"
+    " AS k(i, s, e, f, tot, n, mx, lts, lq, ord)),"
+    " ins AS (INSERT INTO usage_windows (item_pk, period_start, period_end, total, max,"
+    " last_ts, last_quantity, records, updated)"
+    " SELECT i, s, e, tot, mx, lts, lq, n, $10 FROM k WHERE ord <= $11 ORDER BY i, s"
+    " ON CONFLICT DO NOTHING RETURNING item_pk, period_start),"
+    " l AS (SELECT w.item_pk, w.period_start, w.total, w.max, w.last_ts, w.last_quantity,"
+    " w.records, w.invoice_id IS NOT NULL AS closed, k.ord <= $12 AND w.invoice_id IS NULL"
+    " AND (w.last_ts IS NULL OR w.last_ts < k.f) AS fast, k.tot, k.n, k.mx, k.lts, k.lq"
+    " FROM usage_windows w JOIN k ON w.item_pk = k.i AND w.period_start = k.s"
+    " ORDER BY w.item_pk, w.period_start FOR UPDATE OF w),"
+    " up AS (UPDATE usage_windows w SET total = w.total + l.tot, max = greatest(w.max, l.mx),"
+    " last_ts = l.lts, last_quantity = l.lq, records = w.records + l.n, updated = $10"
+    " FROM l WHERE l.fast AND w.item_pk = l.item_pk AND w.period_start = l.period_start"
+    " RETURNING w.item_pk, w.period_start),"
+    " a AS (SELECT * FROM ins UNION ALL SELECT * FROM up),"
+    " c AS (SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM l WHERE NOT l.fast)"
+    " < $13 AS short)"
+    " SELECT h.applied_i, h.applied_s, r.* FROM (SELECT CASE WHEN c.short THEN"
+    " coalesce((SELECT array_agg(item_pk ORDER BY item_pk, period_start) FROM a), '{{}}')"
+    " END AS applied_i, CASE WHEN c.short THEN coalesce((SELECT array_agg(period_start"
+    " ORDER BY item_pk, period_start) FROM a), '{{}}') END AS applied_s FROM c) h"
+    " LEFT JOIN (SELECT l.item_pk, l.period_start, l.total, l.max, l.last_ts,"
+    " l.last_quantity, l.records, l.closed FROM l WHERE NOT l.fast) r ON true"
+)
+
+
 def _numeric_type(values: list[int]) -> str:
     """bigint[] travels much faster than numeric[]; numeric only for hostile totals."""
-    return "bigint" if all(-_INT64 <= v <= _INT64 for v in values) else "numeric"
+    return (
+        "bigint" if not values or (min(values) >= -_INT64 and max(values) <= _INT64) else "numeric"
+    )
 
 
 class PostgresWindowStore:
@@ -225,8 +305,9 @@ class PostgresWindowStore:
             " ORDER BY partition FOR UPDATE),"
             " ok AS (SELECT o.partition FROM o JOIN unnest($3::int[], $4::bigint[]) AS s(p, b)"
             " ON o.partition = s.p AND o.next_offset = s.b),"
-            " r AS (SELECT * FROM unnest($5::text[], $6::bigint[], $7::bigint[], $8::int[],"
-            " $9::bigint[], $10::int[], $11::bigint[], $12::int[], $13::bytea[])"
+            " r AS (SELECT * FROM unnest($5::text[], $6::text::bigint[], $7::text::bigint[],"
+            " $8::text::int[], $9::text::bigint[], $10::text::int[], $11::text::bigint[],"
+            " $12::text::int[], $13::bytea[])"
             " AS r(id, item_pk, period_start, records, accepted_at, kafka_partition,"
             " kafka_offset, kafka_index, payload)"
             " WHERE r.kafka_partition IN (SELECT partition FROM ok)),"
@@ -243,13 +324,13 @@ class PostgresWindowStore:
             parts,
             [batch.ranges[p].start for p in parts],
             [r.id for r in requests],
-            [r.item_pk for r in requests],
-            [r.period_start for r in requests],
-            [r.count for r in requests],
-            [r.accepted_at for r in requests],
-            [r.partition for r in requests],
-            [r.offset for r in requests],
-            [r.index for r in requests],
+            _ledger_literal([r.item_pk for r in requests]),
+            _ledger_literal([r.period_start for r in requests]),
+            _ledger_literal([r.count for r in requests]),
+            _ledger_literal([r.accepted_at for r in requests]),
+            _literal([r.partition for r in requests]),
+            _literal([r.offset for r in requests]),
+            _literal([r.index for r in requests]),
             [r.payload for r in requests],
             *meter_args,
         )
@@ -326,10 +407,7 @@ class PostgresWindowStore:
         windows (there was an open window to write)."""
         invalid = [r for r in requests if r.ops is None]
         keys = sorted({r.window for r in requests if r.ops is not None})
-        states, closed = await self._lock_windows(
-            conn, keys, [k for k in keys if k not in self._known], windows, created
-        )
-        missing = [k for k in keys if k not in states and k not in closed]
+        fast, states, closed, missing = await self._write_windows(conn, keys, windows, created)
         if missing:  # known to exist, yet gone (deleted by hand): create them again
             more, more_closed = await self._lock_windows(conn, missing, missing, windows, created)
             states.update(more)
@@ -349,10 +427,92 @@ class PostgresWindowStore:
                 [k[0] for k in late_keys],
                 [k[1] for k in late_keys],
             )
-        if not states:
+        if not states and not fast:
             return False
-        await self._fold_open(conn, {k: windows[k] for k in states}, states, result)
+        await self._fold_open(conn, windows, states, fast, result)
         return True
+
+    async def _write_windows(
+        self,
+        conn: asyncpg.Connection[Any],
+        keys: list[WindowKey],
+        windows: dict[WindowKey, WindowDelta],
+        created: list[WindowKey],
+    ) -> tuple[list[WindowKey], dict[WindowKey, WindowState], set[WindowKey], list[WindowKey]]:
+        """One statement for the windows of ``keys``: every window is locked in key order;
+        a window whose delta is ``Appended`` is folded right there from the batch alone when
+        the guard holds on its locked row (open, and its latest timestamp before the delta's
+        first) — or inserted with its folded figures when it is new. The others are read.
+
+        Returns the windows folded in SQL (their points are still to write), the states of
+        the open windows read (for ``fold_ops``), the keys of closed windows, and the keys
+        that turned out missing (believed to exist, or inserted meanwhile by another
+        transaction this statement's snapshot does not see)."""
+        if not keys:
+            return [], {}, set(), []
+        known = self._known
+        fresh_fast: list[WindowKey] = []
+        known_fast: list[WindowKey] = []
+        slow: list[WindowKey] = []
+        for k in keys:
+            if windows[k].appended is None:
+                slow.append(k)
+            elif k in known:
+                known_fast.append(k)
+            else:
+                fresh_fast.append(k)
+        fresh_slow = [k for k in slow if k not in known]
+        if fresh_slow:
+            await conn.execute(
+                "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
+                " SELECT i, s, e, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+                " AS v(i, s, e) ORDER BY i, s ON CONFLICT DO NOTHING",
+                [k[0] for k in fresh_slow],
+                [k[1] for k in fresh_slow],
+                [windows[k].period_end for k in fresh_slow],
+                now_s(),
+            )
+        fast = fresh_fast + known_fast
+        order = fast + slow
+        sums = [a for a in (windows[k].appended for k in fast) if a is not None]
+        totals = [a.total for a in sums]
+        maxes = [a.max for a in sums]
+        lasts = [a.last_quantity for a in sums]
+        kind = _numeric_type(totals + maxes + lasts)
+        rows = await conn.fetch(
+            _WINDOWS_SQL.format(kind=kind),
+            _literal([k[0] for k in order]),
+            _literal([k[1] for k in order]),
+            _literal([windows[k].period_end for k in fresh_fast]),
+            _literal([a.first_ts for a in sums]),
+            _literal(totals),
+            _literal([windows[k].records for k in fast]),
+            _literal(maxes),
+            _literal([a.last_ts for a in sums]),
+            _literal(lasts),
+            now_s(),
+            len(fresh_fast),
+            len(fast),
+            len(order),
+        )
+        created.extend(fresh_fast)
+        created.extend(fresh_slow)
+        states: dict[WindowKey, WindowState] = {}
+        closed: set[WindowKey] = set()
+        for r in rows:
+            if r["item_pk"] is None:
+                continue
+            key = (r["item_pk"], r["period_start"])
+            if r["closed"]:
+                closed.add(key)
+            else:
+                states[key] = window_state(r)
+        head = rows[0]
+        if head["applied_i"] is None:  # every window was folded or read
+            return [k for k in fast if k not in states and k not in closed], states, closed, []
+        applied = set(zip(head["applied_i"], head["applied_s"], strict=True))
+        missing = [k for k in keys if k not in applied and k not in states and k not in closed]
+        return [k for k in fast if k in applied], states, closed, missing
 
     async def _lock_windows(
         self,
@@ -401,12 +561,16 @@ class PostgresWindowStore:
         conn: asyncpg.Connection[Any],
         windows: dict[WindowKey, WindowDelta],
         states: dict[WindowKey, WindowState],
+        fast: list[WindowKey],
         result: BatchResult,
     ) -> None:
+        """Write the points of the windows folded in SQL (``fast``) and fold the windows
+        read (``states``): their old points read where ``fold_ops`` needs them, then
+        points, those windows and the stored offsets in one statement."""
         wanted_items: list[int] = []
         wanted_ts: list[int] = []
-        for key, delta in windows.items():
-            needed = points_to_read(states[key], delta.ops)
+        for key, state in states.items():
+            needed = points_to_read(state, windows[key].ops)
             wanted_items += [key[0]] * len(needed)
             wanted_ts += needed
         old: dict[int, dict[int, int]] = {}
@@ -423,9 +587,16 @@ class PostgresWindowStore:
         p_items: list[int] = []
         p_ts: list[int] = []
         p_values: list[int] = []
+        for key in fast:
+            delta = windows[key]
+            ops = delta.ops
+            p_items += [key[0]] * len(ops)
+            p_ts += ops
+            p_values += [op.value for op in ops.values()]
+            result.records += delta.records
         recompute: list[WindowKey] = []
-        for key, delta in windows.items():
-            state = states[key]
+        for key, state in states.items():
+            delta = windows[key]
             points, again = fold_ops(state, delta.ops, old.get(key[0], {}))
             p_items += [key[0]] * len(points)
             p_ts += points.keys()
@@ -437,30 +608,31 @@ class PostgresWindowStore:
         # Points, windows and the stored offsets: one statement (its parts touch different
         # tables, so running them together changes nothing but the round trips).
         p_kind = _numeric_type(p_values)
-        keys = sorted(windows)
+        keys = sorted(states)
         totals = [states[k].total for k in keys]
         maxes = [states[k].max for k in keys]
         lasts = [states[k].last_quantity for k in keys]
         w_kind = _numeric_type(totals + maxes + lasts)
         await conn.execute(
             "WITH p AS (INSERT INTO usage_points (item_pk, ts, quantity)"
-            f" SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::{p_kind}[])"
+            f" SELECT * FROM unnest($1::text::bigint[], $2::text::bigint[], $3::text::{p_kind}[])"
             " ON CONFLICT (item_pk, ts) DO UPDATE SET quantity = EXCLUDED.quantity),"
             " w AS (UPDATE usage_windows w SET total = v.total, max = v.max, last_ts = v.lts,"
             " last_quantity = v.lq, records = v.n, updated = $11"
-            f" FROM unnest($4::bigint[], $5::bigint[], $6::{w_kind}[], $7::{w_kind}[],"
-            f" $8::bigint[], $9::{w_kind}[], $10::bigint[]) AS v(i, s, total, max, lts, lq, n)"
+            f" FROM unnest($4::text::bigint[], $5::text::bigint[], $6::text::{w_kind}[],"
+            f" $7::text::{w_kind}[], $8::text::bigint[], $9::text::{w_kind}[],"
+            " $10::text::bigint[]) AS v(i, s, total, max, lts, lq, n)"
             " WHERE w.item_pk = v.i AND w.period_start = v.s) " + _offsets_update(12),
-            p_items,
-            p_ts,
-            p_values,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            totals,
-            maxes,
-            [states[k].last_ts for k in keys],
-            lasts,
-            [states[k].records for k in keys],
+            _literal(p_items),
+            _literal(p_ts),
+            _literal(p_values),
+            _literal([k[0] for k in keys]),
+            _literal([k[1] for k in keys]),
+            _literal(totals),
+            _literal(maxes),
+            _literal([states[k].last_ts for k in keys]),
+            _literal(lasts),
+            _literal([states[k].records for k in keys]),
             now_s(),
             self._group,
             self._topic,
@@ -469,7 +641,7 @@ class PostgresWindowStore:
             now_s(),
         )
         result.points += len(p_ts)
-        result.windows += len(keys)
+        result.windows += len(keys) + len(fast)
         if recompute:
             await conn.execute(
                 "UPDATE usage_windows w SET max = coalesce((SELECT max(p.quantity)"

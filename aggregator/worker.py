@@ -51,6 +51,8 @@ _RETENTION_S = 300.0
 # Prepare a batch in slices of about this many message bytes, yielding to the event loop
 # between slices so the previous batch's transaction keeps moving (one statement per slice).
 _SLICE_BYTES = 64 * 1024
+# ... or of this many messages (small requests decode at ~10 µs each).
+_SLICE_MESSAGES = 256
 # A batch takes what the consumer has fetched, up to about this many message bytes.
 _BATCH_BYTES = 2 * 1024 * 1024
 
@@ -288,7 +290,7 @@ class Aggregator(Service):
                 lo = size = 0
                 for i, msg in enumerate(msgs):
                     size += len(msg.value)
-                    if size >= _SLICE_BYTES:
+                    if size >= _SLICE_BYTES or i + 1 - lo >= _SLICE_MESSAGES:
                         builder.add(tp.partition, msgs[lo : i + 1])
                         total, lo, size = total + size, i + 1, 0
                         await asyncio.sleep(0)

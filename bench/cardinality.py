@@ -179,6 +179,7 @@ _KINDS = (
     ("COMMIT", "commit"),
     ("WITH o AS (SELECT partition", "fence + ledger insert"),
     ("INSERT INTO usage_windows", "new windows insert"),
+    ("WITH k AS (SELECT", "windows written or locked and read"),
     ("SELECT w.item_pk", "windows locked and read"),
     ("SELECT p.item_pk", "old points read"),
     ("WITH p AS (INSERT INTO usage_points", "points + windows + offsets write"),
@@ -235,9 +236,15 @@ class Breakdown:
 
 
 def _rows(kind: str, args: tuple[Any, ...]) -> int:
-    # The fence + ledger statement's 5th argument is the requests' ids.
+    # The fence + ledger statement's 5th argument is the requests' ids. Arrays travel as
+    # lists or as array literals (``{1,2,3}``).
     at = 4 if kind == "fence + ledger insert" else 0
-    return len(args[at]) if len(args) > at and isinstance(args[at], list) else 0
+    arg = args[at] if len(args) > at else None
+    if isinstance(arg, list):
+        return len(arg)
+    if isinstance(arg, str) and arg.startswith("{"):
+        return 0 if arg == "{}" else arg.count(",") + 1
+    return 0
 
 
 BREAKDOWN = Breakdown()
