@@ -25,7 +25,6 @@ The dev broker keeps at most 5 MB per partition, which bounds N (~600k records).
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import statistics
 import time
@@ -38,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from aggregator.worker import Aggregator
-from bench.common import Figure, catch_up
+from bench.common import Figure, aggregator_gc, catch_up
 from domain.fold import fold_map
 from domain.watermark import caught_up
 from domain.wire import Entry, encode_entries, item_key, usage_entry
@@ -46,7 +45,6 @@ from infra import progress
 from infra.db import create_pool
 from infra.devenv import isolated_settings
 from infra.settings import Settings
-from vinr.roles import tune_gc
 
 STAGE = "aggregator"
 ROUNDS = 3
@@ -298,13 +296,8 @@ async def check_windows(pool: asyncpg.Pool, workload: Workload) -> int:
 
 async def run(broker: str) -> list[Figure]:
     """Both loops run under the aggregator role's collector settings (``tune_gc``)."""
-    thresholds = gc.get_threshold()
-    tune_gc()
-    try:
+    with aggregator_gc():
         return await _run(broker)
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
 
 
 async def _run(broker: str) -> list[Figure]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import gc
 import json
 import pstats
 import random
@@ -62,7 +61,7 @@ from bench.aggregator import (
     reset_tables,
     topic_partitions,
 )
-from bench.common import Figure, catch_up
+from bench.common import Figure, aggregator_gc, catch_up
 from domain.wire import encode_entries, item_key, usage_entry
 from infra.db import create_pool
 from infra.devenv import dev_broker, isolated_settings
@@ -344,13 +343,8 @@ class Measured:
 
 async def run(broker: str) -> list[Figure]:
     """Under the aggregator role's collector settings (``tune_gc``), like its stage."""
-    thresholds = gc.get_threshold()
-    tune_gc()
-    try:
+    with aggregator_gc():
         measured = [await _measure(broker, items) for items in ITEMS]
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
     print_sweep(measured)
     print_breakdown(measured)
     return figures(measured)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from domain.accounts import create_account
 from domain.ratelimit.store import FIELDS, set_overrides
 from infra.devenv import role_env
 from infra.settings import Settings
+from vinr.roles import tune_gc
 
 __all__ = [
     "Figure",
@@ -198,3 +200,16 @@ async def catch_up(agg: Aggregator, ends: dict[int, int]) -> float:
     finally:
         agg.request_stop()
         await runner
+
+
+@contextlib.contextmanager
+def aggregator_gc() -> Iterator[None]:
+    """The aggregator role's collector settings (``vinr.roles.tune_gc``) for a stage that
+    runs an aggregator in the bench's process, put back afterwards."""
+    thresholds = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

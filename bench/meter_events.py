@@ -21,7 +21,6 @@ Every round's buckets are checked against a ground truth folded in memory.
 
 from __future__ import annotations
 
-import gc
 import random
 import statistics
 import time
@@ -33,7 +32,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from aggregator.worker import Aggregator
 from bench.aggregator import Workload, preload, topic_partitions
-from bench.common import Figure, catch_up
+from bench.common import Figure, aggregator_gc, catch_up
 from domain.meters import Number, Stats, bucket_of, event_stats, merge
 from domain.watermark import caught_up
 from domain.wire import MeterEvent, encode_meter_events, meter_key
@@ -41,7 +40,6 @@ from infra import progress
 from infra.db import create_pool
 from infra.devenv import isolated_settings
 from infra.settings import Settings
-from vinr.roles import tune_gc
 
 __all__ = ["run"]
 
@@ -176,13 +174,8 @@ async def check_buckets(pool: asyncpg.Pool, w: MeterWorkload) -> int:
 
 async def run(broker: str) -> list[Figure]:
     """Under the aggregator role's collector settings (``tune_gc``)."""
-    thresholds = gc.get_threshold()
-    tune_gc()
-    try:
+    with aggregator_gc():
         return await _run(broker)
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
 
 
 async def _run(broker: str) -> list[Figure]:
