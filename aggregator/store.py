@@ -169,6 +169,22 @@ def _numeric_type(values: list[int]) -> str:
     )
 
 
+async def _insert_empty_windows(
+    conn: asyncpg.Connection[Any], keys: list[WindowKey], windows: dict[WindowKey, WindowDelta]
+) -> None:
+    """Create the windows ``keys`` empty if missing, in key order (the order windows are
+    locked in everywhere)."""
+    await conn.execute(
+        "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
+        " SELECT i, s, e, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+        " AS v(i, s, e) ORDER BY i, s ON CONFLICT DO NOTHING",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [windows[k].period_end for k in keys],
+        now_s(),
+    )
+
+
 class PostgresWindowStore:
     """Applies prepared batches; holds one connection for them (``close`` returns it).
 
@@ -463,15 +479,7 @@ class PostgresWindowStore:
                 fresh_fast.append(k)
         fresh_slow = [k for k in slow if k not in known]
         if fresh_slow:
-            await conn.execute(
-                "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
-                " SELECT i, s, e, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
-                " AS v(i, s, e) ORDER BY i, s ON CONFLICT DO NOTHING",
-                [k[0] for k in fresh_slow],
-                [k[1] for k in fresh_slow],
-                [windows[k].period_end for k in fresh_slow],
-                now_s(),
-            )
+            await _insert_empty_windows(conn, fresh_slow, windows)
         fast = fresh_fast + known_fast
         order = fast + slow
         sums = [a for a in (windows[k].appended for k in fast) if a is not None]
@@ -529,15 +537,7 @@ class PostgresWindowStore:
         if not keys:
             return states, closed
         if new:
-            await conn.execute(
-                "INSERT INTO usage_windows (item_pk, period_start, period_end, updated)"
-                " SELECT i, s, e, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
-                " AS v(i, s, e) ON CONFLICT DO NOTHING",
-                [k[0] for k in new],
-                [k[1] for k in new],
-                [windows[k].period_end for k in new],
-                now_s(),
-            )
+            await _insert_empty_windows(conn, new, windows)
             created.extend(new)
         rows = await conn.fetch(
             "SELECT w.item_pk, w.period_start, w.total, w.max, w.last_ts, w.last_quantity,"

@@ -26,6 +26,7 @@ import itertools
 import logging
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -93,7 +94,7 @@ class InFlight:
         M.ingest_inflight_limit.set(limit)
 
 
-class HotPath(Generic[R]):
+class HotPath(ABC, Generic[R]):
     """A raw-ASGI hot-path endpoint; subclasses set the parsers and write ``_accept``.
 
     ``routes``: the metric route labels of the single and the batch route; ``what``: how a
@@ -207,9 +208,9 @@ class HotPath(Generic[R]):
             check_idempotency_key(idem_key)
         return await self._accept(tenant, req, idem_key)
 
+    @abstractmethod
     async def _accept(self, tenant: Tenant, req: R, idem_key: str | None) -> tuple[bytes, bool]:
         """(the answer, whether it replays an earlier one). Raises VinrError to refuse."""
-        raise NotImplementedError
 
     def _check_kafka(self) -> None:
         """503 now, before claiming anything, when Kafka is known to be away."""
