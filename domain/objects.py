@@ -131,11 +131,13 @@ def render_test_clock(row: Row) -> dict[str, Any]:
     }
 
 
-def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
-    """``row`` carries ``customer_id``; each item row carries its price's columns as ``p_*``."""
+def render_subscription(
+    row: Row, items: Sequence[Row], prices: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``row`` carries ``customer_id``; ``prices`` maps each item's price id to its rendered
+    price (``render_prices``)."""
     data = []
     for item in items:
-        price = {k[2:]: v for k, v in item.items() if k.startswith("p_")}
         data.append(
             {
                 "id": item["id"],
@@ -144,7 +146,7 @@ def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
                 "livemode": item["livemode"],
                 "subscription": row["id"],
                 "quantity": item["quantity"],
-                "price": render_price(price),
+                "price": prices[item["price_id"]],
             }
         )
     return _base(row, "subscription") | {
