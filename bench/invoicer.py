@@ -15,13 +15,12 @@ and one licensed item per subscription, a webhook endpoint taking every event), 
   tick whatever the number of invoices, so latency and not throughput). The wait is its
   own row.
 * **ceilings**: the same rows written with the fastest bare bulk writes — ``COPY`` for
-  the lines, events and deliveries (as the invoicer and the outbox write them), ``INSERT …
-  SELECT unnest(…)`` / ``UPDATE … FROM unnest(…)`` for the rest — in transactions of the
-  invoicer's batch size: what Postgres alone costs for that output, with no pricing,
-  rendering or locking. For close: invoices, lines, 2 events and their deliveries each.
-  For the lifecycle: those, then each invoice opened, charged (a charge row) and paid, and
-  3 more events with their deliveries, the events carrying a payload of the size the
-  invoicer writes.
+  the events (as the outbox writes them), ``INSERT … SELECT unnest(…)`` / ``UPDATE … FROM
+  unnest(…)`` for the rest — in transactions of the invoicer's batch size: what Postgres
+  alone costs for that output, with no pricing, rendering or locking. For close: invoices,
+  lines, 2 events and their deliveries each. For the lifecycle: those, then each invoice
+  opened, charged (a charge row) and paid, and 3 more events with their deliveries, the
+  events carrying a payload of the size the invoicer writes.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import asyncpg
 from bench.common import Figure
 from domain.clock import now_s
 from domain.periods import period_at
-from domain.store.webhooks import delivery_id
 from infra.db import create_pool
 from infra.devenv import isolated_settings
 from invoicer.worker import Invoicer
@@ -161,17 +159,19 @@ async def _bulk_events(
     type_: str = "invoice.paid",
 ) -> None:
     """``per_invoice`` events of each invoice and a delivery of each, as the outbox writes
-    them: both with ``COPY``."""
+    them: the events with ``COPY``, the deliveries with ``INSERT … SELECT unnest(…)``."""
     evt = [f"evt_{tag}{i}_{k}" for i in ids for k in range(1, per_invoice + 1)]
     await conn.copy_records_to_table(
         "events",
         columns=("id", "account_id", "livemode", "type", "data", "created"),
         records=[(e, _ACCOUNT, False, type_, event, ts) for e in evt],
     )
-    await conn.copy_records_to_table(
-        "webhook_deliveries",
-        columns=("id", "event_id", "endpoint_id", "next_attempt_at", "created"),
-        records=[(delivery_id(e, "we_bench"), e, "we_bench", float(ts), ts) for e in evt],
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at,"
+        " created) SELECT 'whd_' || md5(e), e, 'we_bench', $2::float8, $2::bigint"
+        " FROM unnest($1::text[]) e",
+        evt,
+        ts,
     )
 
 
@@ -206,24 +206,13 @@ async def _ceiling(
                 cust_pk,
                 ts,
             )
-            await conn.copy_records_to_table(
-                "invoice_lines",
-                columns=(
-                    "id",
-                    "invoice_id",
-                    "position",
-                    "type",
-                    "description",
-                    "quantity",
-                    "amount",
-                    "period_start",
-                    "period_end",
-                ),
-                records=[
-                    (f"il_{i}{p}", i, p, "subscription", "x", 1, 1, ts, ts)
-                    for i in ids
-                    for p in (1, 2)
-                ],
+            await conn.execute(
+                "INSERT INTO invoice_lines (id, invoice_id, position, type, description,"
+                " quantity, amount, period_start, period_end)"
+                " SELECT 'il_' || i || p, i, p, 'subscription', 'x', 1, 1, $2, $2"
+                " FROM unnest($1::text[]) i, generate_series(1, 2) p",
+                ids,
+                ts,
             )
             await _bulk_events(conn, ids, tag, event, ts, per_invoice=2, type_="invoice.created")
     if settle_event is None:
