@@ -128,8 +128,9 @@ def delivery_id(event_id: str, endpoint_id: str) -> str:
 # The endpoints an outbox write delivers to (not disabled), with the server's clock (when
 # their deliveries are due).
 _OUTBOX_ENDPOINTS = (
-    "SELECT id, account_id, livemode, enabled_events, extract(epoch from clock_timestamp())"
-    " AS now FROM webhook_endpoints WHERE account_id = ANY($1::text[]) AND status <> 'disabled'"
+    "SELECT id, account_id, livemode, enabled_events,"
+    " extract(epoch from clock_timestamp())::float8 AS now FROM webhook_endpoints"
+    " WHERE account_id = ANY($1::text[]) AND status <> 'disabled'"
 )
 
 _DELIVERY_COLUMNS = ("id", "event_id", "endpoint_id", "next_attempt_at", "created")

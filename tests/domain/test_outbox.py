@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -24,6 +25,19 @@ SELECT e.id AS event_id, w.id AS endpoint_id FROM events e JOIN webhook_endpoint
  AND (e.type = ANY(w.enabled_events) OR '*' = ANY(w.enabled_events))
 WHERE e.id = ANY($1::text[])
 """
+
+
+@pytest.fixture(autouse=True)
+async def _no_pending_left(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """The session's database is shared: deliveries these tests leave pending would be
+    claimed by other tests' dispatchers (their endpoints never answer), so they are
+    canceled afterwards."""
+    yield
+    await pool.execute(
+        "UPDATE webhook_deliveries d SET status = 'canceled' FROM webhook_endpoints w"
+        " WHERE w.id = d.endpoint_id AND w.account_id LIKE 'acct_outbox%'"
+        " AND d.status = 'pending'"
+    )
 
 
 async def _accounts(pool: asyncpg.Pool, n: int) -> list[str]:
