@@ -32,6 +32,7 @@ __all__ = [
     "render_meter_event_summary",
     "render_payment_method",
     "render_price",
+    "render_prices",
     "render_product",
     "render_subscription",
     "render_test_clock",
@@ -130,11 +131,13 @@ def render_test_clock(row: Row) -> dict[str, Any]:
     }
 
 
-def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
-    """``row`` carries ``customer_id``; each item row carries its price's columns as ``p_*``."""
+def render_subscription(
+    row: Row, items: Sequence[Row], prices: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``row`` carries ``customer_id``; ``prices`` maps each item's price id to its rendered
+    price (``render_prices``)."""
     data = []
     for item in items:
-        price = {k[2:]: v for k, v in item.items() if k.startswith("p_")}
         data.append(
             {
                 "id": item["id"],
@@ -143,7 +146,7 @@ def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
                 "livemode": item["livemode"],
                 "subscription": row["id"],
                 "quantity": item["quantity"],
-                "price": render_price(price),
+                "price": prices[item["price_id"]],
             }
         )
     return _base(row, "subscription") | {
@@ -167,19 +170,27 @@ def render_subscription(row: Row, items: Sequence[Row]) -> dict[str, Any]:
     }
 
 
-def render_invoice(row: Row, lines: Sequence[Row], prices: Mapping[str, Row]) -> dict[str, Any]:
-    """``row`` carries ``customer_id``; ``prices`` maps price id → price row. An invoice not
-    stored (the upcoming one) has ``id`` None, and so have its lines."""
+def render_prices(rows: Mapping[str, Row]) -> dict[str, dict[str, Any]]:
+    """price id → rendered price, for ``render_invoice``: a batch of invoices billing the
+    same prices renders each once (the renderings are shared, never mutated)."""
+    return {price_id: render_price(row) for price_id, row in rows.items()}
+
+
+def render_invoice(
+    row: Row, lines: Sequence[Row], prices: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``row`` carries ``customer_id``; ``prices`` maps price id → rendered price
+    (``render_prices``). An invoice not stored (the upcoming one) has ``id`` None, and so
+    have its lines."""
     rendered = []
     for line in lines:
-        price = prices.get(line["price_id"]) if line["price_id"] else None
         rendered.append(
             {
                 "id": line["id"],
                 "object": "line_item",
                 "type": line["type"],
                 "subscriptionItem": line.get("item_id"),
-                "price": render_price(price) if price is not None else None,
+                "price": prices.get(line["price_id"]) if line["price_id"] else None,
                 **shown_quantity(line["quantity"]),
                 "amount": amount(line["amount"]),
                 "unitAmountDecimal": line["unit_amount_decimal"],

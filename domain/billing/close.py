@@ -31,7 +31,7 @@ from domain.clock import now_s, subscription_now
 from domain.events import Event, emit_events
 from domain.itemmeta import update_subscriptions
 from domain.metering import Ask, PriceChange, measure, price_segments
-from domain.objects import render_invoice
+from domain.objects import render_invoice, render_prices
 from domain.store.catalog import rendered_price_rows
 from domain.store.owned import found
 from domain.store.subscriptions import load_subscriptions
@@ -171,7 +171,7 @@ async def upcoming_invoice(
         }
         for ln in draft.lines
     ]
-    return render_invoice(row, lines, prices)
+    return render_invoice(row, lines, render_prices(prices))
 
 
 async def _build(conn: asyncpg.Connection[Any], due: _Due, plans: list[PeriodPlan]) -> list[Draft]:

@@ -141,27 +141,45 @@ async def _insert_invoices(conn: asyncpg.Connection[Any], drafts: list[Draft]) -
 
 
 async def _insert_lines(conn: asyncpg.Connection[Any], lines: list[tuple[str, int, Line]]) -> None:
-    """(invoice id, position, line) rows in one statement."""
-    quantities = [ln.quantity for _, _, ln in lines]
-    amounts = [ln.amount for _, _, ln in lines]
-    await conn.execute(
-        "INSERT INTO invoice_lines (id, invoice_id, position, type, item_pk, price_id,"
-        " description, quantity, unit_amount_decimal, amount, period_start, period_end,"
-        " proration) SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],"
-        f" $5::bigint[], $6::text[], $7::text[], $8::{int_array(quantities)}[],"
-        f" $9::text[], $10::{int_array(amounts)}[], $11::bigint[], $12::bigint[],"
-        " $13::bool[])",
-        [new_id("il") for _ in lines],
-        [i for i, _, _ in lines],
-        [n for _, n, _ in lines],
-        [ln.type for _, _, ln in lines],
-        [ln.item_pk for _, _, ln in lines],
-        [ln.price_id for _, _, ln in lines],
-        [ln.description for _, _, ln in lines],
-        quantities,
-        [ln.unit_amount_decimal for _, _, ln in lines],
-        amounts,
-        [ln.period_start for _, _, ln in lines],
-        [ln.period_end for _, _, ln in lines],
-        [ln.proration for _, _, ln in lines],
+    """(invoice id, position, line) rows in one ``COPY``: their invoices were just inserted
+    in this transaction and the line ids are new, so nothing can conflict; ``COPY`` spares
+    the thirteen arrays an ``INSERT … SELECT unnest(…)`` encodes and parses."""
+    await conn.copy_records_to_table(
+        "invoice_lines",
+        columns=_LINE_COLUMNS,
+        records=[
+            (
+                new_id("il"),
+                invoice_id,
+                position,
+                ln.type,
+                ln.item_pk,
+                ln.price_id,
+                ln.description,
+                ln.quantity,
+                ln.unit_amount_decimal,
+                ln.amount,
+                ln.period_start,
+                ln.period_end,
+                ln.proration,
+            )
+            for invoice_id, position, ln in lines
+        ],
     )
+
+
+_LINE_COLUMNS = (
+    "id",
+    "invoice_id",
+    "position",
+    "type",
+    "item_pk",
+    "price_id",
+    "description",
+    "quantity",
+    "unit_amount_decimal",
+    "amount",
+    "period_start",
+    "period_end",
+    "proration",
+)

@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from domain.metering import PeriodUsage, period_usage
-from domain.objects import render_invoice
+from domain.objects import render_invoice, render_prices
 from domain.store.catalog import rendered_price_rows
 from domain.store.owned import loaded_page
 from domain.tenant import Tenant
@@ -59,7 +59,9 @@ async def load_invoices(db: Db, invoice_ids: list[str]) -> dict[str, dict[str, A
     by_invoice: dict[str, list[asyncpg.Record]] = defaultdict(list)
     for line in lines:
         by_invoice[line["invoice_id"]].append(line)
-    prices = await rendered_price_rows(db, [ln["price_id"] for ln in lines if ln["price_id"]])
+    prices = render_prices(
+        await rendered_price_rows(db, [ln["price_id"] for ln in lines if ln["price_id"]])
+    )
     return {r["id"]: render_invoice(r, by_invoice[r["id"]], prices) for r in rows}
 
 

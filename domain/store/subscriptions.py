@@ -17,9 +17,9 @@ import asyncpg
 
 from domain.clock import now_s
 from domain.itemmeta import Changes
-from domain.objects import render_subscription
+from domain.objects import render_prices, render_subscription
 from domain.periods import Period
-from domain.store.catalog import meter_id_of
+from domain.store.catalog import rendered_price_rows
 from domain.store.owned import loaded_page
 from domain.tenant import Tenant
 
@@ -58,13 +58,7 @@ _SUB = (
     "SELECT s.*, c.id AS customer_id FROM subscriptions s JOIN customers c ON c.pk = s.customer_pk"
 )
 _ITEMS = (
-    "SELECT si.*, p.id AS p_id, p.created AS p_created, p.livemode AS p_livemode,"
-    " p.product_id AS p_product_id, p.currency AS p_currency, p.terms AS p_terms,"
-    " p.active AS p_active, p.interval AS p_interval, p.interval_count AS p_interval_count,"
-    " p.usage_type AS p_usage_type, p.aggregate_usage AS p_aggregate_usage,"
-    " p.nickname AS p_nickname, p.metadata AS p_metadata, "
-    + meter_id_of("p", "p_meter_id")
-    + " FROM subscription_items si JOIN prices p ON p.id = si.price_id"
+    "SELECT si.* FROM subscription_items si"
     " WHERE si.subscription_id = ANY($1::text[]) AND NOT si.deleted"
     " ORDER BY si.subscription_id, si.pk"
 )
@@ -73,11 +67,16 @@ _ITEMS = (
 PendingItem: TypeAlias = tuple[str, str, str, int, int]
 
 
-async def _items_by_subscription(db: Db, sub_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
+async def _items_by_subscription(
+    db: Db, sub_ids: list[str]
+) -> tuple[dict[str, list[asyncpg.Record]], dict[str, dict[str, Any]]]:
+    """The subscriptions' items by subscription, and their prices rendered (each once)."""
     by_sub: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    for item in await db.fetch(_ITEMS, sub_ids):
+    items = await db.fetch(_ITEMS, sub_ids)
+    for item in items:
         by_sub[item["subscription_id"]].append(item)
-    return by_sub
+    prices = render_prices(await rendered_price_rows(db, [i["price_id"] for i in items]))
+    return by_sub, prices
 
 
 async def load_subscriptions(db: Db, sub_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -85,8 +84,8 @@ async def load_subscriptions(db: Db, sub_ids: list[str]) -> dict[str, dict[str, 
     if not sub_ids:
         return {}
     rows = await db.fetch(_SUB + " WHERE s.id = ANY($1::text[])", sub_ids)
-    by_sub = await _items_by_subscription(db, sub_ids)
-    return {r["id"]: render_subscription(r, by_sub[r["id"]]) for r in rows}
+    by_sub, prices = await _items_by_subscription(db, sub_ids)
+    return {r["id"]: render_subscription(r, by_sub[r["id"]], prices) for r in rows}
 
 
 async def load_subscription(db: Db, t: Tenant, sub_id: str) -> dict[str, Any] | None:
@@ -99,7 +98,8 @@ async def load_subscription(db: Db, t: Tenant, sub_id: str) -> dict[str, Any] | 
     )
     if row is None:
         return None
-    return render_subscription(row, (await _items_by_subscription(db, [sub_id]))[sub_id])
+    by_sub, prices = await _items_by_subscription(db, [sub_id])
+    return render_subscription(row, by_sub[sub_id], prices)
 
 
 def subscription_filter(customer: str | None) -> tuple[str, list[Any]]:

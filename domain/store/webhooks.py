@@ -7,6 +7,8 @@ rules (validation, what to write when) to themselves.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -22,6 +24,7 @@ __all__ = [
     "cancel_pending",
     "delete_endpoint",
     "deliveries",
+    "delivery_id",
     "event",
     "event_head",
     "event_list",
@@ -32,6 +35,7 @@ __all__ = [
     "requeue_deliveries",
     "roll_secret",
     "subscribed_endpoints",
+    "subscribes",
     "update_endpoint",
 ]
 
@@ -73,15 +77,16 @@ async def insert_outbox(
     payload_of: list[int],
     created: int,
 ) -> None:
-    """Insert the events (in list order) and one pending delivery, due now, per endpoint of
-    their account and mode that is not disabled and subscribes to their type. Event ``k``
-    carries ``payloads[payload_of[k]]``: events sharing a payload (an invoice's ``paid`` and
-    ``payment_succeeded``) render it once.
+    """Insert the events (in list order) and one pending delivery, due now (the server's
+    clock), per endpoint of their account and mode that is not disabled and subscribes to
+    their type (``subscribes``). Event ``k`` carries ``payloads[payload_of[k]]``: events
+    sharing a payload (an invoice's ``paid`` and ``payment_succeeded``) render it once.
 
-    The events go in with ``COPY`` (binary, jsonb in its binary form: see ``infra.db``):
-    the payloads, ~2 KB each and thousands a second from the invoicer, are most of what
-    Postgres writes for a billing batch, and ``COPY`` takes them without the array literal
-    and statement an ``INSERT … SELECT unnest(…)`` parses."""
+    Events and deliveries go in with ``COPY`` (binary, jsonb in its binary form: see
+    ``infra.db``): the payloads, ~2 KB each and thousands a second from the invoicer, are
+    most of what Postgres writes for a billing batch, and ``COPY`` takes them without the
+    array literal and statement an ``INSERT … SELECT unnest(…)`` parses. The endpoints are
+    read once (``_OUTBOX_ENDPOINTS``) and matched to the events here."""
     await conn.copy_records_to_table(
         "events",
         columns=_EVENT_COLUMNS,
@@ -90,21 +95,45 @@ async def insert_outbox(
             for i, a, m, t, k in zip(ids, accounts, modes, types, payload_of, strict=True)
         ],
     )
-    await conn.execute(
-        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
-        " SELECT 'whd_' || md5(v.i || e.id), v.i, e.id, extract(epoch from clock_timestamp()),"
-        " $5 FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[]) AS v(i, a, l, t)"
-        " JOIN webhook_endpoints e ON e.account_id = v.a AND e.livemode = v.l"
-        " AND e.status <> 'disabled' AND (v.t = ANY(e.enabled_events)"
-        " OR '*' = ANY(e.enabled_events))",
-        ids,
-        accounts,
-        modes,
-        types,
-        created,
-    )
+    endpoints: dict[tuple[str, bool], list[asyncpg.Record]] = {}
+    due = 0.0
+    for e in await conn.fetch(_OUTBOX_ENDPOINTS, list(set(accounts))):
+        endpoints.setdefault((e["account_id"], e["livemode"]), []).append(e)
+        due = e["now"]
+    if not endpoints:
+        return
+    records = [
+        (delivery_id(i, e["id"]), i, e["id"], due, created)
+        for i, a, m, t in zip(ids, accounts, modes, types, strict=True)
+        for e in endpoints.get((a, m), ())
+        if subscribes(e["enabled_events"], t)
+    ]
+    if records:
+        await conn.copy_records_to_table(
+            "webhook_deliveries", columns=_DELIVERY_COLUMNS, records=records
+        )
 
 
+def subscribes(enabled_events: Sequence[str], event_type: str) -> bool:
+    """The subscription rule: an endpoint takes the types it enables, or every type
+    with ``*``."""
+    return event_type in enabled_events or "*" in enabled_events
+
+
+def delivery_id(event_id: str, endpoint_id: str) -> str:
+    """A delivery's id, one per (event, endpoint): queueing it again finds the same one."""
+    return "whd_" + hashlib.md5((event_id + endpoint_id).encode()).hexdigest()
+
+
+# The endpoints an outbox write delivers to (not disabled), with the server's clock (when
+# their deliveries are due).
+_OUTBOX_ENDPOINTS = (
+    "SELECT id, account_id, livemode, enabled_events,"
+    " extract(epoch from clock_timestamp())::float8 AS now FROM webhook_endpoints"
+    " WHERE account_id = ANY($1::text[]) AND status <> 'disabled'"
+)
+
+_DELIVERY_COLUMNS = ("id", "event_id", "endpoint_id", "next_attempt_at", "created")
 _EVENT_COLUMNS = ("id", "account_id", "livemode", "type", "data", "created")
 
 
@@ -186,13 +215,14 @@ async def requeue_deliveries(
     existing ones keep their id and attempts but restart their retry window."""
     await conn.execute(
         "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, next_attempt_at, created)"
-        " SELECT 'whd_' || md5($1 || w), $1, w, extract(epoch from clock_timestamp()), $3"
-        " FROM unnest($2::text[]) AS w"
+        " SELECT d, $1, w, extract(epoch from clock_timestamp()), $4"
+        " FROM unnest($2::text[], $3::text[]) AS v(w, d)"
         " ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending',"
         "   next_attempt_at = excluded.next_attempt_at, first_attempt_at = NULL,"
         "   delivered_at = NULL",
         event_id,
         endpoint_ids,
+        [delivery_id(event_id, w) for w in endpoint_ids],
         created,
     )
 
@@ -228,13 +258,12 @@ async def subscribed_endpoints(db: Db, t: Tenant, event_type: str) -> list[str]:
     return [
         r["id"]
         for r in await db.fetch(
-            "SELECT id FROM webhook_endpoints WHERE account_id = $1 AND livemode = $2"
-            " AND status <> 'disabled' AND deleted_at IS NULL"
-            " AND ($3 = ANY(enabled_events) OR '*' = ANY(enabled_events))",
+            "SELECT id, enabled_events FROM webhook_endpoints WHERE account_id = $1"
+            " AND livemode = $2 AND status <> 'disabled' AND deleted_at IS NULL ORDER BY id",
             t.account_id,
             t.livemode,
-            event_type,
         )
+        if subscribes(r["enabled_events"], event_type)
     ]
 
 

@@ -83,7 +83,7 @@ def test_the_subscription_item_query_is_written_once() -> None:
             "ingest",
         )
         for p in (ROOT / layer).rglob("*.py")
-        if any("p.nickname AS p_nickname" in s for s in _strings(p))
+        if any("SELECT si.* FROM subscription_items si" in s for s in _strings(p))
     ]
     assert holders == ["domain/store/subscriptions.py"]
 

@@ -134,11 +134,11 @@ async def test_a_batch_killed_before_commit_charges_nothing_and_the_retry_charge
     before = {i: await _trail(pool, i) for i in ids}
 
     # The batch is stopped where it queues its events (after its charges are written) by a
-    # lock on the deliveries table, and its connection is killed there.
+    # lock on the events table, and its connection is killed there.
     victim = await create_pool(settings, min_size=1, max_size=1)
     try:
         async with pool.acquire() as holder, holder.transaction():
-            await holder.execute("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
+            await holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
             async with victim.acquire() as conn:
                 pid = await conn.fetchval("SELECT pg_backend_pid()")
                 batch = asyncio.create_task(
