@@ -169,8 +169,8 @@ async def _idempotency_bytes(settings: Settings) -> tuple[int, int]:
     try:
         async for key in redis.scan_iter(match=settings.key("idem2", "*"), count=1000):
             total += int(await redis.memory_usage(key, samples=0) or 0)
-            if b":h:" in key:
-                entries += int(await redis.hlen(key))
+            if b":h:" in key:  # every hash holds its seal (field ""), not an entry
+                entries += int(await redis.hlen(key)) - int(await redis.hexists(key, ""))
     finally:
         await redis.aclose()
     return total, entries
