@@ -399,6 +399,7 @@ async def test_an_idempotency_key_replays_a_batch_that_repeated_an_identifier(
     published = [e[0] for _, evs in await _mine(meter_api, tenant.account) for e in evs]
     assert sorted(published) == [seen, seen + "-new"]
 
+
 async def test_unknown_and_inactive_event_names_are_refused(
     meter_api: Api, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
