@@ -56,6 +56,7 @@ BucketKey = tuple[int, int, int]  # (meter_pk, customer_pk, minute)
 MeterKey = tuple[int, str]  # (meter_pk, identifier): the unit of dedupe for meter events
 
 _BIGINT = 2**63 - 1
+_INT32 = 2**31 - 1  # usage_ledger.records
 
 
 @dataclass(slots=True)
@@ -231,6 +232,12 @@ def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
         raise ValueError(f"undecodable usage message: {exc}") from exc
     out = []
     for index, (id_, account, livemode, item_pk, start, end, at, count, ops) in enumerate(entries):
+        bad = _header_error(item_pk, start, end, at, count, ops)
+        if bad is not None:
+            # Its ledger row and dead letter hold zeros where the header had what no
+            # column takes: Postgres refusing a value would fail the whole batch, again
+            # at every retry. What was published is in the error and the raw message.
+            item_pk = start = end = at = count = 0
         request = Request(
             id_,
             str(account),
@@ -244,27 +251,32 @@ def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
             count,
             b"",
             None,
-            None,
+            None if bad is None else f"malformed request entry: {bad}",
             raw,
             index,
         )
-        try:
-            if (
-                type(item_pk) is not int
-                or type(start) is not int
-                or type(end) is not int
-                or type(at) is not int
-                or type(count) is not int
-                or type(ops) is not list
-                or not 0 < len(ops) <= count
-            ):
-                raise InvalidRecords("malformed request entry")
-            request.ops = ops_of(ops, start, end)
-            request.payload = orjson.dumps(ops)
-        except InvalidRecords as exc:
-            request.error = str(exc)
+        if bad is None:
+            try:
+                request.ops = ops_of(ops, start, end)
+                request.payload = orjson.dumps(ops)
+            except InvalidRecords as exc:
+                request.error = str(exc)
         out.append(request)
     return out
+
+
+def _header_error(item_pk: Any, start: Any, end: Any, at: Any, count: Any, ops: Any) -> str | None:
+    """What is wrong with a request's header fields, in the ranges of their columns, or
+    None."""
+    if not _is_id(item_pk):
+        return f"item_pk {item_pk!r:.40} is not a positive bigint"
+    if not (_is_time(start) and _is_time(end) and _is_time(at)):
+        return f"period {start!r:.40}..{end!r:.40} or accepted_at {at!r:.40} is not a bigint time"
+    if type(count) is not int or not 0 < count <= _INT32:
+        return f"record count {count!r:.40} is not a positive int"
+    if type(ops) is not list or not 0 < len(ops) <= count:
+        return "ops must be a list of 1 to count entries"
+    return None
 
 
 def _is_id(v: Any) -> bool:

@@ -20,6 +20,7 @@ from infra.devenv import dev_broker
 
 STAGES = (
     "ingest",
+    "redis",
     "aggregator",
     "cardinality",
     "meter_events",

@@ -8,8 +8,10 @@ served by the same stack and driven by the same generator in the same run.
 Figures: single-record requests/s (closed loop, 64 connections like the echo;
 again with 256, where coalescing has more to work with), p50/p99 latency at a fixed
 open-loop rate of 5,000 requests/s (latency counted from the scheduled send time), records/s
-in batches of 1000, and the ratio of the single-record rate to the echo's. Every request
-carries a fresh ``Idempotency-Key``, as the SDKs send. The API runs with per-key rate
+in batches of 1000, the ratio of the single-record rate to the echo's, and the bytes each
+accepted request's idempotency entry takes in Redis (``MEMORY USAGE`` of the keyspace the
+stage wrote over its entries; the ``redis`` stage measures it on a private server).
+Every request carries a fresh ``Idempotency-Key``, as the SDKs send. The API runs with per-key rate
 limits on; one key carries the whole load, so its account's usage limit is raised above
 what the machine can send (``bench.common.BENCH_RATE``) and no request is refused.
 
@@ -30,6 +32,7 @@ import uuid
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 
 from bench.common import Figure, bench_env, metered_fixture, serve_process
 from domain.ratelimit import RateLimiter
@@ -158,6 +161,21 @@ async def _limiter_cost(settings: Settings) -> tuple[float, float, float]:
         await pool.close()
 
 
+async def _idempotency_bytes(settings: Settings) -> tuple[int, int]:
+    """(Σ MEMORY USAGE of the compact idempotency keyspace, entries in its hashes): what
+    the API's requests of this stage left in Redis, read from Redis itself."""
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    total = entries = 0
+    try:
+        async for key in redis.scan_iter(match=settings.key("idem2", "*"), count=1000):
+            total += int(await redis.memory_usage(key, samples=0) or 0)
+            if b":h:" in key:  # every hash holds its seal (field ""), not an entry
+                entries += int(await redis.hlen(key)) - int(await redis.hexists(key, ""))
+    finally:
+        await redis.aclose()
+    return total, entries
+
+
 async def run(broker: str) -> list[Figure]:
     figures: list[Figure] = []
     async with isolated_settings(broker, label="bench") as settings:
@@ -237,6 +255,12 @@ async def run(broker: str) -> list[Figure]:
                 f"batches of {BATCH_SIZE}, closed loop",
             )
             _ok(batches, f"batches of {BATCH_SIZE}, closed loop")
+        stored_b, entries = await _idempotency_bytes(settings)
+        print(
+            f"  idempotency keyspace: {entries:,} entries, {stored_b / max(entries, 1):.1f} B"
+            " each (Σ MEMORY USAGE)",
+            flush=True,
+        )
         sync_ns, per_request_us, per_lease_us = await _limiter_cost(settings)
         print(
             f"  rate limiter: {sync_ns:,.0f} ns per admit from leased tokens;"
@@ -299,6 +323,16 @@ async def run(broker: str) -> list[Figure]:
             "records/s",
             "≥ 250,000",
             passed=batches["rps"] * BATCH_SIZE >= 250_000,
+        )
+    )
+    figures.append(
+        Figure(
+            STAGE,
+            "Redis bytes per accepted request's idempotency entry (Σ MEMORY USAGE / entries)",
+            stored_b / max(entries, 1),
+            "B",
+            "≤ 64 B",
+            passed=stored_b / max(entries, 1) <= 64,
         )
     )
     figures.append(

@@ -133,7 +133,11 @@ class Services:
         self._pipe = ScriptPipe(s.redis_url.get_secret_value(), timeout_s=5, connect_timeout_s=2)
         self._meta = ItemMetaStore(self._redis, s)
         self._idempotency = RedisIdempotencyStore(
-            self._redis, self._pipe, ttl_s=s.idempotency_ttl_s, lease_s=s.idempotency_lease_s
+            self._redis,
+            self._pipe,
+            ttl_s=s.idempotency_ttl_s,
+            lease_s=s.idempotency_lease_s,
+            namespace=s.key("idem2", ""),
         )
         if not await self._connect_once():
             self._connector = asyncio.create_task(self._keep_connecting())

@@ -228,14 +228,19 @@ class HotPath(ABC, Generic[R]):
         return f"{self._token_prefix}{next(self._tokens):x}"
 
     async def _release(
-        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
+        self,
+        request_key: str | None,
+        digest: str,
+        token: str,
+        records: Sequence[RecordKey],
+        ref: bytes = b"",
     ) -> None:
         """Free what a failed request claimed, before it is answered: the client's retry
-        must find the key free, not pending."""
+        must find the key free, not pending. ``ref``: the claim's (``Claim.ref``)."""
         if request_key is None and not records:
             return
         try:
-            await self._s.idempotency.release_claim(request_key, digest, token, records)
+            await self._s.idempotency.release_claim(request_key, digest, token, records, ref)
         except (RedisError, OSError):
             log.warning("could not release idempotency keys; their lease will expire")
 
@@ -246,13 +251,16 @@ class HotPath(ABC, Generic[R]):
         token: str,
         stored: bytes,
         records: Sequence[tuple[RecordKey, str]],
+        created: int,
+        ref: bytes = b"",
     ) -> None:
         """Mark the keys done, without waiting: Kafka has the request, it is accepted. The
         settlement is queued before the answer is written, ahead of any claim a retry could
         make; if it fails, the keys stay pending until their lease runs out and a retry then
-        republishes the same ids, which the aggregator's ledger drops."""
+        republishes the same ids, which the aggregator's ledger drops. ``created``: the time
+        the keys' entries live from."""
         if request_key is None and not records:
             return
         self._s.idempotency.complete_claim(
-            request_key, digest, token, stored=stored, records=records
+            request_key, digest, token, stored=stored, records=records, created=created, ref=ref
         )

@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 
 from domain.clock import now_s
 from domain.idempotency import Claim, ClaimState, RecordKey, RecordState, body_digest
+from domain.idempotency.compact import inline_stored, read_stored
 from domain.meters import Number, parse_value, timestamp_refusal
 from domain.services import Services
 from domain.tenant import Tenant
@@ -162,9 +163,9 @@ class MeterEventsEndpoint(HotPath[MeterRequest]):
                 except (KafkaError, TimeoutError) as exc:
                     raise self._kafka_failed(exc) from exc
         except BaseException:
-            await self._release(request_key, digest, token, claimed)
+            await self._release(request_key, digest, token, claimed, claim.ref)
             raise
-        stored = orjson.dumps([created, shown, sorted(seen)], option=orjson.OPT_NON_STR_KEYS)
+        stored = _dump_stored(created, shown, seen)
         own = {i: f"{c}:{ts}" for i, (c, ts) in shown.items()}
         default = f"{created}:"
         self._complete(
@@ -177,6 +178,8 @@ class MeterEventsEndpoint(HotPath[MeterRequest]):
                 for i, rk in zip(keyed, record_keys, strict=True)
                 if i not in seen
             ],
+            created,
+            claim.ref,
         )
         body = _render(req, tenant.livemode, identifiers, created, shown, len(seen))
         return body, (not req.batch and bool(seen))
@@ -304,9 +307,8 @@ class MeterEventsEndpoint(HotPath[MeterRequest]):
         """The answer to a request whose claim did not go ahead: a replay of the one its
         ``Idempotency-Key`` answered, or the refusal (mismatch 400, pending 409)."""
         if claim.state is _DONE:
-            created, stored, dups = orjson.loads(claim.stored)
-            shown: Shown = {int(i): (c, ts) for i, (c, ts) in stored.items()}
-            return _render(req, tenant.livemode, identifiers, created, shown, len(dups))
+            created, shown, dups = _load_stored(claim.stored)
+            return _render(req, tenant.livemode, identifiers, created, shown, dups)
         if claim.state is _MISMATCH:
             raise IdempotencyMismatch(
                 "this Idempotency-Key was already used with a different request body;"
@@ -335,6 +337,25 @@ class MeterEventsEndpoint(HotPath[MeterRequest]):
             f" {', '.join(pending)}; retry in a moment",
             param=pending[0] if pending else None,
         )
+
+
+def _dump_stored(created: int, shown: Shown, seen: Shown) -> bytes:
+    """What the request's Idempotency-Key stores: its time alone (compact, inline in the
+    key's entry) when every event was its own, else the events answered otherwise."""
+    if not shown and not seen:
+        inline = inline_stored(created, created)
+        if inline is not None:
+            return inline
+    return orjson.dumps([created, shown, sorted(seen)], option=orjson.OPT_NON_STR_KEYS)
+
+
+def _load_stored(raw: bytes) -> tuple[int, Shown, int]:
+    """``_dump_stored``'s (created, shown, the number of duplicates) back."""
+    times = read_stored(raw)
+    if times is not None:
+        return times[0], {}, 0
+    created, stored, dups = orjson.loads(raw)
+    return created, {int(i): (c, ts) for i, (c, ts) in stored.items()}, len(dups)
 
 
 def _render(

@@ -116,7 +116,12 @@ class UsageEndpoint(HotPath[Request]):
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         if claim.state is not _NEW:
-            return answer_repeat(claim, req, tenant.livemode), True
+            derived = (
+                derived_id("mbu", tenant.account_id, mode, idem_key, digest)
+                if idem_key is not None
+                else ""
+            )
+            return answer_repeat(claim, req, tenant.livemode, derived), True
         claimed = (
             [
                 rk
@@ -138,7 +143,7 @@ class UsageEndpoint(HotPath[Request]):
                 except (KafkaError, TimeoutError) as exc:
                     raise self._kafka_failed(exc) from exc
         except BaseException:
-            await self._release(request_key, digest, token, claimed)
+            await self._release(request_key, digest, token, claimed, claim.ref)
             raise
         M.usage.records += count
         self._complete(
@@ -147,13 +152,15 @@ class UsageEndpoint(HotPath[Request]):
             token,
             response[1],
             list(zip(claimed, record_ids, strict=True)) if claimed else [],
+            response[2],
+            claim.ref,
         )
         return response[0], False
 
     async def _build(
         self, tenant: Tenant, req: Request, claim: Claim, idem_key: str | None, digest: str
-    ) -> tuple[tuple[bytes, bytes], tuple[Entry, Records | None, bytes, int], list[str]]:
-        """((response, stored), (the request's entry in a Kafka message, its records when
+    ) -> tuple[tuple[bytes, bytes, int], tuple[Entry, Records | None, bytes, int], list[str]]:
+        """((response, stored, created), (the request's entry in a Kafka message, its records when
         they follow the entry, the item key, the record count), ids of the claimed keyed
         records).
 
@@ -226,7 +233,7 @@ class UsageEndpoint(HotPath[Request]):
         )
         response = render(req, tenant.livemode, request_id, created, now, duplicates)
         return (
-            (response, dump_stored(request_id, created, now, duplicates)),
+            (response, dump_stored(request_id, created, now, duplicates), created),
             (entry, batched, item_key(meta.pk), len(records)),
             record_ids,
         )

@@ -8,8 +8,10 @@ derived from the key, so a retry that slips past a flushed Redis is still dedupl
 the aggregator's ledger.
 
 Modules: ``claims`` (the Idempotency-Key rule, digests, the states a claim is answered),
-``codec`` (the value a key holds), ``scripts`` (the Lua scripts and the coalesced call's
-format), ``store`` (``RedisIdempotencyStore``).
+``codec`` (the value a control-plane key holds, and old-format usage keys), ``compact``
+(the usage keyspace: keys as fields of small listpack hashes in time slices, ~32 bytes a
+request), ``scripts`` (the Lua scripts and the coalesced call's format), ``store``
+(``RedisIdempotencyStore``).
 """
 
 from domain.idempotency.claims import (

@@ -88,9 +88,11 @@ class Begin:
 class Claim:
     """What Redis said about a usage request: the state of its key, the item metadata read
     alongside, what a ``DONE`` key stored, and one ``RecordState`` per record key (all
-    ``NEW`` when ``state`` is ``NEW``; nothing is claimed otherwise)."""
+    ``NEW`` when ``state`` is ``NEW``; nothing is claimed otherwise). ``ref``: how the
+    store finds the request key again (its settlement passes it back: not computed twice)."""
 
     state: ClaimState
     meta: bytes
     stored: bytes
     records: list[str]
+    ref: bytes = b""

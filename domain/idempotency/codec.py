@@ -1,4 +1,6 @@
-"""The value an idempotency key holds in Redis, defined once for Python and the Lua scripts.
+"""The value a string idempotency key holds in Redis, defined once for Python and the Lua
+scripts: the control plane's keys, and usage keys written before the compact keyspace
+(``domain.idempotency.compact``), which are read until they expire.
 
 ::
 

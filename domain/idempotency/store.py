@@ -5,7 +5,8 @@ through a ``Coalescer`` that runs every call submitted during one event-loop ite
 one ``OPS`` script invocation (one round trip, one command to pack and parse), at most
 ``max_concurrent`` at a time — so batches grow by themselves under load. Those invocations
 go over ``infra.scriptpipe`` (a lean pipelined connection); the control plane's single
-calls use redis-py.
+calls use redis-py. Usage keys live in the compact keyspace under ``namespace``
+(``domain.idempotency.compact``); control-plane keys are string keys named by the caller.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from domain.idempotency import compact
 from domain.idempotency.claims import Begin, Claim, ClaimState, RecordKey
 from domain.idempotency.scripts import (
     BEGIN,
     COMPLETE,
     OPS,
+    PEEK,
     RELEASE,
     ClaimOp,
     SettleOp,
+    key_ref,
     ops_answers,
     ops_call,
 )
@@ -50,6 +54,8 @@ class RedisIdempotencyStore:
         *,
         ttl_s: int,
         lease_s: float,
+        namespace: str,
+        floor_bits: int = 10,
         max_batch: int = 512,
         max_concurrent: int = 2,
     ) -> None:
@@ -58,8 +64,13 @@ class RedisIdempotencyStore:
         self._release = redis.register_script(RELEASE)
         self._pipe = pipe  # the hot path's lean connection
         self._ops_sha = pipe.register(OPS)
+        self._peek = redis.register_script(PEEK)
         self._ttl_ms = ttl_s * 1000
+        self._ttl_s = ttl_s
         self._lease_ms = int(lease_s * 1000)
+        # usage keys live in the compact keyspace; slices of half the TTL (compact.py)
+        self._layout = (namespace, max(1, (ttl_s + 1) // 2), floor_bits)
+        self._legacy = True  # old-format keys are read until Redis says none can be live
         self._ops: Coalescer[ClaimOp | SettleOp, Claim | None] = Coalescer(
             self._run_ops,
             max_batch=max_batch,
@@ -95,17 +106,25 @@ class RedisIdempotencyStore:
         A future, not a coroutine: the hot path awaits it directly (one frame less per
         request, twice: suspension and resumption)."""
         # _run_ops answers a claim with a Claim (typing.cast would cost a call per request)
+        ref = key_ref(request_key, digest) if request_key is not None else b""
         return self._ops.enqueue(  # type: ignore[return-value]
-            ClaimOp(meta_key, request_key, digest, token, records)
+            ClaimOp(meta_key, request_key, digest, token, records, ref)
         )
 
     def release_claim(
-        self, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
+        self,
+        request_key: str | None,
+        digest: str,
+        token: str,
+        records: Sequence[RecordKey],
+        ref: bytes = b"",
     ) -> asyncio.Future[Claim | None]:
         """Free what ``claim`` took. Queued at once, in order with the claims after it;
         await the future to know it is done (it fails with RedisError/OSError when Redis is
-        unavailable)."""
-        return self._ops.enqueue(SettleOp.release(request_key, digest, token, records))
+        unavailable). ``ref``: the claim's, when at hand."""
+        op = SettleOp.release(request_key, digest, token, records)
+        op.ref = ref
+        return self._ops.enqueue(op)
 
     def complete_claim(
         self,
@@ -115,16 +134,31 @@ class RedisIdempotencyStore:
         *,
         stored: bytes,
         records: Sequence[tuple[RecordKey, str]],
+        created: int,
+        ref: bytes = b"",
     ) -> None:
         """Mark what ``claim`` took as done, the request key storing ``stored`` and each
-        record key its id, for a caller that does not wait: queued at once, in order with
-        the claims after it; a failure is logged (the keys' lease then expires)."""
-        self._ops.push(SettleOp(request_key, True, digest, token, stored, records))
+        record key its id, live for the TTL from ``created``; for a caller that does not
+        wait: queued at once, in order with the claims after it; a failure is logged (the
+        keys' lease then expires). ``ref``: the claim's, when at hand."""
+        self._ops.push(SettleOp(request_key, True, digest, token, stored, records, created, ref))
+
+    async def usage_state(self, key: str) -> str | None:
+        """``"pending"`` / ``"done"`` for a usage key with a live entry, None otherwise: for
+        operators and tests, one call (not on the hot path)."""
+        namespace, slice_s, floor_bits = self._layout
+        tag = await self._peek(
+            keys=[], args=[self._ttl_s, compact.ident(key), namespace, slice_s, floor_bits]
+        )
+        return None if not tag else "pending" if tag == b"P" else "done"
 
     async def drain(self) -> None:
         """Wait until every queued operation has been sent and answered."""
         await self._ops.drain()
 
     async def _run_ops(self, ops: list[ClaimOp | SettleOp]) -> list[Claim | None]:
-        keys, args = ops_call(self._lease_ms, self._ttl_ms, ops)
-        return ops_answers(ops, await self._pipe.evalsha(self._ops_sha, keys, args))
+        keys, args = ops_call(self._lease_ms, self._ttl_s, self._layout, self._legacy, ops)
+        self._legacy, answers = ops_answers(
+            ops, await self._pipe.evalsha(self._ops_sha, keys, args)
+        )
+        return answers

@@ -182,8 +182,10 @@ async def test_malformed_requests_are_dead_lettered_not_dropped(
     good = traffic(6)
     bad = [
         message("mbu_bad1", 100, [(PERIOD[1] + 5, 1, False)]),  # outside its period
-        message("mbu_bad2", 101, [(T, 1, False), (T, -3, False)]),
-    ]  # negative
+        message("mbu_bad2", 101, [(T, 1, False), (T, -3, False)]),  # negative
+        # an item no bigint column holds: refused as the request's, not the batch's
+        message("mbu_bad3", 2**63, [(T, 1, False)]),
+    ]
     published = await publish(settings, good)
     await publish(settings, bad)
     async with Aggregator(settings, pool=pool, retention_s=None) as agg:
@@ -197,8 +199,10 @@ async def test_malformed_requests_are_dead_lettered_not_dropped(
     assert [(r["ledger_id"], r["reason"]) for r in rows] == [
         ("mbu_bad1", "invalid_records"),
         ("mbu_bad2", "invalid_records"),
+        ("mbu_bad3", "invalid_records"),
     ]
     assert rows[0]["payload"]["records"] == [[PERIOD[1] + 5, 1, False]]
+    assert "item_pk 9223372036854775808" in rows[2]["payload"]["error"]
 
 
 async def test_undecodable_messages_are_skipped_and_counted(

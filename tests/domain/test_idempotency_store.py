@@ -4,6 +4,7 @@ rule is the same on the usage path, the control plane and in the OpenAPI documen
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,8 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 async def store(redis: Redis, settings: Settings) -> AsyncIterator[RedisIdempotencyStore]:
     pipe = ScriptPipe(settings.redis_url.get_secret_value(), timeout_s=2, connect_timeout_s=1)
-    yield RedisIdempotencyStore(redis, pipe, ttl_s=60, lease_s=10)
+    namespace = settings.key("idem2", uuid.uuid4().hex[:8], "")
+    yield RedisIdempotencyStore(redis, pipe, ttl_s=60, lease_s=10, namespace=namespace)
     await pipe.close()
 
 
@@ -84,7 +86,7 @@ async def test_release_frees_only_the_owners_pending_key(
     assert await redis.get(key) is None
 
 
-async def test_usage_claims_answer_every_record_state(
+async def test_usage_claims_honour_old_format_keys(
     store: RedisIdempotencyStore, redis: Redis, settings: Settings
 ) -> None:
     meta = _key(settings, "meta")
@@ -109,17 +111,25 @@ async def test_usage_claims_answer_every_record_state(
     claim = await store.claim(meta, request, digest, "t1", [fresh, done])
     assert claim.state is ClaimState.NEW
     assert claim.records == [RecordState.NEW, RecordState.DONE + "mbu_before_3"]
-    assert decode_value(await redis.get(request)).pending
-    assert decode_value(await redis.get(fresh.key)).rest == b"t1"
+    assert await store.usage_state(request) == "pending"
+    assert await store.usage_state(fresh.key) == "pending"
+    assert await redis.get(request) is None  # nothing is written in the old format
 
     again = await store.claim(meta, request, digest, "t2", [fresh, done])
     assert again.state is ClaimState.INFLIGHT and again.records == []
 
-    store.complete_claim(request, digest, "t1", stored=b"stored|1", records=[(fresh, "mbu_x_0")])
+    store.complete_claim(
+        request,
+        digest,
+        "t1",
+        stored=b"stored|1",
+        records=[(fresh, "mbu_x_0")],
+        created=int(time.time()),
+    )
     await store.drain()
+    await redis.delete(request)  # the old-format key expired; the compact one holds
     replay = await store.claim(meta, request, digest, "t3", [fresh, done])
     assert (replay.state, replay.stored) == (ClaimState.DONE, b"stored|1")
-    assert decode_value(await redis.get(fresh.key)).rest == b"mbu_x_0"
     mismatch = await store.claim(meta, request, body_digest(b"another batch"), "t3")
     assert mismatch.state is ClaimState.MISMATCH
 
@@ -132,7 +142,7 @@ async def test_a_released_usage_claim_is_free_again(
     digest = body_digest(b"single")
     assert (await store.claim(meta, request, digest, "t1", [record])).state is ClaimState.NEW
     await store.release_claim(request, digest, "t1", [record])
-    assert await redis.get(request) is None and await redis.get(record.key) is None
+    assert await store.usage_state(request) is None and await store.usage_state(record.key) is None
     assert (await store.claim(meta, request, digest, "t2", [record])).state is ClaimState.NEW
 
 

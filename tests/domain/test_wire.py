@@ -404,6 +404,12 @@ GOOD = entry_of("good", [(START, 1, False), (START + 1, 2, False)])
         pytest.param(_other(GOOD, 4, float(START)), id="start-float"),
         pytest.param(_other(GOOD, 5, None), id="end-null"),
         pytest.param(_other(GOOD, 6, 1.5), id="accepted-at-float"),
+        pytest.param(_other(GOOD, 3, 2**63), id="item-pk-over-bigint"),
+        pytest.param(_other(GOOD, 3, 0), id="item-pk-zero"),
+        pytest.param(_other(GOOD, 4, -1), id="start-negative"),
+        pytest.param(_other(GOOD, 5, 2**63), id="end-over-bigint"),
+        pytest.param(_other(GOOD, 6, 2**63), id="accepted-at-over-bigint"),
+        pytest.param(_other(GOOD, 7, 2**31), id="count-over-int32"),
         pytest.param(entry_of("bad", []), id="no-records"),
     ],
 )

@@ -17,6 +17,8 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Aggregator
+from domain.idempotency import RedisIdempotencyStore
+from infra.scriptpipe import ScriptPipe
 from infra.settings import Settings
 from tests.support.api import metered_price, post, subscribe
 from tests.support.ingest import (
@@ -58,6 +60,18 @@ async def _ready(url: str) -> None:
                 return
             await asyncio.sleep(0.05)
     raise AssertionError("the API instance did not become ready")
+
+
+def _store(redis: Redis, settings: Settings) -> RedisIdempotencyStore:
+    """A store reading the API's keyspace (its pipe never connects: only reads here)."""
+    pipe = ScriptPipe(settings.redis_url.get_secret_value(), timeout_s=2, connect_timeout_s=1)
+    return RedisIdempotencyStore(
+        redis,
+        pipe,
+        ttl_s=settings.idempotency_ttl_s,
+        lease_s=settings.idempotency_lease_s,
+        namespace=settings.key("idem2", ""),
+    )
 
 
 def _record(item: str, quantity: int = 7) -> dict[str, Any]:
@@ -143,18 +157,17 @@ async def test_redis_losing_the_keys_still_records_once(
     redis: Redis,
     aggregator: Aggregator,
 ) -> None:
-    """Redis is the fast path, not the source of truth: with the key (and the item's
-    cached metadata) gone, the retry is published again with the same derived id, and
-    the aggregator's ledger drops it."""
+    """Redis is the fast path, not the source of truth: with the idempotency keyspace
+    (and the item's cached metadata) flushed, the retry is published again with the same
+    derived id, and the aggregator's ledger drops it."""
     item = await _item(client)
     body = _record(item, 3)
     first = await post(client, "/v1/usage_records", body, key="flushed")
     account = await account_of(pool, secret_key)
-    deleted = await redis.delete(
-        settings.key("idem", "usage", account, "t", "flushed"),
-        settings.key("item", account, "t", item),
-    )
-    assert deleted == 2
+    flushed = [k async for k in redis.scan_iter(match=settings.key("idem2", "*"))]
+    assert flushed  # the compact keyspace held the key
+    await redis.delete(*flushed)
+    assert await redis.delete(settings.key("item", account, "t", item)) == 1
     retry = await client.post(
         "/v1/usage_records", json=body, headers={"Idempotency-Key": "flushed"}
     )
@@ -222,6 +235,7 @@ async def test_a_pending_key_becomes_retryable_when_its_lease_expires(
     key = f"lease-{uuid.uuid4().hex[:6]}"
     account = await account_of(pool, secret_key)
     redis_key = settings.key("idem", "usage", account, "t", key)
+    store = _store(redis, settings)
     async with api_instance(
         settings,
         kafka_bootstrap=paused_broker.address,
@@ -241,18 +255,18 @@ async def test_a_pending_key_becomes_retryable_when_its_lease_expires(
                     )
                 )
                 for _ in range(100):
-                    value = await redis.get(redis_key)
-                    if value is not None:
+                    state = await store.usage_state(redis_key)
+                    if state is not None:
                         break
                     await asyncio.sleep(0.02)
-                assert value is not None and value.startswith(b"P|")
+                assert state == "pending"
                 busy = await client.post(
                     "/v1/usage_records", json=body, headers={"Idempotency-Key": key}
                 )
                 assert busy.status_code == 409, busy.text
                 assert error_of(busy)["code"] == "idempotency_key_in_use"
                 for _ in range(100):
-                    if await redis.get(redis_key) is None:
+                    if await store.usage_state(redis_key) is None:
                         break
                     await asyncio.sleep(0.05)
                 through = await client.post(

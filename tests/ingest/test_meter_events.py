@@ -376,6 +376,30 @@ async def test_an_idempotency_key_replays_a_batch_with_the_same_identifiers(
     assert published == [e["identifier"] for e in first.json()["data"]]
 
 
+async def test_an_idempotency_key_replays_a_batch_that_repeated_an_identifier(
+    meter_api: Api, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """The key of a batch holding an identifier accepted before keeps how that event was
+    answered: its replay is the first answer, the repeated event still not published."""
+    name = _name()
+    await _meter(pool, tenant.account, name)
+    customer, _ = await _customer(tenant.client)
+    seen = f"seen-{uuid.uuid4().hex[:6]}"
+    event = {"eventName": name, "payload": {"customer": customer, "value": 1}}
+    alone = await tenant.client.post(SINGLE, json={**event, "identifier": seen})
+    assert alone.status_code == 200, alone.text
+    body = {"events": [{**event, "identifier": seen}, {**event, "identifier": seen + "-new"}]}
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4().hex[:6]}"}
+    first = await tenant.client.post(BATCH, json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["duplicates"] == 1
+    again = await tenant.client.post(BATCH, json=body, headers=headers)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    published = [e[0] for _, evs in await _mine(meter_api, tenant.account) for e in evs]
+    assert sorted(published) == [seen, seen + "-new"]
+
+
 async def test_unknown_and_inactive_event_names_are_refused(
     meter_api: Api, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
