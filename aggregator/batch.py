@@ -268,15 +268,19 @@ def decode_requests(raw: bytes, partition: int, offset: int) -> list[Request]:
 def _header_error(item_pk: Any, start: Any, end: Any, at: Any, count: Any, ops: Any) -> str | None:
     """What is wrong with a request's header fields, in the ranges of their columns, or
     None."""
-    if not _is_id(item_pk):
-        return f"item_pk {item_pk!r:.40} is not a positive bigint"
-    if not (_is_time(start) and _is_time(end) and _is_time(at)):
-        return f"period {start!r:.40}..{end!r:.40} or accepted_at {at!r:.40} is not a bigint time"
+    if not _is_bigint(item_pk):
+        return f"item_pk {item_pk!r:.40} is not a bigint"
+    if not (_is_bigint(start) and _is_bigint(end) and _is_bigint(at)):
+        return f"period {start!r:.40}..{end!r:.40} or accepted_at {at!r:.40} is not a bigint"
     if type(count) is not int or not 0 < count <= _INT32:
         return f"record count {count!r:.40} is not a positive int"
     if type(ops) is not list or not 0 < len(ops) <= count:
         return "ops must be a list of 1 to count entries"
     return None
+
+
+def _is_bigint(v: Any) -> bool:
+    return type(v) is int and -_BIGINT - 1 <= v <= _BIGINT
 
 
 def _is_id(v: Any) -> bool:

@@ -39,10 +39,13 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["FILL", "LUA", "MARGIN_S", "ident", "inline_stored", "read_stored"]
+__all__ = ["FILL", "LUA", "MARGIN_S", "ROLLOUT_S", "ident", "inline_stored", "read_stored"]
 
 FILL = 64  # entries a hash is sized for: half of Redis 7's hash-max-listpack-entries
 MARGIN_S = 60  # how far an API clock may run ahead of Redis's without losing an entry
+# How long API processes of the old format may go on writing its keys after the compact
+# keyspace began (a rolling upgrade): old names are read that much longer.
+ROLLOUT_S = 3600
 _U32 = 1 << 32
 
 
@@ -73,7 +76,7 @@ def read_stored(raw: bytes) -> tuple[int, int] | None:
 # ``redis.call`` costs more than the Lua around it: the descriptor is one hash read with
 # one HMGET a call, and each lookup builds one string.
 LUA = f"""
-local FILL, MARGIN = {FILL}, {MARGIN_S}
+local FILL, MARGIN, ROLLOUT = {FILL}, {MARGIN_S}, {ROLLOUT_S}
 local SNS = NS .. SLICE_S .. ':'  -- slices of another length are another keyspace
 local DK = SNS .. 'd'
 local CUR = math.floor(NOW_S / SLICE_S)

@@ -95,7 +95,7 @@ local NOW_MS = NOW_S * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 OPS = _script(
     """
-local legacy_open = NOW_S < SINCE + TTL_S + math.ceil(LEASE_MS / 1000) + MARGIN
+local legacy_open = NOW_S < SINCE + ROLLOUT + TTL_S + math.ceil(LEASE_MS / 1000) + MARGIN
 local legacy = ARGV[9] == '1' and legacy_open
 local blob, stored = ARGV[5], ARGV[4]
 local pos, spos = 1, 1

@@ -202,7 +202,7 @@ async def test_malformed_requests_are_dead_lettered_not_dropped(
         ("mbu_bad3", "invalid_records"),
     ]
     assert rows[0]["payload"]["records"] == [[PERIOD[1] + 5, 1, False]]
-    assert "item_pk 9223372036854775808" in rows[2]["payload"]["error"]
+    assert "item_pk 9223372036854775808 is not a bigint" in rows[2]["payload"]["error"]
 
 
 async def test_undecodable_messages_are_skipped_and_counted(

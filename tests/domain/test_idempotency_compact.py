@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from domain.idempotency import ClaimState, RecordKey, RecordState, RedisIdempotencyStore
 from domain.idempotency.codec import done_value
-from domain.idempotency.compact import FILL, inline_stored
+from domain.idempotency.compact import FILL, ROLLOUT_S, inline_stored
 from infra.scriptpipe import ScriptPipe
 from infra.settings import Settings
 from ingest.results import dump_stored, load_stored
@@ -192,8 +192,9 @@ async def test_old_format_keys_are_read_until_they_can_have_expired(
     old = await store.claim(meta, name, "a" * 32, "t1")
     assert (old.state, old.stored) == (ClaimState.DONE, b'["mbu_old",1,1,{}]')
     assert (await store.claim(meta, name, "b" * 32, "t1")).state is ClaimState.MISMATCH
-    # the compact keyspace began longer ago than the TTL: no old key can be live
-    await redis.hset(ns + "30:d", "since", int(await _redis_now(redis)) - 200)
+    # the compact keyspace began longer ago than a rollout and the TTL: no old key can be live
+    began = int(await _redis_now(redis)) - ROLLOUT_S - 200
+    await redis.hset(ns + "30:d", "since", began)
     await store.claim(meta, _name(settings), "c" * 32, "t2")
     assert (await store.claim(meta, name, "b" * 32, "t3")).state is ClaimState.NEW
 
