@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from aggregator.worker import Aggregator
 from dispatcher.worker import Dispatcher
@@ -109,6 +110,14 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(settings, min_size=1, max_size=8)
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A client of the test Redis (the tests' keys are under the run's prefix)."""
+    r = Redis.from_url(settings.redis_url.get_secret_value())
+    yield r
+    await r.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -24,13 +24,6 @@ Make = Callable[..., RedisIdempotencyStore]
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    r = Redis.from_url(settings.redis_url.get_secret_value())
-    yield r
-    await r.aclose()
-
-
-@pytest.fixture
 async def make(redis: Redis, settings: Settings) -> AsyncIterator[Make]:
     """Stores on fresh namespaces of this run's prefix (``ns`` to share one)."""
     pipes: list[ScriptPipe] = []

@@ -27,13 +27,6 @@ from tests.support.api import metered_price, subscribe
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    r = Redis.from_url(settings.redis_url.get_secret_value())
-    yield r
-    await r.aclose()
-
-
-@pytest.fixture
 async def store(redis: Redis, settings: Settings) -> AsyncIterator[RedisIdempotencyStore]:
     pipe = ScriptPipe(settings.redis_url.get_secret_value(), timeout_s=2, connect_timeout_s=1)
     namespace = settings.key("idem2", uuid.uuid4().hex[:8], "")

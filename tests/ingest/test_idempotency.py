@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -37,13 +37,6 @@ def paused_broker() -> Iterator[PausableBroker]:
     broker.start()
     yield broker
     broker.stop()
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    r = Redis.from_url(settings.redis_url.get_secret_value())
-    yield r
-    await r.aclose()
 
 
 async def _item(client: httpx.AsyncClient) -> str:
