@@ -97,6 +97,7 @@ OPS = _script(
     """
 local legacy_open = NOW_S < SINCE + ROLLOUT + TTL_S + math.ceil(LEASE_MS / 1000) + MARGIN
 local legacy = ARGV[9] == '1' and legacy_open
+local DEADLINE = string.format('%013d', NOW_MS + LEASE_MS)  -- of every claim in this call
 local blob, stored = ARGV[5], ARGV[4]
 local pos, spos = 1, 1
 local function next_key()
@@ -163,14 +164,13 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
       if blocked then
         state = '$STATE_RECORDS'
       else
-        local deadline = string.format('%013d', NOW_MS + LEASE_MS)
         if req_id then
-          put(req_tk, req_field, 'P' .. req_d8 .. deadline .. token)
+          put(req_tk, req_field, 'P' .. req_d8 .. DEADLINE .. token)
           new = new + 1
         end
         for i = 1, n do
           if rs[i] == '$RECORD_NEW' then
-            put(tks[i], fields[i], 'P' .. d8s[i] .. deadline .. token)
+            put(tks[i], fields[i], 'P' .. d8s[i] .. DEADLINE .. token)
             new = new + 1
           end
         end
@@ -279,9 +279,14 @@ class SettleOp:
 
     @classmethod
     def release(
-        cls, request_key: str | None, digest: str, token: str, records: Sequence[RecordKey]
+        cls,
+        request_key: str | None,
+        digest: str,
+        token: str,
+        records: Sequence[RecordKey],
+        ref: bytes = b"",
     ) -> SettleOp:
-        return cls(request_key, False, digest, token, b"", [(r, _NO_ID) for r in records])
+        return cls(request_key, False, digest, token, b"", [(r, _NO_ID) for r in records], 0, ref)
 
 
 def key_ref(name: str, digest: str) -> bytes:

@@ -122,9 +122,7 @@ class RedisIdempotencyStore:
         """Free what ``claim`` took. Queued at once, in order with the claims after it;
         await the future to know it is done (it fails with RedisError/OSError when Redis is
         unavailable). ``ref``: the claim's, when at hand."""
-        op = SettleOp.release(request_key, digest, token, records)
-        op.ref = ref
-        return self._ops.enqueue(op)
+        return self._ops.enqueue(SettleOp.release(request_key, digest, token, records, ref))
 
     def complete_claim(
         self,
